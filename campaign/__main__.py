@@ -1,0 +1,7 @@
+"""Entry point for `python -m campaign`."""
+
+import sys
+
+from campaign.cli import main
+
+sys.exit(main())

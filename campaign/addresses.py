@@ -1,0 +1,74 @@
+"""E-mail addresses: validation and normalisation through email-validator, at one boundary."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import email_validator
+
+from campaign.headersafety import unsafe_reason
+
+_NAME_ADDR = re.compile(r"\s*(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]*)>\s*\Z")
+
+
+class AddressError(ValueError):
+    """An address email-validator refused; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMailbox:
+    display_name: str
+    address: str
+
+
+@lru_cache(maxsize=1)
+def _resolver() -> object:
+    from email_validator import caching_resolver
+
+    return caching_resolver(timeout=10)
+
+
+def normalise(address: str, *, check_dns: bool = False) -> str:
+    """The address in email-validator's normalised ASCII form (IDN domains as punycode).
+
+    Internationalised local parts need SMTPUTF8, which not every server speaks; they
+    are refused here rather than failing halfway through a send.
+    """
+    reason = unsafe_reason(address)
+    if reason:
+        raise AddressError(reason)
+    try:
+        kwargs: dict[str, object] = {}
+        if check_dns:
+            kwargs["dns_resolver"] = _resolver()
+        result = email_validator.validate_email(
+            address, check_deliverability=check_dns, allow_smtputf8=False, **kwargs
+        )
+    except email_validator.EmailNotValidError as err:
+        raise AddressError(str(err)) from None
+    ascii_form = result.ascii_email
+    if ascii_form is None:  # pragma: no cover - allow_smtputf8=False guarantees it
+        raise AddressError("the address needs SMTPUTF8, which is not supported")
+    return ascii_form
+
+
+def split_mailbox(text: str) -> ParsedMailbox:
+    """Split `Name <addr>` (or a bare address) into its display name and address.
+
+    Only the split happens here; the address still goes through `normalise`, and
+    headers are built from the parts, never from this string.
+    """
+    reason = unsafe_reason(text)
+    if reason:
+        raise AddressError(reason)
+    match = _NAME_ADDR.match(text)
+    if match is None:
+        if "<" in text or ">" in text:
+            raise AddressError('expected "Name <address>" or a bare address')
+        return ParsedMailbox("", text.strip())
+    name = match.group("name")
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return ParsedMailbox(name.strip(), match.group("addr").strip())

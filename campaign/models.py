@@ -1,0 +1,133 @@
+"""Frozen dataclasses shared by every layer: the campaign, its recipients, prepared messages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    """A display name and an address in email-validator's normalised ASCII form."""
+
+    display_name: str
+    address: str
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A warning about the input that does not stop the run (e.g. a likely typo)."""
+
+    message: str
+    recipient: str | None = None
+    field: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpFileSettings:
+    """The non-secret SMTP settings a campaign file may carry in its `smtp:` section."""
+
+    host: str | None = None
+    port: int | None = None
+    security: str | None = None
+    username: str | None = None
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One addressee: every address in `mailboxes` receives the same letter."""
+
+    id: str
+    name: str
+    mailboxes: tuple[Mailbox, ...]
+    index: int
+    line: int
+    data: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return tuple(mailbox.address for mailbox in self.mailboxes)
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    """The campaign section of the file, validated, plus where its parts live."""
+
+    id: str
+    subject: str
+    sender: Mailbox
+    reply_to: tuple[Mailbox, ...]
+    template: str
+    data: Mapping[str, Any] = field(repr=False)
+    source: Path
+    templates_dir: Path
+    smtp: SmtpFileSettings = SmtpFileSettings()
+
+    def data_line(self, key: str) -> int | None:
+        """The line of `key` in the campaign section, when the data came from a file."""
+        line_of = getattr(self.data, "line_of", None)
+        return int(line_of(key)) if line_of is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignFile:
+    """Everything read from recipients.yaml, validated."""
+
+    campaign: Campaign
+    recipients: tuple[Recipient, ...]
+    notices: tuple[Notice, ...] = ()
+
+    def select(self, ids: list[str] | None) -> tuple[Recipient, ...]:
+        """The recipients with these ids, in file order; all of them when `ids` is empty."""
+        if not ids:
+            return self.recipients
+        from campaign.errors import UsageError
+
+        known = {recipient.id for recipient in self.recipients}
+        unknown = [rid for rid in ids if rid not in known]
+        if unknown:
+            raise UsageError(
+                f"no recipient with id {', '.join(repr(rid) for rid in unknown)}",
+                path=self.campaign.source,
+                hint="`campaign check` lists the ids",
+            )
+        wanted = set(ids)
+        return tuple(r for r in self.recipients if r.id in wanted)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """The text a template produced for one recipient."""
+
+    subject: str
+    text: str
+    html: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """One finished message: envelope, identity and where its bytes are kept.
+
+    The bytes themselves live in a `MessageStore` so that a campaign of many
+    recipients does not hold every message in memory at once.
+    """
+
+    recipient_id: str
+    index: int
+    filename: str
+    sender: str
+    addresses: tuple[str, ...]
+    message_id: str
+    subject: str
+    content_hash: str
+    sha256: str
+    size: int
+    offset: int

@@ -1,0 +1,85 @@
+"""Preflight: every selected recipient rendered and built before anything may leave."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from campaign.errors import CampaignError, ValidationErrors
+from campaign.message import build_message
+from campaign.models import CampaignFile, Draft, Mailbox, Recipient
+from campaign.render import LetterRenderer
+from campaign.store import MessageStore
+
+Clock = Callable[[], datetime]
+MAX_REPORTED_ERRORS = 50
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def draft_filename(recipient: Recipient, total: int) -> str:
+    """`03-ministry-of-justice.eml`: the file order first, so a listing reads like the file."""
+    width = max(2, len(str(total)))
+    return f"{recipient.index:0{width}d}-{recipient.id}.eml"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The drafts of one run, in file order, with their bytes in `store`."""
+
+    source: CampaignFile
+    drafts: tuple[Draft, ...]
+    store: MessageStore
+
+    def data(self, draft: Draft) -> bytes:
+        return self.store.get(draft.offset, draft.size)
+
+
+def prepare(
+    source: CampaignFile,
+    recipients: Sequence[Recipient],
+    store: MessageStore,
+    *,
+    clock: Clock = utc_now,
+    test_to: Mailbox | None = None,
+) -> Prepared:
+    """Render and build every recipient's message; raise ValidationErrors listing failures."""
+    campaign = source.campaign
+    renderer = LetterRenderer(campaign, source.recipients)
+    total = len(source.recipients)
+    date = clock()
+    drafts: list[Draft] = []
+    errors: list[CampaignError] = []
+    for recipient in recipients:
+        try:
+            rendered = renderer.render(recipient)
+            built = build_message(campaign, recipient, rendered, date=date, test_to=test_to)
+        except CampaignError as err:
+            errors.append(err)
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
+            continue
+        if errors:
+            continue  # keep checking, but stop storing what will never be used
+        offset = store.put(built.data)
+        drafts.append(
+            Draft(
+                recipient_id=recipient.id,
+                index=recipient.index,
+                filename=draft_filename(recipient, total),
+                sender=campaign.sender.address,
+                addresses=tuple(test_to.address for _ in (0,)) if test_to else recipient.addresses,
+                message_id=built.message_id,
+                subject=built.subject,
+                content_hash=built.content_hash,
+                sha256=built.sha256,
+                size=len(built.data),
+                offset=offset,
+            )
+        )
+    if errors:
+        raise ValidationErrors(errors)
+    return Prepared(source, tuple(drafts), store)

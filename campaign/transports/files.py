@@ -1,0 +1,60 @@
+"""`.eml` drafts in a folder, each written atomically (temporary file, then rename)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from campaign.models import Draft
+from campaign.transports.base import Delivery, Reply
+
+
+def write_atomically(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class FileTransport:
+    """Writes each message as `<folder>/<draft.filename>`."""
+
+    def __init__(self, folder: Path, *, durable: bool = True) -> None:
+        self.folder = folder
+        self.name = f"files:{folder}"
+        self.durable = durable
+        self.replaced: list[str] = []
+        self.written: list[Path] = []
+
+    async def open(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    async def send(self, draft: Draft, data: bytes, addresses: Sequence[str]) -> Delivery:
+        path = self.folder / draft.filename
+        if path.exists():
+            self.replaced.append(draft.filename)
+        write_atomically(path, data, durable=self.durable)
+        self.written.append(path)
+        reply = Reply(None, f"written to {path}")
+        return Delivery({address: reply for address in addresses})
+
+    async def close(self) -> None:
+        if self.durable and self.written:
+            fsync_directory(self.folder)
