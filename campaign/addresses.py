@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+import dns.resolver
 import email_validator
 
 from campaign.headersafety import unsafe_reason
@@ -24,10 +25,8 @@ class ParsedMailbox:
 
 
 @lru_cache(maxsize=1)
-def _resolver() -> object:
-    from email_validator import caching_resolver
-
-    return caching_resolver(timeout=10)
+def _resolver() -> dns.resolver.Resolver:
+    return email_validator.caching_resolver(timeout=10)
 
 
 def normalise(address: str, *, check_dns: bool = False) -> str:
@@ -40,11 +39,11 @@ def normalise(address: str, *, check_dns: bool = False) -> str:
     if reason:
         raise AddressError(reason)
     try:
-        kwargs: dict[str, object] = {}
-        if check_dns:
-            kwargs["dns_resolver"] = _resolver()
         result = email_validator.validate_email(
-            address, check_deliverability=check_dns, allow_smtputf8=False, **kwargs
+            address,
+            check_deliverability=check_dns,
+            allow_smtputf8=False,
+            dns_resolver=_resolver() if check_dns else None,
         )
     except email_validator.EmailNotValidError as err:
         raise AddressError(str(err)) from None

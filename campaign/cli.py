@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
+import getpass
 import os
 import sys
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -12,14 +16,25 @@ from pathlib import Path
 from typing import IO
 
 from campaign import __version__
-from campaign.drafts import write_drafts
-from campaign.errors import CampaignError, ValidationErrors
+from campaign.addresses import AddressError, normalise
+from campaign.drafts import read_outbox, write_drafts
+from campaign.errors import (
+    CampaignError,
+    RunRefused,
+    SmtpSettingsError,
+    UsageError,
+    ValidationErrors,
+)
 from campaign.loading import Options, load_campaign
-from campaign.models import CampaignFile
+from campaign.models import CampaignFile, Mailbox
+from campaign.pipeline import Delivery, Plan, RunResult, SendOptions, make_plan
 from campaign.prepare import Clock, Prepared, prepare, utc_now
+from campaign.sendlog import PENDING, SENT, UNKNOWN, LogLock, Replay, SendLog, replay
+from campaign.settings import PASSWORD_VARIABLE, SECURITY_MODES, SmtpSettings, resolve_settings
 from campaign.store import MessageStore
 from campaign.transports.memory import MemoryTransport
-from campaign.ui import Ui
+from campaign.transports.smtp import SmtpTransport
+from campaign.ui import PlainProgress, RichProgress, Ui, show_plan, show_summary
 
 
 class ExitStatus(IntEnum):
@@ -48,6 +63,9 @@ class Environment:
 
 
 EXAMPLES = {
+    "send": "campaign send --test-to me@example.org\n  campaign send --dry-run\n"
+    "  CAMPAIGN_SMTP_HOST=smtp.example.org campaign send",
+    "resolve": "campaign resolve ombudsman --as sent --reason 'queued as 4XyZ in the server log'",
     "check": "campaign check\n  campaign --file other/recipients.yaml check --check-dns",
     "preview": "campaign preview president\n  campaign preview --html ombudsman",
     "drafts": "campaign drafts\n  campaign drafts --outbox /tmp/review",
@@ -57,15 +75,21 @@ EXAMPLES = {
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     default = argparse.SUPPRESS if suppress else None
     parser.add_argument(
-        "--file", type=Path, default=default if suppress else Path("recipients.yaml"),
+        "--file",
+        type=Path,
+        default=default if suppress else Path("recipients.yaml"),
         help="the campaign file (default: recipients.yaml)",
     )
     parser.add_argument(
-        "--templates", type=Path, default=default,
+        "--templates",
+        type=Path,
+        default=default,
         help="the templates folder (default: templates/ beside the file)",
     )
     parser.add_argument(
-        "--outbox", type=Path, default=default,
+        "--outbox",
+        type=Path,
+        default=default,
         help="the outbox folder (default: outbox/ beside the file)",
     )
 
@@ -104,7 +128,101 @@ def build_parser() -> argparse.ArgumentParser:
 
     drafts = command("drafts", "write one .eml per recipient into the outbox")
     drafts.set_defaults(handler=run_drafts)
+
+    send = command("send", "send the campaign over SMTP, recording every attempt in the send log")
+    send.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    send.add_argument("--dry-run", action="store_true", help="show the plan; connect to nothing")
+    send.add_argument("--only", nargs="+", metavar="ID", help="send to these recipients alone")
+    send.add_argument(
+        "--from-outbox", action="store_true", help="send exactly the reviewed .eml drafts"
+    )
+    send.add_argument("--test-to", metavar="ADDR", help="send every letter to ADDR only, as a test")
+    send.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="SMTP connections at once (default 4)",
+    )
+    send.add_argument(
+        "--rate", type=_positive_float, metavar="N", help="at most N messages per minute"
+    )
+    send.add_argument(
+        "--retries",
+        type=_non_negative_int,
+        default=3,
+        metavar="N",
+        help="retries of a temporary failure within the run (default 3)",
+    )
+    send.add_argument(
+        "--backoff",
+        type=_non_negative_float,
+        default=2.0,
+        metavar="SECONDS",
+        help="base of the exponential backoff (default 2)",
+    )
+    send.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="SMTP command timeout (default 30)",
+    )
+    send.add_argument(
+        "--retry-unknown",
+        action="store_true",
+        help="send again to recipients whose outcome is unknown",
+    )
+    send.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="send although the letter changed since part of it was sent",
+    )
+    send.add_argument("--log", type=Path, help="the send log (default: outbox/send-log.jsonl)")
+    send.add_argument("--smtp-host", help="SMTP server (overrides CAMPAIGN_SMTP_HOST)")
+    send.add_argument("--smtp-port", type=_port, help="SMTP port (overrides CAMPAIGN_SMTP_PORT)")
+    send.add_argument(
+        "--security",
+        choices=SECURITY_MODES,
+        help="starttls (default), tls, or none (loopback only)",
+    )
+    send.set_defaults(handler=run_send)
+
+    resolve = command("resolve", "settle an unknown outcome after checking the server's log")
+    resolve.add_argument("recipient", metavar="ID")
+    resolve.add_argument("--as", dest="settle_as", choices=("sent", "pending"), required=True)
+    resolve.add_argument("--reason", required=True, help="what you checked, for the record")
+    resolve.add_argument("--log", type=Path, help="the send log (default: outbox/send-log.jsonl)")
+    resolve.set_defaults(handler=run_resolve)
     return parser
+
+
+def _number(kind: type, minimum: float, strict: bool) -> Callable[[str], object]:
+    def parse(text: str) -> object:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < minimum or (strict and value == minimum):
+            bound = "greater than" if strict else "at least"
+            raise argparse.ArgumentTypeError(f"must be {bound} {minimum}")
+        return value
+
+    return parse
+
+
+_positive_int = _number(int, 0, True)
+_non_negative_int = _number(int, 0, False)
+_positive_float = _number(float, 0, True)
+_non_negative_float = _number(float, 0, False)
+
+
+def _port(text: str) -> int:
+    value = _number(int, 0, True)(text)
+    assert isinstance(value, int)
+    if value > 65535:
+        raise argparse.ArgumentTypeError("a port is at most 65535")
+    return value
 
 
 @dataclass(frozen=True)
@@ -122,6 +240,11 @@ class Context:
     def outbox(self) -> Path:
         outbox: Path | None = self.args.outbox
         return outbox if outbox is not None else self.file.parent / "outbox"
+
+    @property
+    def log_path(self) -> Path:
+        log: Path | None = getattr(self.args, "log", None)
+        return log if log is not None else self.outbox / "send-log.jsonl"
 
     def load(self, *, check_dns: bool = False) -> CampaignFile:
         return load_campaign(Options(self.file, self.args.templates, check_dns=check_dns))
@@ -172,6 +295,251 @@ def run_drafts(ctx: Context) -> ExitStatus:
         prepared = prepare(source, source.recipients, store, clock=ctx.env.clock)
         report = write_drafts(prepared, ctx.outbox)
     ctx.ui.drafts_report(report, ctx.outbox)
+    return ExitStatus.OK
+
+
+def run_send(ctx: Context) -> ExitStatus:
+    args = ctx.args
+    source = ctx.load()
+    recipients = source.select(args.only)
+    test_to = _test_mailbox(args.test_to) if args.test_to else None
+    if test_to is not None and args.from_outbox:
+        raise UsageError("--test-to and --from-outbox cannot be combined")
+    options = SendOptions(
+        concurrency=args.concurrency,
+        rate=args.rate,
+        retries=args.retries,
+        backoff=args.backoff,
+        retry_unknown=args.retry_unknown,
+        allow_changes=args.allow_changes,
+        test=test_to is not None,
+    )
+    settings: SmtpSettings | None = None
+    try:
+        settings = resolve_settings(
+            ctx.env.environ,
+            source.campaign.smtp,
+            host=args.smtp_host,
+            port=args.smtp_port,
+            security=args.security,
+        )
+    except SmtpSettingsError:
+        if not args.dry_run:
+            raise
+    with MessageStore() as store:
+        if args.from_outbox:
+            prepared = read_outbox(source, recipients, ctx.outbox, store)
+        else:
+            prepared = prepare(source, recipients, store, clock=ctx.env.clock, test_to=test_to)
+        lock = LogLock(ctx.log_path)
+        if not args.dry_run:
+            lock.acquire(f"campaign send of {source.campaign.id}")
+        try:
+            return _send_locked(ctx, prepared, options, settings)
+        finally:
+            lock.release()
+
+
+def _test_mailbox(text: str) -> Mailbox:
+    try:
+        return Mailbox("", normalise(text))
+    except AddressError as err:
+        raise UsageError(f"--test-to {text!r} is not a valid address: {err}") from None
+
+
+def _send_locked(
+    ctx: Context, prepared: Prepared, options: SendOptions, settings: SmtpSettings | None
+) -> ExitStatus:
+    campaign = prepared.source.campaign
+    history = read_history(ctx.log_path, campaign.id)
+    plan = make_plan(prepared, history, options)
+    skipped = ", ".join(f"{len(ids)} {status}" for status, ids in sorted(plan.skipped.items()))
+    show_plan(
+        ctx.ui,
+        [
+            ("campaign", campaign.id + (" (TEST SEND)" if options.test else "")),
+            ("messages", f"{len(plan.messages)} to {plan.address_count} addresses"),
+            ("skipped", skipped or "none"),
+            ("server", settings.describe() if settings else "not set"),
+            ("from", campaign.sender.address),
+            ("log", str(ctx.log_path)),
+        ],
+    )
+    unknown = len(plan.skipped.get(UNKNOWN, []))
+    if unknown:
+        ctx.ui.note(
+            f"{unknown} recipient(s) are unknown: the server may hold their letter."
+            " Check its log, then `campaign resolve ID --as sent|pending`, or resend with"
+            " --retry-unknown."
+        )
+    if ctx.args.dry_run:
+        ctx.ui.note("Dry run: nothing was sent and nothing was written.")
+        return ExitStatus.OK
+    if not plan.messages:
+        ctx.ui.note("Nothing to send.")
+        done = all(status == SENT for status in plan.skipped) or not plan.skipped
+        return ExitStatus.OK if done else ExitStatus.INCOMPLETE
+    assert settings is not None
+    settings = _with_password(ctx, settings)
+    _confirm(ctx, plan, settings, campaign.sender.address)
+    log = SendLog(ctx.log_path, campaign.id, clock=ctx.env.clock)
+    run_id = uuid.uuid4().hex[:12]
+    try:
+        log.append(
+            "run-start",
+            run=run_id,
+            pid=os.getpid(),
+            transport=f"smtp://{settings.host}:{settings.port}",
+            planned=len(plan.messages),
+            test=options.test,
+        )
+        if not options.test:
+            for message in plan.messages:
+                state = history.recipients.get(message.draft.recipient_id)
+                if state is None or state.content_hash != message.draft.content_hash:
+                    history.apply(
+                        log.append(
+                            "planned",
+                            run=run_id,
+                            recipient=message.draft.recipient_id,
+                            addresses=list(message.draft.addresses),
+                            content_hash=message.draft.content_hash,
+                        )
+                    )
+        progress = RichProgress(ctx.ui) if ctx.ui.terminal else PlainProgress(ctx.ui)
+        delivery = Delivery(
+            prepared,
+            plan,
+            log,
+            history,
+            options,
+            archive_dir=None if options.test else ctx.log_path.parent / "sent",
+            progress=progress,
+            run_id=run_id,
+        )
+        transports = [
+            SmtpTransport(settings, timeout=ctx.args.timeout)
+            for _ in range(min(options.concurrency, len(plan.messages)))
+        ]
+        result = asyncio.run(delivery.run(transports))
+        counts = result.counts()
+        log.append("run-end", run=run_id, counts=dict(counts), stopped=result.stopped)
+    finally:
+        log.close()
+    _summary(ctx, plan, history, result, options)
+    if result.stopped:
+        raise RunRefused(
+            f"the run stopped: {result.stopped}",
+            hint="nothing else was attempted; the remaining recipients are pending",
+        )
+    return ExitStatus.OK if result.complete else ExitStatus.INCOMPLETE
+
+
+def _with_password(ctx: Context, settings: SmtpSettings) -> SmtpSettings:
+    if not settings.username or settings.password:
+        return settings
+    if ctx.env.prompt is None and not ctx.env.is_terminal():
+        raise SmtpSettingsError(
+            "a username is set but no password",
+            hint=f"set {PASSWORD_VARIABLE} in the environment",
+        )
+    ask = ctx.env.prompt or (lambda text: getpass.getpass(text))
+    password = ask(f"SMTP password for {settings.username} at {settings.host}: ")
+    return dataclasses.replace(settings, password=password)
+
+
+def _confirm(ctx: Context, plan: Plan, settings: SmtpSettings, sender: str) -> None:
+    if ctx.args.yes:
+        return
+    if ctx.env.prompt is None and not ctx.env.is_terminal():
+        raise RunRefused(
+            "no terminal to confirm on, so nothing was sent",
+            hint="pass --yes to send without confirmation",
+        )
+    ask = ctx.env.prompt or input
+    answer = ask(
+        f"Send {len(plan.messages)} message(s) to {plan.address_count} address(es) through"
+        f" {settings.describe()} as {sender}? [y/N] "
+    )
+    if answer.strip().lower() not in ("y", "yes"):
+        raise RunRefused("not confirmed, so nothing was sent")
+
+
+def _summary(
+    ctx: Context, plan: Plan, history: Replay, result: RunResult, options: SendOptions
+) -> None:
+    rows = []
+    for message in plan.messages:
+        rid = message.draft.recipient_id
+        state = history.recipients.get(rid)
+        replies = []
+        if state is not None and not options.test:
+            for address in message.addresses:
+                address_state = state.addresses.get(address)
+                if address_state is not None:
+                    code = f"{address_state.code} " if address_state.code is not None else ""
+                    replies.append(f"{address}: {code}{address_state.reply}")
+        rows.append(
+            (
+                rid,
+                result.statuses.get(rid, PENDING),
+                ", ".join(message.addresses),
+                "\n".join(replies),
+            )
+        )
+    show_summary(ctx.ui, rows)
+    counts = result.counts()
+    ctx.ui.note(
+        ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+        + f" ({result.connections} connection(s))"
+    )
+    if counts.get(UNKNOWN):
+        ctx.ui.note(
+            f"{counts[UNKNOWN]} unknown: the connection was lost after the letter was sent;"
+            " the server may have it. Check with its operator, then `campaign resolve`,"
+            " or resend with --retry-unknown."
+        )
+    if counts.get("deferred"):
+        ctx.ui.note(f"{counts['deferred']} deferred: run `campaign send` again later to retry.")
+
+
+def read_history(path: Path, campaign_id: str) -> Replay:
+    history = replay(path, campaign_id)
+    if history.other_campaigns:
+        raise RunRefused(
+            f"the log {path} also holds campaign(s) {', '.join(sorted(history.other_campaigns))}",
+            path=path,
+            hint="use --log to give each campaign its own log",
+        )
+    return history
+
+
+def run_resolve(ctx: Context) -> ExitStatus:
+    source = ctx.load()
+    recipient = source.select([ctx.args.recipient])[0]
+    lock = LogLock(ctx.log_path)
+    lock.acquire(f"campaign resolve {recipient.id}")
+    try:
+        history = read_history(ctx.log_path, source.campaign.id)
+        state = history.recipients.get(recipient.id)
+        status = state.status() if state is not None else PENDING
+        if status != UNKNOWN:
+            raise UsageError(
+                f"recipient '{recipient.id}' is {status}, not unknown; there is nothing to settle"
+            )
+        log = SendLog(ctx.log_path, source.campaign.id, clock=ctx.env.clock)
+        try:
+            log.append(
+                "resolve",
+                recipient=recipient.id,
+                **{"as": ctx.args.settle_as},
+                reason=ctx.args.reason,
+            )
+        finally:
+            log.close()
+    finally:
+        lock.release()
+    ctx.ui.note(f"Recorded {recipient.id} as {ctx.args.settle_as}: {ctx.args.reason}")
     return ExitStatus.OK
 
 

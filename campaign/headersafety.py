@@ -12,7 +12,9 @@ import unicodedata
 from collections.abc import Iterable
 from email.header import decode_header
 
-_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+# As lenient as the `email` parser's own matcher (whitespace inside a word is decoded too),
+# so nothing it would decode can slip past.
+_ENCODED_WORD = re.compile(r"=\?[^?]*\?[qQbB]\?.*?\?=")
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]")
 
@@ -29,23 +31,40 @@ def unsafe_reason(value: str) -> str | None:
         char = found.group()
         kind = "a line break" if char in "\r\n\u2028\u2029\u0085" else "a control character"
         return f"contains {kind} ({_describe(char)}), which could forge extra headers"
-    for word in _ENCODED_WORD.findall(value):
-        try:
-            parts = decode_header(word)
-        except Exception:  # an undecodable word cannot hide anything we would emit
-            continue
-        for payload, charset in parts:
-            if isinstance(payload, str):
-                decoded = payload
-            else:
-                decoded = payload.decode(charset or "latin-1", errors="replace")
-            found = _CONTROL.search(decoded)
-            if found:
-                return (
-                    f"contains an encoded word {word!r} that decodes to"
-                    f" {_describe(found.group())}, which could forge extra headers"
-                )
+    words = _ENCODED_WORD.findall(value)
+    for word in words:
+        found = _CONTROL.search(_decode_word(word))
+        if found:
+            return (
+                f"contains an encoded word {word!r} that decodes to"
+                f" {_describe(found.group())}, which could forge extra headers"
+            )
+    if words:
+        # Even a harmless encoded word is not sent as written: the `email` package
+        # decodes it when it refolds the header, and mail programs show it decoded.
+        return (
+            f"contains an RFC 2047 encoded word {words[0]!r}, which would not be shown"
+            " as written; write the text itself"
+        )
     return None
+
+
+def _decode_word(word: str) -> str:
+    """The text an encoded word stands for, decoded as leniently as mail programs do."""
+    try:
+        parts = decode_header(word)
+    except Exception:  # undecodable: refused anyway, as an encoded word
+        return ""
+    decoded: list[str] = []
+    for payload, charset in parts:
+        if isinstance(payload, str):
+            decoded.append(payload)
+            continue
+        try:
+            decoded.append(payload.decode(charset or "ascii", errors="replace"))
+        except LookupError:  # an unknown charset: the `email` parser falls back likewise
+            decoded.append(payload.decode("latin-1"))
+    return "".join(decoded)
 
 
 class HeaderBlockError(ValueError):
@@ -79,6 +98,4 @@ def check_header_block(message: bytes, expected_names: Iterable[str]) -> None:
     wanted = sorted(name.lower() for name in expected_names)
     if sorted(names) != wanted:
         extra = sorted(set(names) - set(wanted)) or [n for n in names if names.count(n) > 1]
-        raise HeaderBlockError(
-            f"unexpected headers {sorted(set(extra))} in the serialised message"
-        )
+        raise HeaderBlockError(f"unexpected headers {sorted(set(extra))} in the serialised message")

@@ -49,7 +49,7 @@ def _close_match(key: str, candidates: tuple[str, ...]) -> str | None:
     normalised = key.lower().replace("-", "_").replace(" ", "_")
     if normalised in candidates:
         return normalised
-    matches = difflib.get_close_matches(normalised, candidates, n=1, cutoff=0.75)
+    matches = difflib.get_close_matches(normalised, candidates, n=1, cutoff=0.7)
     return matches[0] if matches else None
 
 
@@ -261,7 +261,9 @@ class _Checker:
         section = self._section(document, "campaign", required=True)
         if section is None:
             return None
-        self._known_keys(section, CAMPAIGN_KEYS, CAMPAIGN_REQUIRED, closed=False, prefix="campaign.")
+        self._known_keys(
+            section, CAMPAIGN_KEYS, CAMPAIGN_REQUIRED, closed=False, prefix="campaign."
+        )
         campaign_id = self._text(section, "id", prefix="campaign.")
         if campaign_id is not None and not _SLUG.match(campaign_id):
             self.error(
@@ -285,6 +287,7 @@ class _Checker:
                 template = ""
         sender: Mailbox | None = None
         if "from" in section:
+            errors_before = len(self.errors)
             found = self._mailboxes(
                 section["from"],
                 section.line_of("from"),
@@ -292,7 +295,7 @@ class _Checker:
                 recipient=None,
                 check_dns=options.check_dns,
             )
-            if found is not None and len(found) != 1:
+            if found is not None and len(found) != 1 and len(self.errors) == errors_before:
                 self.error(
                     "expected exactly one sender address",
                     line=section.line_of("from"),
@@ -381,8 +384,9 @@ class _Checker:
             if recipient is None:
                 continue
             if recipient.id in seen_ids:
+                first = seen_ids[recipient.id]
                 self.error(
-                    f"the id '{recipient.id}' is used twice (first on line {seen_ids[recipient.id]})",
+                    f"the id '{recipient.id}' is used twice (first on line {first})",
                     line=item.line_of("id"),
                     recipient=recipient.id,
                     field="id",
@@ -411,9 +415,7 @@ class _Checker:
             recipients.append(recipient)
         return tuple(recipients)
 
-    def _recipient(
-        self, item: Any, line: int, index: int, options: Options
-    ) -> Recipient | None:
+    def _recipient(self, item: Any, line: int, index: int, options: Options) -> Recipient | None:
         if not isinstance(item, YamlMapping):
             self.error(
                 f"recipient #{index} must be a mapping with id, name and emails,"
@@ -445,14 +447,13 @@ class _Checker:
                 recipient=label,
                 check_dns=options.check_dns,
             )
-            if mailboxes is not None and not mailboxes and not isinstance(item["emails"], str):
-                if not item["emails"]:
-                    self.error(
-                        "the address list is empty",
-                        line=item.line_of("emails"),
-                        recipient=label,
-                        field="emails",
-                    )
+            if mailboxes == [] and item["emails"] in ([], ""):
+                self.error(
+                    "the address list is empty",
+                    line=item.line_of("emails"),
+                    recipient=label,
+                    field="emails",
+                )
         if len(self.errors) > errors_before or recipient_id is None or name is None:
             return None
         assert mailboxes is not None

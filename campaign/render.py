@@ -15,7 +15,9 @@ from campaign.errors import CampaignError
 from campaign.headersafety import unsafe_reason
 from campaign.models import Campaign, Recipient, Rendered
 
-_UNDEFINED_NAME = re.compile(r"has no attribute '([^']+)'|'([^']+)' is undefined|no item named '([^']+)'")
+_UNDEFINED_NAME = re.compile(
+    r"has no attribute '([^']+)'|'([^']+)' is undefined|no item named '([^']+)'"
+)
 SUBJECT_TEMPLATE = "<campaign.subject>"
 
 
@@ -117,7 +119,9 @@ class LetterRenderer:
             message = f"undefined variable: {err.message}"
             raise self._error(err, name, recipient, message, variable) from None
         except jinja2.TemplateError as err:
-            raise self._error(err, name, recipient, f"template error: {err.message}", None) from None
+            raise self._error(
+                err, name, recipient, f"template error: {err.message}", None
+            ) from None
         except Exception as err:  # a filter or test raising on this recipient's data
             raise self._error(err, name, recipient, f"template error: {err}", None) from None
 

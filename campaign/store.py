@@ -11,7 +11,10 @@ class MessageStore:
     """Append-only bytes in an anonymous temporary file, read back by offset."""
 
     def __init__(self, directory: str | None = None) -> None:
-        self._file: IO[bytes] = tempfile.TemporaryFile(prefix="campaign-spool-", dir=directory)
+        # Closed by close() / __exit__: the store outlives any one `with` block.
+        self._file: IO[bytes] = tempfile.TemporaryFile(  # noqa: SIM115
+            prefix="campaign-spool-", dir=directory
+        )
         self._end = 0
         self._dirty = False
 

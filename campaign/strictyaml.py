@@ -20,6 +20,11 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _RESOLVER = yaml.resolver.Resolver()
+
+
+def _line(event: yaml.Event) -> int:
+    mark = event.start_mark
+    return mark.line + 1 if mark is not None else 0
 _PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
 _ALLOWED_TAGS = {
     None,
@@ -111,7 +116,7 @@ class _Builder:
         self._path = path
 
     def _error(self, message: str, event: yaml.Event, hint: str | None = None) -> CampaignError:
-        return CampaignError(message, path=self._path, line=event.start_mark.line + 1, hint=hint)
+        return CampaignError(message, path=self._path, line=_line(event), hint=hint)
 
     def document(self) -> Any:
         value: Any = None
@@ -159,14 +164,12 @@ class _Builder:
         plain = event.style in (None, "") and event.implicit[0] and event.tag is None
         if not plain:
             return str(event.value)
-        tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, (True, False))
+        tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, (True, False))  # type: ignore[no-untyped-call]
         if tag == "tag:yaml.org,2002:str":
             return str(event.value)
         if tag == "tag:yaml.org,2002:null":
             shown = f"'{event.value}'" if event.value else "nothing"
-            raise self._error(
-                f"the value is empty ({shown})", event, 'write "" for an empty text'
-            )
+            raise self._error(f"the value is empty ({shown})", event, 'write "" for an empty text')
         if tag == "tag:yaml.org,2002:int" and _PLAIN_INT.match(event.value):
             return int(event.value)
         kind = _KIND_BY_TAG.get(tag, "something other than text")
@@ -177,7 +180,7 @@ class _Builder:
         )
 
     def _mapping(self, start: yaml.MappingStartEvent) -> YamlMapping:
-        mapping = YamlMapping(start.start_mark.line + 1)
+        mapping = YamlMapping(_line(start))
         for event in self._events:
             if isinstance(event, yaml.MappingEndEvent):
                 return mapping
@@ -187,22 +190,29 @@ class _Builder:
             key = self._scalar(event)
             if not isinstance(key, str):
                 raise self._error(f"the key {key} must be a name, not a number", event)
-            line = event.start_mark.line + 1
+            line = _line(event)
             if key in mapping:
-                raise self._error(
+                error = self._error(
                     f"the key '{key}' is given twice (first on line {mapping.key_lines[key]})",
                     event,
                     "keep one of them",
                 )
+                error.field = key
+                raise error
             mapping.key_lines[key] = line
-            mapping[key] = self._value(next(self._events))
+            try:
+                mapping[key] = self._value(next(self._events))
+            except CampaignError as err:
+                if err.field is None:  # name the innermost key whose value was refused
+                    err.field = key
+                raise
         raise CampaignError("the YAML ended inside a mapping", path=self._path)
 
     def _sequence(self, start: yaml.SequenceStartEvent) -> YamlList:
-        items = YamlList(start.start_mark.line + 1)
+        items = YamlList(_line(start))
         for event in self._events:
             if isinstance(event, yaml.SequenceEndEvent):
                 return items
-            items.item_lines.append(event.start_mark.line + 1)
+            items.item_lines.append(_line(event))
             items.append(self._value(event))
         raise CampaignError("the YAML ended inside a list", path=self._path)

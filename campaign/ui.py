@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from email import policy
 from email.message import EmailMessage
@@ -12,6 +14,14 @@ from typing import IO
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -42,9 +52,7 @@ class Ui:
     def note(self, text: str) -> None:
         self.out.print(escape(text))
 
-    def check_report(
-        self, source: CampaignFile, problems: Sequence[CampaignError] = ()
-    ) -> None:
+    def check_report(self, source: CampaignFile, problems: Sequence[CampaignError] = ()) -> None:
         campaign = source.campaign
         self.out.print(
             f"[bold]{escape(campaign.id)}[/]: {len(source.recipients)} recipients,"
@@ -121,3 +129,104 @@ class Ui:
     def lines(self, rows: Iterable[str]) -> None:
         for row in rows:
             self.out.print(escape(row))
+
+
+STATUS_STYLES = {
+    "sent": "green",
+    "partial": "yellow",
+    "deferred": "yellow",
+    "failed": "red",
+    "unknown": "magenta",
+    "pending": "dim",
+    "sending": "cyan",
+    "retrying": "yellow",
+}
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLES.get(status, ""))
+
+
+class PlainProgress:
+    """No terminal: one line at the end."""
+
+    def __init__(self, ui: Ui) -> None:
+        self.ui = ui
+        self.counts: Counter[str] = Counter()
+        self.total = 0
+        self.started = 0.0
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self.started = time.monotonic()
+
+    def update(self, recipient: str, status: str) -> None:
+        if status != "retrying":
+            self.counts[status] += 1
+
+    def finish(self) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        done = sum(self.counts.values())
+        parts = ", ".join(f"{count} {status}" for status, count in sorted(self.counts.items()))
+        self.ui.out.print(
+            f"{done}/{self.total} messages done in {elapsed:.1f} s"
+            f" ({done / elapsed:.1f}/s): {parts or 'none'}"
+        )
+
+
+class RichProgress(PlainProgress):
+    """A live bar: sent / failed / retrying, and the rate."""
+
+    def __init__(self, ui: Ui) -> None:
+        super().__init__(ui)
+        self.retrying = 0
+        self.bar = Progress(
+            TextColumn("[bold]sending"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[summary]}"),
+            TimeElapsedColumn(),
+            console=ui.out,
+            transient=False,
+        )
+        self.task: TaskID | None = None
+
+    def start(self, total: int) -> None:
+        super().start(total)
+        self.bar.start()
+        self.task = self.bar.add_task("send", total=total, summary="")
+
+    def update(self, recipient: str, status: str) -> None:
+        super().update(recipient, status)
+        if status == "retrying":
+            self.retrying += 1
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        done = sum(self.counts.values())
+        summary = (
+            f"[green]{self.counts['sent']} sent[/] [red]{self.counts['failed']} failed[/]"
+            f" [yellow]{self.retrying} retries[/] {done / elapsed:.1f}/s"
+        )
+        if self.task is not None:
+            self.bar.update(self.task, completed=done, summary=summary)
+
+    def finish(self) -> None:
+        self.bar.stop()
+        super().finish()
+
+
+def show_plan(ui: Ui, lines: Iterable[tuple[str, str]]) -> None:
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for label, value in lines:
+        table.add_row(label, Text(value))
+    ui.out.print(table)
+
+
+def show_summary(ui: Ui, rows: Iterable[tuple[str, str, str, str]]) -> None:
+    table = Table(title="send summary")
+    for column in ("recipient", "status", "addresses", "server's reply"):
+        table.add_column(column, overflow="fold")
+    for recipient, status, addresses, reply in rows:
+        table.add_row(Text(recipient), status_text(status), Text(addresses), Text(reply))
+    ui.out.print(table)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,19 +40,30 @@ class Delivery:
 
 
 class TemporaryFailure(Exception):
-    """A 4xx reply or a lost connection before the message data went out: try again later."""
+    """A 4xx reply or a lost connection before the message data went out: try again later.
 
-    def __init__(self, reply: Reply) -> None:
+    `replies` holds the answers already final for some addresses (e.g. a 550 on one RCPT).
+    """
+
+    def __init__(self, reply: Reply, replies: Mapping[str, Reply] | None = None) -> None:
         super().__init__(str(reply))
         self.reply = reply
+        self.replies = dict(replies or {})
 
 
 class UnknownOutcome(Exception):
     """The data went out but no answer came back: the server may have taken the message."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(
+        self,
+        reason: str,
+        addresses: Sequence[str] = (),
+        replies: Mapping[str, Reply] | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.addresses = tuple(addresses)
+        self.replies = dict(replies or {})
 
 
 class RunStopped(Exception):
@@ -64,6 +75,9 @@ class RunStopped(Exception):
         self.reply = reply
 
 
+BeforeData = Callable[[], Awaitable[None]]
+
+
 class Transport(Protocol):
     """Where messages go. One instance is one channel: a folder, a terminal, a connection."""
 
@@ -71,6 +85,14 @@ class Transport(Protocol):
 
     async def open(self) -> None: ...
 
-    async def send(self, draft: Draft, data: bytes, addresses: Sequence[str]) -> Delivery: ...
+    async def send(
+        self,
+        draft: Draft,
+        data: bytes,
+        addresses: Sequence[str],
+        before_data: BeforeData | None = None,
+    ) -> Delivery:
+        """Offer the message to `addresses`; await `before_data` just before the data leaves."""
+        ...
 
     async def close(self) -> None: ...

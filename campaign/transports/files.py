@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from campaign.models import Draft
-from campaign.transports.base import Delivery, Reply
+from campaign.transports.base import BeforeData, Delivery, Reply
 
 
 def write_atomically(path: Path, data: bytes, *, durable: bool = False) -> None:
@@ -46,7 +46,15 @@ class FileTransport:
     async def open(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    async def send(self, draft: Draft, data: bytes, addresses: Sequence[str]) -> Delivery:
+    async def send(
+        self,
+        draft: Draft,
+        data: bytes,
+        addresses: Sequence[str],
+        before_data: BeforeData | None = None,
+    ) -> Delivery:
+        if before_data is not None:
+            await before_data()
         path = self.folder / draft.filename
         if path.exists():
             self.replaced.append(draft.filename)

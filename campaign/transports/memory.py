@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from campaign.models import Draft
-from campaign.transports.base import Delivery, Reply
+from campaign.transports.base import BeforeData, Delivery, Reply
 
 
 @dataclass
@@ -20,7 +20,15 @@ class MemoryTransport:
     async def open(self) -> None:
         return None
 
-    async def send(self, draft: Draft, data: bytes, addresses: Sequence[str]) -> Delivery:
+    async def send(
+        self,
+        draft: Draft,
+        data: bytes,
+        addresses: Sequence[str],
+        before_data: BeforeData | None = None,
+    ) -> Delivery:
+        if before_data is not None:
+            await before_data()
         self.outbox.append((draft, data, tuple(addresses)))
         if self.show is not None:
             self.show(draft, data)

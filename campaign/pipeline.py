@@ -1,0 +1,333 @@
+"""Sending a campaign: plan from the log (skip what is done), deliver concurrently, record.
+
+preflight (elsewhere: load, render, build) -> plan -> deliver with bounded concurrency,
+a shared rate limit and retries with backoff -> every attempt and result in the send log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from campaign.errors import RunRefused
+from campaign.models import Draft
+from campaign.prepare import Prepared
+from campaign.sendlog import (
+    ACCEPTED,
+    IN_FLIGHT,
+    NOT_YET,
+    PENDING,
+    SENT,
+    UNKNOWN,
+    Replay,
+    SendLog,
+    address_outcome,
+)
+from campaign.transports.base import Reply, RunStopped, TemporaryFailure, Transport, UnknownOutcome
+from campaign.transports.files import write_atomically
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    concurrency: int = 4
+    rate: float | None = None  # messages per minute, across all connections
+    retries: int = 3
+    backoff: float = 2.0
+    retry_unknown: bool = False
+    allow_changes: bool = False
+    test: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedMessage:
+    draft: Draft
+    addresses: tuple[str, ...]
+    reuse: Path | None = None  # an earlier send's exact bytes, for a partial resumed
+
+
+@dataclass(frozen=True)
+class Plan:
+    messages: tuple[PlannedMessage, ...]
+    skipped: dict[str, list[str]]
+    changed: tuple[str, ...]
+
+    @property
+    def address_count(self) -> int:
+        return sum(len(message.addresses) for message in self.messages)
+
+
+def make_plan(prepared: Prepared, history: Replay, options: SendOptions) -> Plan:
+    """What this run sends: never-attempted and deferred recipients; sent ones are skipped."""
+    if options.test:
+        return Plan(tuple(PlannedMessage(d, d.addresses) for d in prepared.drafts), {}, ())
+    began = any(state.delivered_somewhere for state in history.recipients.values())
+    changed = tuple(
+        draft.recipient_id
+        for draft in prepared.drafts
+        if (state := history.recipients.get(draft.recipient_id)) is not None
+        and state.content_hash is not None
+        and state.content_hash != draft.content_hash
+    )
+    if began and changed and not options.allow_changes:
+        shown = ", ".join(changed[:20]) + (
+            f" and {len(changed) - 20} more" if len(changed) > 20 else ""
+        )
+        raise RunRefused(
+            f"the letter changed since part of the campaign was sent: {len(changed)}"
+            f" recipient(s) would get a different letter from the one already recorded: {shown}",
+            hint="undo the change to the template or data, or pass --allow-changes if it is meant",
+        )
+    messages: list[PlannedMessage] = []
+    skipped: dict[str, list[str]] = {}
+    for draft in prepared.drafts:
+        state = history.recipients.get(draft.recipient_id)
+        if state is None or not state.addresses:
+            messages.append(PlannedMessage(draft, draft.addresses))
+            continue
+        wanted = set(state.to_send(retry_unknown=options.retry_unknown))
+        addresses = tuple(a for a in draft.addresses if a in wanted or a not in state.addresses)
+        if not addresses:
+            skipped.setdefault(state.status(), []).append(draft.recipient_id)
+            continue
+        reuse = None
+        if state.archive and any(s.outcome == ACCEPTED for s in state.addresses.values()):
+            reuse = Path(state.archive)
+        messages.append(PlannedMessage(draft, addresses, reuse))
+    return Plan(tuple(messages), skipped, changed)
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+
+    def update(self, recipient: str, status: str) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class RateLimiter:
+    """Spaces message starts evenly: at most `per_minute` across every connection."""
+
+    def __init__(self, per_minute: float | None, clock: Callable[[], float] = time.monotonic):
+        self._interval = 60.0 / per_minute if per_minute else 0.0
+        self._clock = clock
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        now = self._clock()
+        slot = max(now, self._next)
+        self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+@dataclass
+class RunResult:
+    statuses: dict[str, str] = field(default_factory=dict)
+    stopped: str | None = None
+    connections: int = 0
+
+    def counts(self) -> Counter[str]:
+        return Counter(self.statuses.values())
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped is None and all(s == SENT for s in self.statuses.values())
+
+
+@dataclass
+class _Job:
+    message: PlannedMessage
+    addresses: tuple[str, ...]
+    tries: int = 0
+
+
+class Delivery:
+    """One run of deliveries through `transports`, recorded in `log`, folded into `history`."""
+
+    def __init__(
+        self,
+        prepared: Prepared,
+        plan: Plan,
+        log: SendLog,
+        history: Replay,
+        options: SendOptions,
+        *,
+        archive_dir: Path | None,
+        progress: Progress,
+        run_id: str,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.prepared = prepared
+        self.plan = plan
+        self.log = log
+        self.history = history
+        self.options = options
+        self.archive_dir = archive_dir
+        self.progress = progress
+        self.run_id = run_id
+        self.rng = rng or random.Random()
+        self.rate = RateLimiter(options.rate)
+        self.result = RunResult()
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._outstanding = 0
+        self._done = asyncio.Event()
+
+    def _record(self, event: str, **fields: object) -> None:
+        if self.options.test:
+            fields["test"] = True
+        self.history.apply(self.log.append(event, run=self.run_id, **fields))
+
+    async def run(self, transports: Sequence[Transport]) -> RunResult:
+        for message in self.plan.messages:
+            self._queue.put_nowait(_Job(message, message.addresses))
+            self.result.statuses[message.draft.recipient_id] = PENDING
+        self._outstanding = len(self.plan.messages)
+        if not self._outstanding:
+            return self.result
+        self.progress.start(self._outstanding)
+        workers = [asyncio.create_task(self._worker(t)) for t in transports]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for worker in workers:
+                worker.cancel()
+            for transport in transports:
+                await transport.close()
+                self.result.connections += getattr(transport, "connections", 0)
+            self.progress.finish()
+        if not self.options.test:
+            for recipient in self.result.statuses:
+                self.result.statuses[recipient] = self.history.state(recipient).status()
+        return self.result
+
+    async def _worker(self, transport: Transport) -> None:
+        while self.result.stopped is None and self._outstanding > 0:
+            getter = asyncio.ensure_future(self._queue.get())
+            waiter = asyncio.ensure_future(self._done.wait())
+            finished, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in finished:
+                getter.cancel()
+                waiter.cancel()
+                return
+            waiter.cancel()
+            job = getter.result()
+            if self.result.stopped is not None:
+                return
+            await self.rate.wait()
+            await self._attempt(transport, job)
+
+    def _finish_job(self) -> None:
+        self._outstanding -= 1
+        if self._outstanding <= 0:
+            self._done.set()
+
+    async def _attempt(self, transport: Transport, job: _Job) -> None:
+        draft = job.message.draft
+        state = self.history.state(draft.recipient_id)
+        data = self._bytes(job.message)
+        attempt = state.attempts + 1
+        job.tries += 1
+        self._record(
+            "attempt",
+            recipient=draft.recipient_id,
+            addresses=list(job.addresses),
+            all_addresses=list(draft.addresses),
+            message_id=draft.message_id,
+            attempt=attempt,
+            content_hash=draft.content_hash,
+            sha256=draft.sha256 if job.message.reuse is None else state.sha256,
+            size=len(data),
+            transport=transport.name,
+        )
+        replies: dict[str, tuple[str, Reply]] = {}
+        try:
+            delivery = await transport.send(draft, data, job.addresses, self.log.durable)
+            for address, reply in delivery.replies.items():
+                replies[address] = (address_outcome(reply.code, reply.accepted), reply)
+        except TemporaryFailure as err:
+            for address in job.addresses:
+                reply = err.replies.get(address, err.reply)
+                replies[address] = (address_outcome(reply.code, False), reply)
+        except UnknownOutcome as err:
+            for address in job.addresses:
+                if address in err.replies:
+                    reply = err.replies[address]
+                    replies[address] = (address_outcome(reply.code, False), reply)
+                else:
+                    replies[address] = (IN_FLIGHT, Reply(None, err.reason))
+        except RunStopped as err:
+            self.result.stopped = err.reason
+            reply = err.reply or Reply(None, err.reason)
+            for address in job.addresses:
+                replies[address] = (NOT_YET, Reply(reply.code, f"run stopped: {err.reason}"))
+            self._done.set()
+        archive = None
+        if any(outcome == ACCEPTED for outcome, _ in replies.values()):
+            archive = self._archive(job.message, data)
+        self._record(
+            "result",
+            recipient=draft.recipient_id,
+            attempt=attempt,
+            message_id=draft.message_id,
+            replies={
+                address: {"outcome": outcome, "code": reply.code, "reply": reply.text}
+                for address, (outcome, reply) in replies.items()
+            },
+            status=state.status(),
+            transport=transport.name,
+            **({"archive": archive, "sha256": state.sha256 or draft.sha256} if archive else {}),
+        )
+        retry = tuple(a for a, (outcome, _) in replies.items() if outcome == "deferred")
+        if retry and job.tries <= self.options.retries and self.result.stopped is None:
+            self.progress.update(draft.recipient_id, "retrying")
+            delay = self.options.backoff * 2 ** (job.tries - 1) * self.rng.uniform(0.5, 1.5)
+            job.addresses = retry
+            asyncio.get_running_loop().call_later(delay, self._queue.put_nowait, job)
+            return
+        status = self._status(draft.recipient_id, replies)
+        self.result.statuses[draft.recipient_id] = status
+        self.progress.update(draft.recipient_id, status)
+        self._finish_job()
+
+    def _status(self, recipient: str, replies: dict[str, tuple[str, Reply]]) -> str:
+        """The recipient's status as the log now says; test sends are tracked here alone."""
+        if not self.options.test:
+            return self.history.state(recipient).status()
+        outcomes = {outcome for outcome, _ in replies.values()}
+        return SENT if outcomes == {ACCEPTED} else next(iter(outcomes - {ACCEPTED}), PENDING)
+
+    def _bytes(self, message: PlannedMessage) -> bytes:
+        if message.reuse is not None:
+            path = (
+                message.reuse
+                if message.reuse.is_absolute()
+                else self.log.path.parent / message.reuse
+            )
+            if path.is_file():
+                return path.read_bytes()
+        return self.prepared.data(message.draft)
+
+    def _archive(self, message: PlannedMessage, data: bytes) -> str | None:
+        """Keep the exact bytes a server accepted; the log records where and their SHA-256."""
+        if self.archive_dir is None:
+            return None
+        path = self.archive_dir / message.draft.filename
+        if message.reuse is None or not path.exists():
+            self.archive_dir.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, data)
+        try:
+            return str(path.relative_to(self.log.path.parent))
+        except ValueError:
+            return str(path)
+
+
+def unknown_count(result: RunResult) -> int:
+    return sum(1 for status in result.statuses.values() if status == UNKNOWN)

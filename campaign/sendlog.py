@@ -1,0 +1,364 @@
+"""The send log: append-only JSON Lines, the single source of truth for what went to whom.
+
+Every line describes itself (`time`, `event`, `campaign`, ...). An `attempt` is made durable
+before the message data goes out and its `result` is appended after, so a crash at any
+instant leaves attempts without results, which replay reads as `unknown`, never as unsent.
+The same replay feeds `campaign send` (what to do next) and `campaign log` (what to show).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from campaign.errors import CampaignError, RunRefused
+
+# Recipient statuses, in the order a person reads them.
+SENT = "sent"
+PARTIAL = "partial"
+DEFERRED = "deferred"
+FAILED = "failed"
+UNKNOWN = "unknown"
+PENDING = "pending"
+SENDING = "sending"
+STATUSES = (SENT, PARTIAL, DEFERRED, FAILED, UNKNOWN, PENDING, SENDING)
+
+# Address outcomes.
+ACCEPTED = "accepted"
+REFUSED = "refused"
+TRY_AGAIN = "deferred"
+NOT_YET = "pending"
+IN_FLIGHT = "unknown"
+
+
+def now_iso(moment: datetime | None = None) -> str:
+    return (moment or datetime.now(UTC)).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class AddressState:
+    outcome: str = NOT_YET
+    code: int | None = None
+    reply: str = ""
+    time: str = ""
+
+
+@dataclass
+class RecipientState:
+    """Everything the log says about one recipient, folded in order."""
+
+    recipient: str
+    addresses: dict[str, AddressState] = field(default_factory=dict)
+    attempts: int = 0
+    open_attempt: str | None = None  # the run id of an attempt with no result yet
+    message_id: str | None = None
+    content_hash: str | None = None
+    sha256: str | None = None
+    archive: str | None = None
+    last_code: int | None = None
+    last_reply: str = ""
+    time: str = ""
+    resolved: str | None = None
+    events: int = 0
+
+    def status(self, live_runs: frozenset[str] = frozenset()) -> str:
+        if self.open_attempt is not None:
+            return SENDING if self.open_attempt in live_runs else UNKNOWN
+        outcomes = [state.outcome for state in self.addresses.values()]
+        if not outcomes or all(o == NOT_YET for o in outcomes):
+            return PENDING
+        if IN_FLIGHT in outcomes:
+            return UNKNOWN
+        if all(o == ACCEPTED for o in outcomes):
+            return SENT
+        if TRY_AGAIN in outcomes or NOT_YET in outcomes:
+            return DEFERRED
+        if ACCEPTED in outcomes:
+            return PARTIAL
+        return FAILED
+
+    def to_send(self, *, retry_unknown: bool) -> list[str]:
+        """The addresses a new run should offer the message to (none while it is unknown)."""
+        unknown = self.open_attempt is not None or any(
+            state.outcome == IN_FLIGHT for state in self.addresses.values()
+        )
+        if unknown and not retry_unknown:
+            return []
+        return [
+            address
+            for address, state in self.addresses.items()
+            if state.outcome not in (ACCEPTED, REFUSED)
+        ]
+
+    @property
+    def delivered_somewhere(self) -> bool:
+        """True when some server may hold this letter: accepted or unknown."""
+        return self.open_attempt is not None or any(
+            state.outcome in (ACCEPTED, IN_FLIGHT) for state in self.addresses.values()
+        )
+
+
+@dataclass
+class Replay:
+    """The log folded into per-recipient state, plus what the reader noticed on the way."""
+
+    campaign: str | None = None
+    recipients: dict[str, RecipientState] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    events: int = 0
+    runs: list[str] = field(default_factory=list)
+    last_time: str = ""
+    other_campaigns: set[str] = field(default_factory=set)
+
+    def state(self, recipient: str) -> RecipientState:
+        found = self.recipients.get(recipient)
+        if found is None:
+            found = self.recipients[recipient] = RecipientState(recipient)
+        return found
+
+    def apply(self, record: dict[str, Any]) -> None:
+        event = record.get("event")
+        self.events += 1
+        self.last_time = record.get("time", self.last_time)
+        if event == "run-start":
+            self.runs.append(str(record.get("run")))
+            return
+        recipient = record.get("recipient")
+        if record.get("test") or not isinstance(recipient, str):
+            return
+        state = self.state(recipient)
+        state.events += 1
+        state.time = record.get("time", state.time)
+        if event == "planned":
+            state.content_hash = record.get("content_hash", state.content_hash)
+            for address in record.get("addresses", ()):
+                state.addresses.setdefault(address, AddressState())
+        elif event == "attempt":
+            state.attempts = max(state.attempts, int(record.get("attempt", 0)))
+            state.open_attempt = str(record.get("run"))
+            state.message_id = record.get("message_id", state.message_id)
+            state.content_hash = record.get("content_hash", state.content_hash)
+            for address in record.get("all_addresses", record.get("addresses", ())):
+                state.addresses.setdefault(address, AddressState())
+        elif event == "result":
+            state.open_attempt = None
+            for address, reply in (record.get("replies") or {}).items():
+                address_state = state.addresses.setdefault(address, AddressState())
+                address_state.outcome = reply.get("outcome", address_state.outcome)
+                address_state.code = reply.get("code")
+                address_state.reply = reply.get("reply", "")
+                address_state.time = state.time
+                state.last_code = address_state.code
+                state.last_reply = address_state.reply
+            if record.get("archive"):
+                state.archive = record["archive"]
+                state.sha256 = record.get("sha256")
+        elif event == "resolve":
+            settled_as = record.get("as")
+            state.open_attempt = None
+            state.resolved = f"{settled_as}: {record.get('reason', '')}"
+            for address_state in state.addresses.values():
+                if address_state.outcome in (IN_FLIGHT, NOT_YET, TRY_AGAIN):
+                    address_state.outcome = ACCEPTED if settled_as == SENT else NOT_YET
+                    address_state.reply = f"resolved as {settled_as}: {record.get('reason', '')}"
+                    address_state.code = None
+            state.last_reply = f"resolved as {settled_as}: {record.get('reason', '')}"
+            state.last_code = None
+
+
+class LogFormatError(CampaignError):
+    """The log cannot be read as a send log."""
+
+
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, record); a torn last line is skipped, any other bad line refused."""
+    pending_error: tuple[int, str] | None = None
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if pending_error is not None:
+                torn_line, _ = pending_error
+                record = _decode(raw)
+                if record is not None and record.get("event") == "log-repaired":
+                    pending_error = None
+                    yield number, record
+                    continue
+                raise LogFormatError(
+                    f"line {torn_line} is not a valid JSON record; the log may have been"
+                    " edited by hand",
+                    path=path,
+                    line=torn_line,
+                    hint="restore it from a backup, or move it aside to start a new log",
+                )
+            if not raw.strip():
+                continue
+            record = _decode(raw)
+            if record is None or not raw.endswith(b"\n"):
+                pending_error = (number, raw.decode("utf-8", "replace")[:80])
+                continue
+            yield number, record
+    if pending_error is not None:
+        yield pending_error[0], {"event": "torn-line", "line": pending_error[0]}
+
+
+def _decode(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and "event" in value else None
+
+
+def replay(path: Path, campaign_id: str | None = None) -> Replay:
+    """Fold the log at `path` (missing: empty) into per-recipient state, as one stream."""
+    result = Replay(campaign=campaign_id)
+    if not path.exists():
+        return result
+    for number, record in read_records(path):
+        if record.get("event") == "torn-line":
+            result.notes.append(
+                f"the last line ({number}) was cut short, probably by a crash; it was ignored"
+            )
+            continue
+        if record.get("event") == "log-repaired":
+            result.notes.append(
+                f"line {record.get('torn_line')} was cut short by a crash and was ignored"
+            )
+            continue
+        found = record.get("campaign")
+        if result.campaign is None:
+            result.campaign = found
+        elif found is not None and found != result.campaign:
+            result.other_campaigns.add(str(found))
+            continue
+        result.apply(record)
+    return result
+
+
+class SendLog:
+    """Appends records, one write per line; `durable()` fsyncs in groups (group commit)."""
+
+    def __init__(self, path: Path, campaign_id: str, *, clock: Any = None) -> None:
+        self.path = path
+        self.campaign_id = campaign_id
+        self._clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._written = 0
+        self._synced = 0
+        self._sync_task: asyncio.Future[None] | None = None
+        self._repair_torn_tail()
+
+    def _repair_torn_tail(self) -> None:
+        size = os.fstat(self._fd).st_size
+        if size == 0:
+            return
+        with open(self.path, "rb") as handle:
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return
+            handle.seek(0)
+            lines = sum(1 for _ in handle)
+        os.write(self._fd, b"\n")
+        self.append("log-repaired", torn_line=lines)
+        os.fsync(self._fd)
+
+    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Write one record (one write call, so `tail -f` never sees half a line); return it."""
+        moment = self._clock() if self._clock is not None else None
+        record = {"time": now_iso(moment), "event": event, "campaign": self.campaign_id, **fields}
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        os.write(self._fd, line.encode("utf-8"))
+        self._written += 1
+        return record
+
+    async def durable(self) -> None:
+        """Return once every record appended so far is on disk; concurrent callers share fsyncs."""
+        target = self._written
+        while self._synced < target:
+            if self._sync_task is None:
+                self._sync_task = asyncio.ensure_future(self._sync())
+            await asyncio.shield(self._sync_task)
+
+    async def _sync(self) -> None:
+        covered = self._written
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, os.fsync, self._fd)
+            self._synced = max(self._synced, covered)
+        finally:
+            self._sync_task = None
+
+    def sync_now(self) -> None:
+        os.fsync(self._fd)
+        self._synced = self._written
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+
+class LogLock:
+    """An exclusive lock beside the log, naming the process that holds it."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.path = log_path.with_name(log_path.name + ".lock")
+        self._fd = -1
+
+    def acquire(self, description: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise RunRefused(
+                f"another run holds the log: {holder}",
+                path=self.path,
+                hint="wait for it to finish; a lock left by a process that has ended frees itself",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, {description}, since {now_iso()}\n".encode(), 0)
+        self._fd = fd
+
+    def held_by_other(self) -> str | None:
+        """Who holds the lock now, or None; used by readers to tell a live run from a dead one."""
+        if not self.path.exists():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+        finally:
+            os.close(fd)
+        return None
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def address_outcome(code: int | None, accepted: bool) -> str:
+    if accepted:
+        return ACCEPTED
+    if code is not None and 500 <= code < 600:
+        return REFUSED
+    return TRY_AGAIN
+
+
+def replies_record(replies: Iterable[tuple[str, str, int | None, str]]) -> dict[str, Any]:
+    """{address: {outcome, code, reply}} for a `result` record."""
+    return {
+        address: {"outcome": outcome, "code": code, "reply": text}
+        for address, outcome, code, text in replies
+    }
