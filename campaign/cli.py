@@ -7,7 +7,10 @@ import asyncio
 import dataclasses
 import getpass
 import os
+import signal
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,12 +32,38 @@ from campaign.loading import Options, load_campaign
 from campaign.models import CampaignFile, Mailbox
 from campaign.pipeline import Delivery, Plan, RunResult, SendOptions, make_plan
 from campaign.prepare import Clock, Prepared, prepare, utc_now
-from campaign.sendlog import PENDING, SENT, UNKNOWN, LogLock, Replay, SendLog, replay
+from campaign.review import (
+    LogFollower,
+    as_csv,
+    as_json_lines,
+    build_review,
+    check_log,
+    history_of,
+)
+from campaign.sendlog import (
+    PENDING,
+    SENT,
+    STATUSES,
+    UNKNOWN,
+    LogLock,
+    Replay,
+    SendLog,
+    replay,
+)
 from campaign.settings import PASSWORD_VARIABLE, SECURITY_MODES, SmtpSettings, resolve_settings
 from campaign.store import MessageStore
 from campaign.transports.memory import MemoryTransport
 from campaign.transports.smtp import SmtpTransport
-from campaign.ui import PlainProgress, RichProgress, Ui, show_plan, show_summary
+from campaign.ui import (
+    PlainProgress,
+    RichProgress,
+    Ui,
+    review_table,
+    show_history,
+    show_plan,
+    show_review,
+    show_summary,
+)
 
 
 class ExitStatus(IntEnum):
@@ -65,6 +94,8 @@ class Environment:
 EXAMPLES = {
     "send": "campaign send --test-to me@example.org\n  campaign send --dry-run\n"
     "  CAMPAIGN_SMTP_HOST=smtp.example.org campaign send",
+    "log": "campaign log\n  campaign log --status unknown deferred\n"
+    "  campaign log --history ombudsman\n  campaign log --csv > delivery.csv",
     "resolve": "campaign resolve ombudsman --as sent --reason 'queued as 4XyZ in the server log'",
     "check": "campaign check\n  campaign --file other/recipients.yaml check --check-dns",
     "preview": "campaign preview president\n  campaign preview --html ombudsman",
@@ -194,6 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--reason", required=True, help="what you checked, for the record")
     resolve.add_argument("--log", type=Path, help="the send log (default: outbox/send-log.jsonl)")
     resolve.set_defaults(handler=run_resolve)
+
+    log = command("log", "review the delivery log: where every letter stands")
+    log.add_argument(
+        "--status",
+        nargs="+",
+        choices=STATUSES,
+        metavar="STATUS",
+        help=f"only these statuses ({', '.join(STATUSES)})",
+    )
+    log.add_argument("--recipient", nargs="+", metavar="ID", help="only these recipients")
+    log.add_argument("--history", metavar="ID", help="every event of one recipient, in order")
+    formats = log.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="one JSON object per recipient")
+    formats.add_argument("--csv", action="store_true", help="CSV with a header row")
+    log.add_argument("--follow", action="store_true", help="keep the table live while a send runs")
+    log.add_argument("--interval", type=_positive_float, default=1.0, help=argparse.SUPPRESS)
+    log.add_argument("--log", type=Path, help="the send log (default: outbox/send-log.jsonl)")
+    log.set_defaults(handler=run_log)
     return parser
 
 
@@ -543,9 +592,80 @@ def run_resolve(ctx: Context) -> ExitStatus:
     return ExitStatus.OK
 
 
+def run_log(ctx: Context) -> ExitStatus:
+    args = ctx.args
+    source = ctx.load()
+    path = ctx.log_path
+    if args.recipient:
+        source.select(args.recipient)
+    if args.follow:
+        return _follow(ctx, source, path)
+    if args.history:
+        recipient = source.select([args.history])[0]
+        check_log(path, source.campaign.id)
+        build_review(source, path)  # refuses another campaign's log, explains a bad line
+        if not show_history(ctx.ui, recipient.id, history_of(path, recipient.id)):
+            ctx.ui.note(f"no events for {recipient.id}: it has not been attempted yet")
+        return ExitStatus.OK
+    review = build_review(source, path)
+    rows = review.filtered(args.status or (), args.recipient or ())
+    if args.json:
+        for line in as_json_lines(rows):
+            ctx.env.stdout.write(line + "\n")
+    elif args.csv:
+        ctx.env.stdout.write(as_csv(rows))
+    else:
+        show_review(ctx.ui, review, rows)
+    for note in review.notes if (args.json or args.csv) else ():
+        ctx.ui.err.print(f"note: {note}", markup=False)
+    return ExitStatus.OK
+
+
+def _follow(ctx: Context, source: CampaignFile, path: Path) -> ExitStatus:
+    """Refresh the table as the log grows, until interrupted (Ctrl-C)."""
+    follower = LogFollower(path, source.campaign.id)
+    filters = (ctx.args.status or (), ctx.args.recipient or ())
+    last_counts: dict[str, int] | None = None
+    live = None
+    if ctx.ui.terminal:
+        from rich.live import Live
+
+        live = Live(console=ctx.ui.out, auto_refresh=False)
+        live.start()
+    try:
+        while True:
+            follower.poll()
+            review = build_review(source, path, follower.history)
+            rows = review.filtered(*filters)
+            if live is not None:
+                live.update(review_table(review, rows), refresh=True)
+            else:
+                counts = dict(review.counts())
+                if counts != last_counts:
+                    last_counts = counts
+                    stamp = ctx.env.clock().strftime("%H:%M:%S")
+                    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+                    ctx.ui.out.print(f"{stamp} {parts}", markup=False)
+                    ctx.env.stdout.flush()
+            time.sleep(ctx.args.interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if live is not None:
+            live.stop()
+    return ExitStatus.OK
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     """Run one command; return its exit status. User mistakes print a message, no traceback."""
     env = env or Environment()
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM ends a run like Ctrl-C: open attempts stay in the log, read as unknown.
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     ui = Ui(env.stdout, env.stderr, terminal=env.is_terminal())
     parser = build_parser()
     try:

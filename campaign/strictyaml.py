@@ -25,6 +25,8 @@ _RESOLVER = yaml.resolver.Resolver()
 def _line(event: yaml.Event) -> int:
     mark = event.start_mark
     return mark.line + 1 if mark is not None else 0
+
+
 _PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
 _ALLOWED_TAGS = {
     None,

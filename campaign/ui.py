@@ -28,6 +28,7 @@ from rich.text import Text
 from campaign.drafts import DraftsReport
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.models import CampaignFile, Draft
+from campaign.review import RecipientRow, Review
 
 PREVIEW_HEADERS = ("From", "To", "Reply-To", "Subject", "Date", "Message-ID")
 
@@ -143,6 +144,9 @@ STATUS_STYLES = {
 }
 
 
+STATUS_ORDER = ("sent", "partial", "deferred", "failed", "unknown", "pending", "sending")
+
+
 def status_text(status: str) -> Text:
     return Text(status, style=STATUS_STYLES.get(status, ""))
 
@@ -230,3 +234,88 @@ def show_summary(ui: Ui, rows: Iterable[tuple[str, str, str, str]]) -> None:
     for recipient, status, addresses, reply in rows:
         table.add_row(Text(recipient), status_text(status), Text(addresses), Text(reply))
     ui.out.print(table)
+
+
+def review_table(review: Review, rows: Sequence[RecipientRow]) -> Table:
+    counts = review.counts()
+    summary = ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts.get(s))
+    table = Table(title=f"{review.campaign}: {summary or 'no recipients'}")
+    table.add_column("id", no_wrap=True)
+    table.add_column("name / organisation", overflow="fold", ratio=2)
+    table.add_column("addresses", overflow="fold", ratio=2)
+    table.add_column("status", no_wrap=True)
+    table.add_column("tries", justify="right")
+    table.add_column("last reply", overflow="fold", ratio=3)
+    table.add_column("last event (UTC)", no_wrap=True)
+    for row in rows:
+        outcomes = {a.outcome for a in row.addresses}
+        address_lines = Text()
+        for position, address in enumerate(row.addresses):
+            if position:
+                address_lines.append("\n")
+            address_lines.append(address.address)
+            if len(outcomes) > 1:
+                code = f" {address.code}" if address.code is not None else ""
+                address_lines.append(
+                    f" ({address.outcome}{code})", style=STATUS_STYLES.get(address.outcome, "")
+                )
+        reply = f"{row.last_code} {row.last_reply}" if row.last_code is not None else row.last_reply
+        name = Text(row.name)
+        if row.organisation:
+            name.append(f"\n{row.organisation}", style="dim")
+        table.add_row(
+            Text(row.recipient),
+            name,
+            address_lines,
+            status_text(row.status),
+            str(row.attempts),
+            Text(reply),
+            Text(row.time[:19].replace("T", " ")),
+        )
+    return table
+
+
+def show_review(ui: Ui, review: Review, rows: Sequence[RecipientRow]) -> None:
+    counts = review.counts()
+    ui.out.print(
+        f"[bold]campaign[/] {escape(review.campaign)}   [bold]log[/] {escape(str(review.log_path))}"
+    )
+    ui.out.print(
+        "  ".join(f"[{STATUS_STYLES[s]}]{counts.get(s, 0)} {s}[/]" for s in STATUS_ORDER)
+        + (f"   (a run is in progress: {escape(review.live)})" if review.live else "")
+    )
+    for note in review.notes:
+        ui.out.print(f"[yellow]note:[/] {escape(note)}")
+    ui.out.print(review_table(review, rows))
+    for step in review.next_steps():
+        ui.out.print(f"next: {escape(step)}")
+
+
+def show_history(ui: Ui, recipient: str, records: Iterable[dict[str, object]]) -> int:
+    table = Table(title=f"history of {recipient}")
+    for column in ("time", "event", "attempt", "addresses", "outcome / reply", "run"):
+        table.add_column(column, overflow="fold")
+    count = 0
+    for record in records:
+        count += 1
+        replies = record.get("replies")
+        detail = ""
+        if isinstance(replies, dict):
+            detail = "\n".join(
+                f"{address}: {reply.get('outcome')} {reply.get('code') or ''} {reply.get('reply')}"
+                for address, reply in replies.items()
+                if isinstance(reply, dict)
+            )
+        elif record.get("event") == "resolve":
+            detail = f"as {record.get('as')}: {record.get('reason')}"
+        addresses = record.get("addresses")
+        table.add_row(
+            str(record.get("time", ""))[:23].replace("T", " "),
+            str(record.get("event", "")),
+            str(record.get("attempt", "")),
+            Text("\n".join(addresses) if isinstance(addresses, list) else ""),
+            Text(detail),
+            str(record.get("run", "")),
+        )
+    ui.out.print(table)
+    return count

@@ -1,0 +1,287 @@
+"""Reviewing the delivery log: one row per recipient, from the same replay `send` resumes from."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from campaign.errors import CampaignError
+from campaign.models import CampaignFile, Recipient
+from campaign.sendlog import (
+    PENDING,
+    STATUSES,
+    UNKNOWN,
+    LogLock,
+    RecipientState,
+    Replay,
+    read_records,
+    replay,
+)
+
+CSV_COLUMNS = (
+    "recipient",
+    "name",
+    "organisation",
+    "status",
+    "attempts",
+    "last_code",
+    "last_reply",
+    "time",
+    "message_id",
+    "sha256",
+    "archive",
+    "addresses",
+    "address_outcomes",
+)
+
+
+@dataclass(frozen=True)
+class AddressRow:
+    address: str
+    outcome: str
+    code: int | None
+    reply: str
+
+
+@dataclass(frozen=True)
+class RecipientRow:
+    recipient: str
+    name: str
+    organisation: str
+    status: str
+    attempts: int
+    addresses: tuple[AddressRow, ...]
+    last_code: int | None
+    last_reply: str
+    time: str
+    message_id: str | None
+    sha256: str | None
+    archive: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "recipient": self.recipient,
+            "name": self.name,
+            "organisation": self.organisation,
+            "status": self.status,
+            "attempts": self.attempts,
+            "addresses": [
+                {"address": a.address, "outcome": a.outcome, "code": a.code, "reply": a.reply}
+                for a in self.addresses
+            ],
+            "last_code": self.last_code,
+            "last_reply": self.last_reply,
+            "message_id": self.message_id,
+            "time": self.time or None,
+            "sha256": self.sha256,
+            "archive": self.archive,
+        }
+
+    def as_csv(self) -> dict[str, str]:
+        return {
+            "recipient": self.recipient,
+            "name": self.name,
+            "organisation": self.organisation,
+            "status": self.status,
+            "attempts": str(self.attempts),
+            "last_code": "" if self.last_code is None else str(self.last_code),
+            "last_reply": self.last_reply,
+            "time": self.time,
+            "message_id": self.message_id or "",
+            "sha256": self.sha256 or "",
+            "archive": self.archive or "",
+            "addresses": "; ".join(a.address for a in self.addresses),
+            "address_outcomes": "; ".join(
+                f"{a.address}: {a.outcome}"
+                + (f" {a.code}" if a.code is not None else "")
+                + (f" {a.reply}" if a.reply else "")
+                for a in self.addresses
+            ),
+        }
+
+
+@dataclass
+class Review:
+    """Where every letter stands."""
+
+    campaign: str
+    log_path: Path
+    rows: list[RecipientRow]
+    notes: list[str] = field(default_factory=list)
+    live: str | None = None
+
+    def counts(self) -> Counter[str]:
+        return Counter(row.status for row in self.rows)
+
+    def filtered(self, statuses: Sequence[str], recipients: Sequence[str]) -> list[RecipientRow]:
+        return [
+            row
+            for row in self.rows
+            if (not statuses or row.status in statuses)
+            and (not recipients or row.recipient in recipients)
+        ]
+
+    def next_steps(self) -> list[str]:
+        counts = self.counts()
+        steps = []
+        if counts.get(UNKNOWN):
+            steps.append(
+                f"{counts[UNKNOWN]} unknown: check with the server's operator, then"
+                " `campaign resolve ID --as sent|pending --reason ...`, or resend with"
+                " `campaign send --retry-unknown`"
+            )
+        if counts.get("deferred"):
+            steps.append(f"{counts['deferred']} deferred: run `campaign send` again to retry them")
+        if counts.get(PENDING):
+            steps.append(f"{counts[PENDING]} pending: `campaign send` will send them")
+        if counts.get("failed") or counts.get("partial"):
+            steps.append(
+                f"{counts.get('failed', 0)} failed, {counts.get('partial', 0)} partial: the server"
+                " refused some addresses for good; check them (see --history ID)"
+            )
+        return steps
+
+
+def _organisation(recipient: Recipient) -> str:
+    for key in ("organisation", "organization", "title", "body"):
+        value = recipient.data.get(key)
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+def _row(recipient: Recipient, state: RecipientState | None, live: frozenset[str]) -> RecipientRow:
+    if state is None:
+        state = RecipientState(recipient.id)
+    addresses = []
+    known = dict(state.addresses)
+    for address in (*recipient.addresses, *(a for a in known if a not in recipient.addresses)):
+        address_state = known.get(address)
+        if address_state is None:
+            addresses.append(AddressRow(address, PENDING, None, ""))
+        else:
+            addresses.append(
+                AddressRow(address, address_state.outcome, address_state.code, address_state.reply)
+            )
+    return RecipientRow(
+        recipient=recipient.id,
+        name=recipient.name,
+        organisation=_organisation(recipient),
+        status=state.status(live),
+        attempts=state.attempts,
+        addresses=tuple(addresses),
+        last_code=state.last_code,
+        last_reply=state.last_reply,
+        time=state.time,
+        message_id=state.message_id,
+        sha256=state.sha256,
+        archive=state.archive,
+    )
+
+
+def check_log(path: Path, campaign_id: str) -> None:
+    """Explain in one sentence why there is nothing to review, if so."""
+    if not path.exists():
+        raise CampaignError(
+            "there is no send log here yet: nothing has been sent for this campaign",
+            path=path,
+            hint="`campaign send` writes it; pass --log PATH if it is elsewhere",
+        )
+    if path.stat().st_size == 0:
+        raise CampaignError(
+            "the send log is empty: no run has recorded anything yet",
+            path=path,
+        )
+
+
+def build_review(source: CampaignFile, path: Path, history: Replay | None = None) -> Review:
+    """One row per recipient of the file, in file order, never-attempted ones as pending."""
+    campaign_id = source.campaign.id
+    if history is None:
+        check_log(path, campaign_id)
+        history = replay(path, None)
+    if history.campaign is not None and history.campaign != campaign_id:
+        raise CampaignError(
+            f"this log was written for campaign '{history.campaign}', not '{campaign_id}'",
+            path=path,
+            hint="pass --log with this campaign's log, or --file with that campaign's file",
+        )
+    holder = LogLock(path).held_by_other()
+    live = frozenset(history.runs[-1:]) if holder else frozenset()
+    rows = [
+        _row(recipient, history.recipients.get(recipient.id), live)
+        for recipient in source.recipients
+    ]
+    notes = list(history.notes)
+    if history.other_campaigns:
+        notes.append(
+            f"the log also holds records of {', '.join(sorted(history.other_campaigns))};"
+            " they were ignored"
+        )
+    return Review(campaign_id, path, rows, notes, holder)
+
+
+def history_of(path: Path, recipient: str) -> Iterator[dict[str, Any]]:
+    """Every event about one recipient, in log order."""
+    for _, record in read_records(path):
+        if record.get("recipient") == recipient:
+            yield record
+
+
+def as_json_lines(rows: Iterable[RecipientRow]) -> Iterator[str]:
+    for row in rows:
+        yield json.dumps(row.as_json(), ensure_ascii=False)
+
+
+def as_csv(rows: Iterable[RecipientRow]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row.as_csv())
+    return buffer.getvalue()
+
+
+class LogFollower:
+    """Reads a growing log from where it left off, folding new records into the same replay."""
+
+    def __init__(self, path: Path, campaign_id: str) -> None:
+        self.path = path
+        self.history = Replay(campaign=campaign_id)
+        self._offset = 0
+        self._partial = b""
+
+    def poll(self) -> bool:
+        """Fold in what was appended since the last call; True when anything was."""
+        if not self.path.exists():
+            return False
+        with open(self.path, "rb") as handle:
+            handle.seek(self._offset)
+            chunk = handle.read()
+        if not chunk:
+            return False
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        changed = False
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash, followed by the repair record
+            if isinstance(record, dict) and record.get("campaign") in (None, self.history.campaign):
+                self.history.apply(record)
+                changed = True
+        return changed
+
+
+__all__ = ["STATUSES"]
