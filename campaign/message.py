@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from email import policy
+from email import policy, quoprimime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -114,3 +114,162 @@ def build_message(
         content_hash=digest,
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+def _fold(name: str, value: object) -> str:
+    header = POLICY.header_factory(name, value)
+    return str(header.fold(policy=POLICY))
+
+
+_PART_HEADERS = (
+    'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+    "Content-Transfer-Encoding: quoted-printable\r\n"
+)
+_QP_CACHE_LIMIT = 200_000
+
+
+class MessageBuilder:
+    """Builds exactly the bytes `build_message` builds, at a fraction of the cost.
+
+    The `email` package re-parses every header and re-encodes every body line for every
+    message (about 2 ms each). What all messages of a run share (From, Reply-To, Date,
+    the part headers, most body lines) is built once here; the first message of each
+    builder is checked byte for byte against `build_message`, and any difference makes
+    the builder fall back to it for the whole run.
+    """
+
+    def __init__(self, campaign: Campaign, date: datetime) -> None:
+        self._campaign = campaign
+        self._date = date
+        self._from = _fold("From", _address(campaign.sender))
+        self._reply_to = (
+            _fold("Reply-To", tuple(_address(m) for m in campaign.reply_to))
+            if campaign.reply_to
+            else ""
+        )
+        self._date_line = _fold("Date", format_datetime(date))
+        self._subjects: dict[str, str] = {}
+        self._qp_lines: dict[bytes, bytes] = {}
+        self._checked = False
+        self._fallback = False
+
+    def _qp(self, text: str) -> bytes:
+        cache = self._qp_lines
+        if len(cache) > _QP_CACHE_LIMIT:
+            cache.clear()
+        parts = []
+        for line in text.encode("utf-8").splitlines():
+            encoded = cache.get(line)
+            if encoded is None:
+                encoded = quoprimime.body_encode(
+                    line.decode("latin-1") + "\n", POLICY.max_line_length or 78, eol="\r\n"
+                ).encode("ascii")
+                cache[line] = encoded
+            parts.append(encoded)
+        return b"".join(parts)
+
+    def build(
+        self, recipient: Recipient, rendered: Rendered, *, test_to: Mailbox | None = None
+    ) -> BuiltMessage:
+        if self._fallback:
+            return build_message(
+                self._campaign, recipient, rendered, date=self._date, test_to=test_to
+            )
+        built = self._build(recipient, rendered, test_to)
+        if not self._checked:
+            reference = build_message(
+                self._campaign, recipient, rendered, date=self._date, test_to=test_to
+            )
+            self._checked = True
+            if reference.data != built.data:
+                self._fallback = True
+                return reference
+        return built
+
+    def _build(
+        self, recipient: Recipient, rendered: Rendered, test_to: Mailbox | None
+    ) -> BuiltMessage:
+        campaign = self._campaign
+        subject = rendered.subject
+        to = recipient.mailboxes
+        message_id = message_id_for(campaign, recipient.id)
+        if test_to is not None:
+            subject = f"[TEST for {recipient.name}] {subject}"
+            to = (test_to,)
+            message_id = message_id_for(campaign, recipient.id, test=True)
+        for field, value in (("subject", subject), ("name", recipient.name)):
+            reason = unsafe_reason(value)
+            if reason:
+                raise CampaignError(
+                    f"the {field} {reason}",
+                    path=campaign.source,
+                    recipient=recipient.id,
+                    field=field,
+                )
+        addresses = tuple(m.address for m in to)
+        digest = content_hash(subject, addresses, rendered)
+        subject_line = self._subjects.get(subject)
+        if subject_line is None:
+            subject_line = _fold("Subject", subject)
+            if len(self._subjects) < 10_000:
+                self._subjects[subject] = subject_line
+        head = [
+            self._from,
+            _fold("To", tuple(_address(m) for m in to)),
+            self._reply_to,
+            subject_line,
+            self._date_line,
+            _fold("Message-ID", message_id),
+        ]
+        text = self._qp(rendered.text)
+        if rendered.html is None:
+            head.append(_PART_HEADERS.format(subtype="plain"))
+            head.append("MIME-Version: 1.0\r\n\r\n")
+            data = "".join(head).encode("ascii") + text
+            expected = _SINGLE_PART_NAMES
+        else:
+            boundary = f"=_campaign_{digest[:32]}"
+            head.append(
+                f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n boundary="{boundary}"'
+                f"\r\n\r\n--{boundary}\r\n"
+            )
+            head.append(_PART_HEADERS.format(subtype="plain") + "\r\n")
+            data = b"".join(
+                (
+                    "".join(head).encode("ascii"),
+                    text,
+                    f"\r\n--{boundary}\r\n{_PART_HEADERS.format(subtype='html')}\r\n".encode(),
+                    self._qp(rendered.html),
+                    f"\r\n--{boundary}--\r\n".encode(),
+                )
+            )
+            expected = _MULTIPART_NAMES
+        names = [*expected[:2], *(("Reply-To",) if self._reply_to else ()), *expected[2:]]
+        try:
+            check_header_block(data, names)
+        except HeaderBlockError as err:
+            raise CampaignError(
+                f"the message headers came out wrong: {err}",
+                path=campaign.source,
+                recipient=recipient.id,
+            ) from None
+        return BuiltMessage(
+            data=data,
+            message_id=message_id,
+            subject=subject,
+            content_hash=digest,
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+
+
+_SINGLE_PART_NAMES = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "MIME-Version",
+)
+_MULTIPART_NAMES = ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from campaign.errors import CampaignError, ValidationErrors
-from campaign.message import build_message
+from campaign.message import MessageBuilder
 from campaign.models import CampaignFile, Draft, Mailbox, Recipient
 from campaign.render import LetterRenderer
 from campaign.store import MessageStore
@@ -50,13 +50,13 @@ def prepare(
     campaign = source.campaign
     renderer = LetterRenderer(campaign, source.recipients)
     total = len(source.recipients)
-    date = clock()
+    builder = MessageBuilder(campaign, clock())
     drafts: list[Draft] = []
     errors: list[CampaignError] = []
     for recipient in recipients:
         try:
             rendered = renderer.render(recipient)
-            built = build_message(campaign, recipient, rendered, date=date, test_to=test_to)
+            built = builder.build(recipient, rendered, test_to=test_to)
         except CampaignError as err:
             errors.append(err)
             if len(errors) >= MAX_REPORTED_ERRORS:
