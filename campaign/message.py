@@ -226,12 +226,12 @@ class MessageBuilder:
             head.append(_PART_HEADERS.format(subtype="plain"))
             head.append("MIME-Version: 1.0\r\n\r\n")
             data = "".join(head).encode("ascii") + text
-            expected = _SINGLE_PART_NAMES
+            expected: tuple[str, ...] = _SINGLE_PART_NAMES
         else:
             boundary = f"=_campaign_{digest[:32]}"
             head.append(
-                f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n boundary="{boundary}"'
-                f"\r\n\r\n--{boundary}\r\n"
+                "MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n"
+                f' boundary="{boundary}"\r\n\r\n--{boundary}\r\n'
             )
             head.append(_PART_HEADERS.format(subtype="plain") + "\r\n")
             data = b"".join(
