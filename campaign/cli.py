@@ -514,12 +514,22 @@ def _confirm(ctx: Context, plan: Plan, settings: SmtpSettings, sender: str) -> N
         raise RunRefused("not confirmed, so nothing was sent")
 
 
+SUMMARY_ROWS = 30
+
+
 def _summary(
     ctx: Context, plan: Plan, history: Replay, result: RunResult, options: SendOptions
 ) -> None:
     rows = []
+    shown = 0
     for message in plan.messages:
         rid = message.draft.recipient_id
+        status = result.statuses.get(rid, PENDING)
+        if len(plan.messages) > SUMMARY_ROWS and status == SENT:
+            continue  # a large run lists what needs attention; `campaign log` lists all
+        shown += 1
+        if shown > SUMMARY_ROWS:
+            continue
         state = history.recipients.get(rid)
         replies = []
         if state is not None and not options.test:

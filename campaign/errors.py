@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class CampaignError(Exception):
@@ -29,6 +30,15 @@ class CampaignError(Exception):
         self.recipient = recipient
         self.field = field
         self.hint = hint
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """Plain values, to carry the error across a process boundary."""
+        return (self.message, self.path, self.line, self.recipient, self.field, self.hint)
+
+    @classmethod
+    def from_tuple(cls, values: tuple[Any, ...]) -> CampaignError:
+        message, path, line, recipient, field, hint = values
+        return cls(message, path=path, line=line, recipient=recipient, field=field, hint=hint)
 
     def location(self) -> str:
         """`file:line: recipient 'x', field 'y'` with whatever parts are known."""

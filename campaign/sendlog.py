@@ -289,7 +289,7 @@ class SendLog:
     async def _sync(self) -> None:
         covered = self._written
         try:
-            await asyncio.get_running_loop().run_in_executor(None, os.fsync, self._fd)
+            await asyncio.get_running_loop().run_in_executor(None, os.fdatasync, self._fd)
             self._synced = max(self._synced, covered)
         finally:
             self._sync_task = None
