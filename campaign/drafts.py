@@ -132,10 +132,11 @@ def _check_draft(campaign: Campaign, recipient: Recipient, path: Path, data: byt
         raise refuse(f"the subject {reason}", "Subject")
     text_part = message.get_body(preferencelist=("plain",))
     html_part = message.get_body(preferencelist=("html",))
+    # Decoded with CRLF line ends (the wire form); the rendered letter used LF.
     rendered = Rendered(
         subject=subject,
-        text=text_part.get_content() if text_part is not None else "",
-        html=html_part.get_content() if html_part is not None else None,
+        text=text_part.get_content().replace("\r\n", "\n") if text_part is not None else "",
+        html=html_part.get_content().replace("\r\n", "\n") if html_part is not None else None,
     )
     return Draft(
         recipient_id=recipient.id,
