@@ -6,6 +6,7 @@ import difflib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ def load_campaign(options: Options) -> CampaignFile:
     return result
 
 
+@lru_cache(maxsize=1024)
 def _close_match(key: str, candidates: tuple[str, ...]) -> str | None:
     normalised = key.lower().replace("-", "_").replace(" ", "_")
     if normalised in candidates:

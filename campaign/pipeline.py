@@ -179,6 +179,7 @@ class Delivery:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._outstanding = 0
         self._done = asyncio.Event()
+        self._first_answer = asyncio.Event()
 
     def _record(self, event: str, **fields: object) -> None:
         if self.options.test:
@@ -193,7 +194,9 @@ class Delivery:
         if not self._outstanding:
             return self.result
         self.progress.start(self._outstanding)
-        workers = [asyncio.create_task(self._worker(t)) for t in transports]
+        workers = [
+            asyncio.create_task(self._worker(t, lead=i == 0)) for i, t in enumerate(transports)
+        ]
         try:
             await asyncio.gather(*workers)
         finally:
@@ -208,7 +211,13 @@ class Delivery:
                 self.result.statuses[recipient] = self.history.state(recipient).status()
         return self.result
 
-    async def _worker(self, transport: Transport) -> None:
+    async def _worker(self, transport: Transport, *, lead: bool = False) -> None:
+        if not lead:
+            # One connection meets the server first: a refusal that concerns every message
+            # (greeting, TLS, login, sender) then stops the run after one try, not one per
+            # connection (a wrong password tried on every connection at once can lock the
+            # account).
+            await self._first_answer.wait()
         while self.result.stopped is None and self._outstanding > 0:
             getter = asyncio.ensure_future(self._queue.get())
             waiter = asyncio.ensure_future(self._done.wait())
@@ -269,6 +278,7 @@ class Delivery:
             for address in job.addresses:
                 replies[address] = (NOT_YET, Reply(reply.code, f"run stopped: {err.reason}"))
             self._done.set()
+        self._first_answer.set()
         archive = None
         if any(outcome == ACCEPTED for outcome, _ in replies.values()):
             archive = self._archive(job.message, data)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -30,6 +30,7 @@ from campaign.errors import CampaignError, ValidationErrors
 from campaign.models import CampaignFile, Draft
 from campaign.review import RecipientRow, Review
 
+TABLE_LIMIT = 200
 PREVIEW_HEADERS = ("From", "To", "Reply-To", "Subject", "Date", "Message-ID")
 
 
@@ -62,6 +63,42 @@ class Ui:
         )
         failing = {p.recipient for p in problems if p.recipient}
         warned = {n.recipient for n in source.notices}
+        if len(source.recipients) > TABLE_LIMIT:
+            self._plain_rows(source, failing, warned)
+        else:
+            self._table_rows(source, failing, warned)
+        for notice in source.notices:
+            where = f"{notice.recipient}: " if notice.recipient else ""
+            self.out.print(f"[yellow]warning:[/] {escape(where + notice.message)}")
+        if campaign.sender.domain in ("example.org", "example.com", "example.net"):
+            self.out.print(
+                f"[yellow]warning:[/] the sender {escape(campaign.sender.address)} is a"
+                f" placeholder; set campaign.from in {escape(campaign.source.name)} before sending"
+            )
+
+    def _plain_rows(
+        self, source: CampaignFile, failing: Collection[str | None], warned: Collection[str | None]
+    ) -> None:
+        """Too many rows for a drawn table to be quick: aligned plain lines, one per recipient."""
+        width = max(len(r.id) for r in source.recipients)
+        lines = [f"{'#':>7}  {'id':<{width}}  {'status':<7}  name  <addresses>"]
+        for recipient in source.recipients:
+            status = (
+                "error"
+                if recipient.id in failing
+                else "warning"
+                if recipient.id in warned
+                else "ok"
+            )
+            lines.append(
+                f"{recipient.index:>7}  {recipient.id:<{width}}  {status:<7}  {recipient.name}"
+                f"  <{', '.join(recipient.addresses)}>"
+            )
+        self.out.file.write("\n".join(lines) + "\n")
+
+    def _table_rows(
+        self, source: CampaignFile, failing: Collection[str | None], warned: Collection[str | None]
+    ) -> None:
         table = Table(show_lines=False)
         for column in ("#", "id", "name", "addresses", "status"):
             table.add_column(column, overflow="fold")
@@ -80,14 +117,6 @@ class Ui:
                 status,
             )
         self.out.print(table)
-        for notice in source.notices:
-            where = f"{notice.recipient}: " if notice.recipient else ""
-            self.out.print(f"[yellow]warning:[/] {escape(where + notice.message)}")
-        if campaign.sender.domain in ("example.org", "example.com", "example.net"):
-            self.out.print(
-                f"[yellow]warning:[/] the sender {escape(campaign.sender.address)} is a"
-                f" placeholder; set campaign.from in {escape(campaign.source.name)} before sending"
-            )
 
     def preview(self, draft: Draft, data: bytes, *, html: bool) -> None:
         message = BytesParser(policy=policy.default).parsebytes(data)
