@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from campaign.models import Campaign, Mailbox, Recipient, Rendered
 
 # One policy throughout: CRLF line ends, 78-column folding, no raw 8-bit in headers.
 POLICY = policy.SMTP
+_READER = policy.default
+_WORD_BYTES = 39  # a base64 word of 39 bytes is 64 characters: within RFC 2047's 75
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,44 @@ def content_hash(subject: str, addresses: tuple[str, ...], rendered: Rendered) -
         [subject, list(addresses), rendered.text, rendered.html], ensure_ascii=False
     ).encode("utf-8")
     return hashlib.sha256(payload).hexdigest()
+
+
+def _fold(name: str, value: object) -> str:
+    header = POLICY.header_factory(name, value)
+    return str(header.fold(policy=POLICY))
+
+
+def _decoded(header_line: str) -> str:
+    name, _, value = header_line.partition(":")
+    parsed = _READER.header_factory(name, value.replace("\r\n", "").strip())
+    return str(parsed)
+
+
+def subject_header(subject: str) -> str:
+    """The folded Subject line, decoding back to exactly `subject`.
+
+    Python 3.11's folder can drop the space between two encoded words of a long
+    non-ASCII subject (CPython gh-144156). When its fold does not round-trip, the
+    subject is written as a run of base64 encoded words that each hold whole characters;
+    readers join adjacent encoded words, so every space survives.
+    """
+    folded = _fold("Subject", subject)
+    if _decoded(folded) == subject:
+        return folded
+    words: list[str] = []
+    chunk = b""
+    for char in subject:
+        encoded = char.encode("utf-8")
+        if len(chunk) + len(encoded) > _WORD_BYTES:
+            words.append(chunk.decode("utf-8"))
+            chunk = b""
+        chunk += encoded
+    words.append(chunk.decode("utf-8"))
+    encoded_words = [
+        "=?utf-8?b?" + base64.b64encode(word.encode("utf-8")).decode("ascii") + "?="
+        for word in words
+    ]
+    return "Subject: " + "\r\n ".join(encoded_words) + "\r\n"
 
 
 def _address(mailbox: Mailbox) -> Address:
@@ -99,6 +140,11 @@ def build_message(
             del part["MIME-Version"]
     expected = list(message.keys())
     data = message.as_bytes(policy=POLICY)
+    folded, fixed = _fold("Subject", subject), subject_header(subject)
+    if fixed != folded:
+        head_end = data.index(b"\r\n\r\n") + 2
+        head = data[:head_end].replace(folded.encode("ascii"), fixed.encode("ascii"), 1)
+        data = head + data[head_end:]
     try:
         check_header_block(data, expected)
     except HeaderBlockError as err:
@@ -114,11 +160,6 @@ def build_message(
         content_hash=digest,
         sha256=hashlib.sha256(data).hexdigest(),
     )
-
-
-def _fold(name: str, value: object) -> str:
-    header = POLICY.header_factory(name, value)
-    return str(header.fold(policy=POLICY))
 
 
 _PART_HEADERS = (
@@ -210,7 +251,7 @@ class MessageBuilder:
         digest = content_hash(subject, addresses, rendered)
         subject_line = self._subjects.get(subject)
         if subject_line is None:
-            subject_line = _fold("Subject", subject)
+            subject_line = subject_header(subject)
             if len(self._subjects) < 10_000:
                 self._subjects[subject] = subject_line
         head = [

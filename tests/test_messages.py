@@ -344,11 +344,6 @@ FOLDED_SUBJECT = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Python 3.11's email folder drops the space between two folded encoded words"
-    " (CPython gh-144156): recipients would read 'überÅngström'",
-)
 def test_long_non_ascii_subject_keeps_every_space(tmp_path: Path) -> None:
     path = write_campaign(
         tmp_path, GOOD_YAML.replace("A letter for {{ recipient.name }}", FOLDED_SUBJECT)
