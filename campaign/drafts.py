@@ -145,7 +145,6 @@ def _check_draft(campaign: Campaign, recipient: Recipient, path: Path, data: byt
         sender=campaign.sender.address,
         addresses=recipient.addresses,
         message_id=expected_id,
-        subject=subject,
         content_hash=content_hash(subject, recipient.addresses, rendered),
         sha256=hashlib.sha256(data).hexdigest(),
         size=len(data),

@@ -166,7 +166,7 @@ _PART_HEADERS = (
     'Content-Type: text/{subtype}; charset="utf-8"\r\n'
     "Content-Transfer-Encoding: quoted-printable\r\n"
 )
-_QP_CACHE_LIMIT = 200_000
+_QP_CACHE_LIMIT = 20_000
 
 
 class MessageBuilder:

@@ -126,7 +126,6 @@ class Draft:
     sender: str
     addresses: tuple[str, ...]
     message_id: str
-    subject: str
     content_hash: str
     sha256: str
     size: int

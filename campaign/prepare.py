@@ -112,7 +112,6 @@ def _build_range(
                 sender=campaign.sender.address,
                 addresses=(test_to.address,) if test_to else recipient.addresses,
                 message_id=built.message_id,
-                subject=built.subject,
                 content_hash=built.content_hash,
                 sha256=built.sha256,
                 size=len(built.data),
