@@ -17,6 +17,7 @@ from campaign.sendlog import (
     PENDING,
     STATUSES,
     UNKNOWN,
+    LogFormatError,
     LogLock,
     RecipientState,
     Replay,
@@ -253,9 +254,14 @@ class LogFollower:
 
     def __init__(self, path: Path, campaign_id: str) -> None:
         self.path = path
-        self.history = Replay(campaign=campaign_id)
+        self.campaign_id = campaign_id
+        # As in `replay`: the first record names the log's campaign, so `build_review` can
+        # refuse another campaign's log and note stray records instead of showing all pending.
+        self.history = Replay()
         self._offset = 0
         self._partial = b""
+        self._line = 0
+        self._bad_line: int | None = None
 
     def poll(self) -> bool:
         """Fold in what was appended since the last call; True when anything was."""
@@ -272,15 +278,35 @@ class LogFollower:
         self._partial = lines.pop()
         changed = False
         for line in lines:
+            self._line += 1
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except ValueError:
-                continue  # a line cut short by a crash, followed by the repair record
-            if isinstance(record, dict) and record.get("campaign") in (None, self.history.campaign):
-                self.history.apply(record)
-                changed = True
+                record = None
+            valid = isinstance(record, dict) and "event" in record
+            if self._bad_line is not None:
+                if not valid or record["event"] != "log-repaired":
+                    raise LogFormatError(
+                        f"line {self._bad_line} is not a valid JSON record; the log may have"
+                        " been edited by hand",
+                        path=self.path,
+                        line=self._bad_line,
+                        hint="restore it from a backup, or move it aside to start a new log",
+                    )
+                self._bad_line = None
+            elif not valid:
+                self._bad_line = self._line  # cut short by a crash, if a repair record follows
+                continue
+            found = record.get("campaign")
+            if self.history.campaign is None:
+                self.history.campaign = found
+            elif found is not None and found != self.history.campaign:
+                self.history.other_campaigns.add(str(found))
+                continue
+            self.history.apply(record)
+            changed = True
         return changed
 
 
