@@ -1,0 +1,1041 @@
+"""One command for the whole benchmark: `python bench/run.py` (use bench/.venv's python).
+
+For every N (default 1,000 and 10,000) and every sender in SENDERS, at least
+three runs each, interleaved (run 1 of every sender, then run 2, ...). Every
+run gets a fresh sink process (bench/sink.py, 127.0.0.1, a free port) and a
+fresh directory; the sender is a separate process, timed from spawn to exit
+(wall clock, so start-up and file parsing count), its peak RSS and CPU seconds
+read from os.wait4's rusage. After each run the sink's counts are checked:
+exactly one message per generated address, nothing missing, nothing else.
+
+The same again in latency mode (the sink delays every reply by --latency
+seconds, default 0.025) at smaller N (--latency-n, default 200), and the
+sink's own ceiling (pre-built bytes over K pipelined connections).
+
+Writes bench/RESULTS.md (tables, targets, ratios, machine), raw figures as
+JSON Lines in bench/results/raw.jsonl, and bench/throughput.png when
+matplotlib can be imported.
+
+    python bench/run.py                        # the full benchmark
+    python bench/run.py --quick                # N=200, 1 run, latency N=50
+    python bench/run.py --senders smtplib-loop,aiosmtplib-ceiling --n 1000
+    python bench/run.py measure --n 100000 -- {campaign} --file {yaml} check
+
+A sender is one entry in SENDERS (name, argv builder, env builder, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.generate import Generated, generate, mailmerge_config
+from bench.sink import SinkProcess, measure_ceiling
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+LOOPBACK = "loopback"
+LATENCY = "latency"
+
+
+# --------------------------------------------------------------------------- senders
+
+
+@dataclass
+class RunContext:
+    """What a sender's command is built from, for one run."""
+
+    python: str  # the interpreter of the benchmark environment
+    data: Generated  # the generated campaign (read only)
+    port: int  # the sink of this run
+    latency: float
+    concurrency: int
+    run_dir: Path  # fresh, empty; the sender's cwd
+    prebuilt: Path | None  # pickled (sender, rcpts, bytes), for senders that need it
+
+
+def _no_env(ctx: RunContext) -> dict[str, str]:
+    return {}
+
+
+def _always(python: str) -> str | None:
+    return None
+
+
+def _no_prepare(ctx: RunContext) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Sender:
+    """One line of the comparison: how to run it, nothing else."""
+
+    name: str
+    describe: str
+    argv: Callable[[RunContext], list[str]]
+    env: Callable[[RunContext], dict[str, str]] = _no_env
+    prepare: Callable[[RunContext], None] = _no_prepare  # before the clock starts
+    unavailable: Callable[[str], str | None] = _always  # why it cannot run, or None
+    connections: Callable[[RunContext], int] = lambda ctx: 1
+    needs_prebuilt: bool = False
+
+
+def campaign_command(python: str) -> list[str]:
+    """`campaign` as installed next to `python` (console script), else `python -m campaign`."""
+    script = Path(python).parent / "campaign"
+    return [str(script)] if script.exists() else [python, "-m", "campaign"]
+
+
+def _campaign_argv(ctx: RunContext) -> list[str]:
+    return [
+        *campaign_command(ctx.python),
+        "--file",
+        str(ctx.data.yaml_path),
+        "--outbox",
+        str(ctx.run_dir / "outbox"),
+        "send",
+        "--yes",
+        "--concurrency",
+        str(ctx.concurrency),
+        "--log",
+        str(ctx.run_dir / "send-log.jsonl"),
+    ]
+
+
+def _campaign_env(ctx: RunContext) -> dict[str, str]:
+    return {
+        "CAMPAIGN_SMTP_HOST": "127.0.0.1",
+        "CAMPAIGN_SMTP_PORT": str(ctx.port),
+        "CAMPAIGN_SMTP_SECURITY": "none",
+    }
+
+
+def _baseline(*args: str) -> list[str]:
+    return [str(BENCH / "baselines.py"), *args]
+
+
+def _smtplib_argv(ctx: RunContext) -> list[str]:
+    data = str(ctx.data.outdir)
+    return [ctx.python, *_baseline("smtplib-loop", "--data", data, "--port", str(ctx.port))]
+
+
+def _ceiling_argv(ctx: RunContext) -> list[str]:
+    assert ctx.prebuilt is not None
+    return [
+        ctx.python,
+        *_baseline("aiosmtplib-ceiling", "--messages", str(ctx.prebuilt)),
+        "--port",
+        str(ctx.port),
+        "--concurrency",
+        str(ctx.concurrency),
+    ]
+
+
+def _mailmerge_prepare(ctx: RunContext) -> None:
+    (ctx.run_dir / "mailmerge_server.conf").write_text(mailmerge_config(ctx.port), "utf-8")
+
+
+def _mailmerge_argv(ctx: RunContext) -> list[str]:
+    from bench.baselines import mailmerge_argv
+
+    script = Path(ctx.python).parent / "mailmerge"
+    return mailmerge_argv([str(script)], ctx.data.outdir, ctx.run_dir / "mailmerge_server.conf")
+
+
+def _mailmerge_unavailable(python: str) -> str | None:
+    if (Path(python).parent / "mailmerge").exists():
+        return None
+    return (
+        f"mailmerge is not installed next to {python}; create the benchmark env: "
+        "python3 -m venv bench/.venv && bench/.venv/bin/pip install -e . -r bench/requirements.txt"
+    )
+
+
+SENDERS: dict[str, Sender] = {
+    s.name: s
+    for s in [
+        Sender(
+            "campaign",
+            "`campaign send --yes --concurrency K` (the product)",
+            _campaign_argv,
+            env=_campaign_env,
+            connections=lambda ctx: ctx.concurrency,
+        ),
+        Sender(
+            "smtplib-loop",
+            "Jinja2 + EmailMessage per recipient, one persistent smtplib connection (CSV)",
+            _smtplib_argv,
+        ),
+        Sender(
+            "mailmerge",
+            "mailmerge (PyPI) --no-dry-run --no-limit; a new connection per message",
+            _mailmerge_argv,
+            prepare=_mailmerge_prepare,
+            unavailable=_mailmerge_unavailable,
+        ),
+        Sender(
+            "aiosmtplib-ceiling",
+            "transport ceiling: the same messages pre-built as bytes, aiosmtplib, K connections",
+            _ceiling_argv,
+            connections=lambda ctx: ctx.concurrency,
+            needs_prebuilt=True,
+        ),
+    ]
+}
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class ProcessResult:
+    exit_code: int  # negative: killed by that signal
+    wall_s: float  # spawn to exit
+    cpu_user_s: float
+    cpu_sys_s: float
+    peak_rss_kib: int
+    timed_out: bool
+
+    @property
+    def cpu_s(self) -> float:
+        return self.cpu_user_s + self.cpu_sys_s
+
+
+def measure_process(
+    argv: Sequence[str],
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 600.0,
+    stdout: Path | None = None,
+    stderr: Path | None = None,
+) -> ProcessResult:
+    """Run argv to exit: wall time from spawn to exit, CPU and peak RSS from its rusage.
+
+    The command is started by bench/_launch.py (a tiny process) so that its
+    peak RSS is not floored at this process's RSS; see that file.
+    """
+    full_env = {**os.environ, **(env or {})}
+    fd, report_name = tempfile.mkstemp(prefix="bench-launch-", suffix=".json")
+    os.close(fd)
+    report = Path(report_name)
+    launcher = [sys.executable, "-I", "-S", str(BENCH / "_launch.py"), str(report), "--"]
+    try:
+        with (
+            open(stdout or os.devnull, "wb") as out,
+            open(stderr or os.devnull, "wb") as err,
+        ):
+            start = time.perf_counter()
+            proc = subprocess.Popen(
+                [*launcher, *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=full_env,
+                cwd=cwd,
+                start_new_session=True,  # so a timeout can kill the launcher and the command
+            )
+            timed_out = False
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(60)
+            wall = time.perf_counter() - start
+        try:
+            figures = json.loads(report.read_text())
+        except (OSError, ValueError):
+            figures = {}
+    finally:
+        report.unlink(missing_ok=True)
+    return ProcessResult(
+        exit_code=figures.get("exit_code", proc.returncode if not timed_out else -9),
+        wall_s=figures.get("wall_s", wall),
+        cpu_user_s=figures.get("cpu_user_s", 0.0),
+        cpu_sys_s=figures.get("cpu_sys_s", 0.0),
+        peak_rss_kib=figures.get("peak_rss_kib", 0),
+        timed_out=timed_out,
+    )
+
+
+def _tail(path: Path, limit: int = 600) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-limit:].decode("utf-8", "replace").strip()
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class Config:
+    ns: list[int] = field(default_factory=lambda: [1000, 10000])
+    runs: int = 3
+    concurrency: int = 8
+    latency: float = 0.025  # 0 = no latency mode
+    latency_ns: list[int] = field(default_factory=lambda: [200])
+    senders: list[str] = field(default_factory=lambda: list(SENDERS))
+    python: str = sys.executable  # runs the senders (the benchmark env)
+    seed: int = 1
+    work: Path = BENCH / "results" / "work"
+    results_md: Path = BENCH / "RESULTS.md"
+    raw: Path = BENCH / "results" / "raw.jsonl"
+    plot: Path | None = BENCH / "throughput.png"
+    ceiling: bool = True
+    ceiling_messages: int = 20000
+    ceiling_runs: int = 3
+    timeout: float | None = None  # per run; default grows with N and latency
+    keep_runs: bool = False
+    command: str = ""
+    quiet: bool = False
+
+    def run_timeout(self, n: int, latency: float) -> float:
+        if self.timeout is not None:
+            return self.timeout
+        return 120.0 + n * (0.05 + 12 * latency)
+
+
+@dataclass(frozen=True)
+class Target:
+    """`numerator >= factor(cfg) * denominator` (median msgs/s) in `mode`; factor None = ratio only.
+
+    The thresholds here are the benchmark's defaults; edit them to the issue's figures.
+    """
+
+    label: str
+    mode: str
+    numerator: str
+    denominator: str
+    factor: Callable[[Config], float] | None
+
+
+TARGETS = [
+    Target("campaign ≥ mailmerge", LOOPBACK, "campaign", "mailmerge", lambda c: 1.0),
+    Target("campaign ≥ smtplib loop", LOOPBACK, "campaign", "smtplib-loop", lambda c: 1.0),
+    Target("campaign vs transport ceiling", LOOPBACK, "campaign", "aiosmtplib-ceiling", None),
+    Target(
+        "latency: campaign ≥ 0.8 × K × smtplib loop",
+        LATENCY,
+        "campaign",
+        "smtplib-loop",
+        lambda c: 0.8 * c.concurrency,
+    ),
+]
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class Results:
+    config: Config
+    records: list[dict[str, Any]]
+    ceiling: list[dict[str, Any]]
+    skipped: dict[str, str]  # sender -> why it could not run at all
+    environment: dict[str, Any]
+    started: str
+    finished: str = ""
+
+    def summary(self) -> list[dict[str, Any]]:
+        return summarise(self.records)
+
+    @property
+    def ok(self) -> bool:
+        """No sender that ran produced a failed (unverified) run."""
+        return not any(r["status"] == "failed" for r in self.records) and all(
+            c["verified"] for c in self.ceiling
+        )
+
+
+def _log(cfg: Config, text: str) -> None:
+    if not cfg.quiet:
+        print(text, flush=True)
+
+
+def _environment(python: str) -> dict[str, Any]:
+    probe = (
+        "import json, platform, sys\n"
+        "from importlib import metadata\n"
+        "v = {}\n"
+        "for p in ('campaign', 'mailmerge', 'aiosmtplib', 'jinja2', 'PyYAML', 'matplotlib'):\n"
+        "    try: v[p] = metadata.version(p)\n"
+        "    except metadata.PackageNotFoundError: v[p] = None\n"
+        "print(json.dumps({'python': platform.python_version(),\n"
+        "  'implementation': platform.python_implementation(), 'versions': v}))\n"
+    )
+    try:
+        out = subprocess.run(
+            [python, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+        env: dict[str, Any] = json.loads(out)
+    except (subprocess.SubprocessError, OSError, ValueError):
+        env = {"python": "unknown", "versions": {}}
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    env.update(
+        cpu_count=os.cpu_count(),
+        cpu_affinity=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        cpu_model=model,
+        platform=platform.platform(),
+        runner_python=platform.python_version(),
+        sender_python_path=python,
+        loadavg_start=os.getloadavg(),
+    )
+    return env
+
+
+def _prebuild(cfg: Config, data: Generated) -> Path:
+    out = data.outdir / "prebuilt.pkl"
+    subprocess.run(
+        [
+            cfg.python,
+            *_baseline("prebuild", "--data", str(data.outdir), "--out", str(out)),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        timeout=1800,
+    )
+    return out
+
+
+def run_once(
+    cfg: Config,
+    sender: Sender,
+    data: Generated,
+    mode: str,
+    latency: float,
+    rep: int,
+    prebuilt: Path | None,
+) -> dict[str, Any]:
+    """One verified, measured run of one sender against a fresh sink."""
+    run_dir = cfg.work / "runs" / f"{mode}-n{data.n}-{sender.name}-{rep}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    sink = SinkProcess(run_dir / "sink-report.json", latency=latency, max_seconds=7200)
+    sink.start()
+    error = ""
+    try:
+        ctx = RunContext(
+            python=cfg.python,
+            data=data,
+            port=sink.port,
+            latency=latency,
+            concurrency=cfg.concurrency,
+            run_dir=run_dir,
+            prebuilt=prebuilt,
+        )
+        sender.prepare(ctx)
+        argv = sender.argv(ctx)
+        result = measure_process(
+            argv,
+            env=sender.env(ctx),
+            cwd=run_dir,
+            timeout=cfg.run_timeout(data.n, latency),
+            stdout=run_dir / "stdout.txt",
+            stderr=run_dir / "stderr.txt",
+        )
+    finally:
+        try:
+            counts = sink.stop()
+        except RuntimeError as exc:
+            error = str(exc)
+            counts = None
+        finally:
+            sink.__exit__()
+    if counts is None:
+        verify: dict[str, Any] = {"ok": False, "error": error}
+        received = 0
+        sink_info: dict[str, Any] = {}
+    else:
+        report = counts.verify(data.addresses())
+        verify = report.to_dict()
+        verify["summary"] = report.summary()
+        received = counts.total_messages
+        sink_info = {
+            "total_messages": counts.total_messages,
+            "total_bytes": counts.total_bytes,
+            "connections": counts.connections,
+            "max_concurrent": counts.max_concurrent,
+            "protocol_errors": counts.protocol_errors,
+        }
+    if result.exit_code == 0 and verify["ok"] and not result.timed_out:
+        status = "ok"
+    elif result.exit_code != 0 and received == 0 and not result.timed_out:
+        status = "unavailable"
+    else:
+        status = "failed"
+    record = {
+        "kind": "send",
+        "mode": mode,
+        "latency_s": latency,
+        "n": data.n,
+        "addresses": data.address_count,
+        "sender": sender.name,
+        "run": rep,
+        "concurrency": cfg.concurrency,
+        "connections": sender.connections(ctx),
+        "status": status,
+        "exit_code": result.exit_code,
+        "timed_out": result.timed_out,
+        "wall_s": round(result.wall_s, 4),
+        "msgs_per_s": round(data.n / result.wall_s, 2) if result.wall_s > 0 else None,
+        "cpu_user_s": round(result.cpu_user_s, 3),
+        "cpu_sys_s": round(result.cpu_sys_s, 3),
+        "cpu_s": round(result.cpu_s, 3),
+        "peak_rss_mib": round(result.peak_rss_kib / 1024, 1),
+        "verify": verify,
+        "sink": sink_info,
+        "argv": [str(a) for a in argv],
+        "stderr_tail": "" if status == "ok" else _tail(run_dir / "stderr.txt"),
+        "stdout_tail": "" if status == "ok" else _tail(run_dir / "stdout.txt", 300),
+        "run_dir": "" if status == "ok" else str(run_dir),
+    }
+    if status == "ok" and not cfg.keep_runs:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return record
+
+
+def ceiling_messages(prebuilt: Path, count: int) -> list[tuple[str, list[str], bytes]]:
+    """`count` pre-built messages, the real bytes reused, envelope addresses kept unique."""
+    import pickle
+
+    with prebuilt.open("rb") as fh:
+        base: list[tuple[str, list[str], bytes]] = pickle.load(fh)
+    out = []
+    for i in range(count):
+        sender, rcpts, data = base[i % len(base)]
+        rep = i // len(base)
+        out.append((sender, [f"x{rep}.{r}" if rep else r for r in rcpts], data))
+    return out
+
+
+def run_benchmark(cfg: Config) -> Results:
+    unknown = [s for s in cfg.senders if s not in SENDERS]
+    if unknown:
+        raise SystemExit(f"unknown sender(s) {unknown}; known: {list(SENDERS)}")
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    results = Results(cfg, [], [], {}, _environment(cfg.python), started)
+    cfg.work.mkdir(parents=True, exist_ok=True)
+    senders = []
+    for name in cfg.senders:
+        reason = SENDERS[name].unavailable(cfg.python)
+        if reason:
+            results.skipped[name] = reason
+            _log(cfg, f"skip {name}: {reason}")
+        else:
+            senders.append(SENDERS[name])
+
+    modes: list[tuple[str, float, list[int]]] = [(LOOPBACK, 0.0, cfg.ns)]
+    if cfg.latency > 0 and cfg.latency_ns:
+        modes.append((LATENCY, cfg.latency, cfg.latency_ns))
+    datasets: dict[int, tuple[Generated, Path | None]] = {}
+    need_prebuilt = cfg.ceiling or any(s.needs_prebuilt for s in senders)
+    for n in sorted({n for _, _, ns in modes for n in ns}):
+        data = generate(n, cfg.work / "data" / f"n{n}-seed{cfg.seed}", cfg.seed)
+        datasets[n] = (data, _prebuild(cfg, data) if need_prebuilt else None)
+
+    given_up: set[str] = set()  # "unavailable" once: not tried again anywhere
+    for mode, latency, ns in modes:
+        for n in ns:
+            data, prebuilt = datasets[n]
+            failed_here: set[str] = set()
+            for rep in range(1, cfg.runs + 1):
+                for sender in senders:
+                    if sender.name in given_up or sender.name in failed_here:
+                        continue
+                    rec = run_once(cfg, sender, data, mode, latency, rep, prebuilt)
+                    results.records.append(rec)
+                    _log(
+                        cfg,
+                        f"{mode:8} n={n:<7} {sender.name:20} run {rep}: {rec['status']:11} "
+                        f"{rec['msgs_per_s'] or 0:9.1f} msgs/s  wall {rec['wall_s']:7.2f} s  "
+                        f"cpu {rec['cpu_s']:6.2f} s  rss {rec['peak_rss_mib']:6.1f} MiB  "
+                        f"{rec['verify'].get('summary', '')}",
+                    )
+                    if rec["status"] == "unavailable":
+                        given_up.add(sender.name)
+                        _log(cfg, f"  {sender.name} not available: {rec['stderr_tail'][-300:]}")
+                    elif rec["status"] == "failed":
+                        failed_here.add(sender.name)
+                        _log(cfg, f"  {sender.name} FAILED; kept {rec['run_dir']}")
+
+    if cfg.ceiling and datasets:
+        biggest = max(cfg.ns) if cfg.ns else max(datasets)
+        prebuilt = datasets[biggest][1]
+        assert prebuilt is not None
+        messages = ceiling_messages(prebuilt, max(cfg.ceiling_messages, 1))
+        for rep in range(1, cfg.ceiling_runs + 1):
+            r = measure_ceiling(messages, cfg.concurrency, cfg.work)
+            r.update(kind="sink-ceiling", run=rep, source=f"pre-built messages of N={biggest}")
+            results.ceiling.append(r)
+            _log(
+                cfg,
+                f"sink ceiling run {rep}: {r['msgs_per_s']:.0f} msgs/s, {r['mb_per_s']:.0f} MB/s "
+                f"over {r['connections']} connections, verified={r['verified']}",
+            )
+    results.finished = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    results.environment["loadavg_end"] = os.getloadavg()
+    return results
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, float, int, str], list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("kind") == "send":
+            groups.setdefault((r["mode"], r["latency_s"], r["n"], r["sender"]), []).append(r)
+    out = []
+    for (mode, latency, n, sender), runs in groups.items():
+        ok = [r for r in runs if r["status"] == "ok"]
+        statuses = {r["status"] for r in runs}
+        status = "ok" if statuses == {"ok"} else "failed" if "failed" in statuses else "unavailable"
+        row: dict[str, Any] = {
+            "mode": mode,
+            "latency_s": latency,
+            "n": n,
+            "sender": sender,
+            "status": status,
+            "runs": len(runs),
+            "verified_runs": len(ok),
+            "connections": runs[0]["connections"],
+            "detail": "" if status == "ok" else (runs[-1]["stderr_tail"] or "")[-200:],
+        }
+        if ok and status == "ok":
+            rates = [r["msgs_per_s"] for r in ok]
+            row.update(
+                msgs_per_s=statistics.median(rates),
+                msgs_per_s_min=min(rates),
+                msgs_per_s_max=max(rates),
+                wall_s=statistics.median(r["wall_s"] for r in ok),
+                cpu_s=statistics.median(r["cpu_s"] for r in ok),
+                peak_rss_mib=statistics.median(r["peak_rss_mib"] for r in ok),
+                peak_rss_mib_max=max(r["peak_rss_mib"] for r in ok),
+            )
+        out.append(row)
+    return out
+
+
+def _median_rate(summary: list[dict[str, Any]], mode: str, n: int, sender: str) -> float | None:
+    for row in summary:
+        if row["mode"] == mode and row["n"] == n and row["sender"] == sender:
+            return row.get("msgs_per_s") if row["status"] == "ok" else None
+    return None
+
+
+def evaluate_targets(results: Results) -> list[dict[str, Any]]:
+    cfg = results.config
+    summary = results.summary()
+    out = []
+    for t in TARGETS:
+        ns = cfg.ns if t.mode == LOOPBACK else cfg.latency_ns if cfg.latency > 0 else []
+        for n in ns:
+            num = _median_rate(summary, t.mode, n, t.numerator)
+            den = _median_rate(summary, t.mode, n, t.denominator)
+            factor = t.factor(cfg) if t.factor else None
+            ratio = num / den if num is not None and den else None
+            if ratio is None:
+                verdict = "not measured"
+            elif factor is None:
+                verdict = "reported"
+            else:
+                verdict = "met" if ratio >= factor else "missed"
+            out.append(
+                {
+                    "target": t.label,
+                    "mode": t.mode,
+                    "n": n,
+                    "numerator": t.numerator,
+                    "denominator": t.denominator,
+                    "ratio": ratio,
+                    "required": factor,
+                    "verdict": verdict,
+                }
+            )
+    return out
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def render_markdown(results: Results) -> str:
+    cfg = results.config
+    env = results.environment
+    summary = results.summary()
+    versions = env.get("versions", {})
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `python bench/run.py` on {results.finished or results.started} (UTC). "
+        "Do not edit by hand: run the benchmark again.",
+        "",
+        f"- Command: `{cfg.command or 'python bench/run.py'}`",
+        f"- Machine: {env.get('cpu_count')} CPUs (affinity {env.get('cpu_affinity')}), "
+        f"{env.get('cpu_model') or 'unknown model'}; {env.get('platform')}",
+        f"- Python {env.get('python')} ({env.get('implementation', '')}) for the senders, "
+        f"{env.get('runner_python')} for the runner and sink",
+        f"- Load average (1, 5, 15 min) at start {_load(env.get('loadavg_start'))}, "
+        f"at end {_load(env.get('loadavg_end'))}: other work on the machine shows here "
+        "and widens min–max",
+        "- Versions: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in versions.items()),
+        f"- Runs per figure: {cfg.runs} (median, with min and max); concurrency K = "
+        f"{cfg.concurrency}; latency mode: {cfg.latency * 1000:g} ms per reply"
+        + ("" if cfg.latency > 0 else " (off)"),
+        "- msgs/s = letters (recipients) / wall seconds from process spawn to exit; "
+        "a letter to a recipient with several addresses is one message with several "
+        "envelope recipients. Peak RSS and CPU (user + sys) from `wait4`, taken by a "
+        "tiny launcher (bench/_launch.py), so RSS has a floor of about 10 MiB.",
+        "- Every run verified at the sink: exactly one message per generated address, "
+        "none missing, nothing unexpected; a fresh sink process per run.",
+        "",
+    ]
+    if results.skipped:
+        lines += ["Not run:", ""]
+        lines += [f"- {name}: {why}" for name, why in results.skipped.items()]
+        lines.append("")
+
+    modes = [(LOOPBACK, "Loopback, no added latency", cfg.ns)]
+    if cfg.latency > 0:
+        modes.append(
+            (
+                LATENCY,
+                f"Latency mode: every reply delayed {cfg.latency * 1000:g} ms",
+                cfg.latency_ns,
+            )
+        )
+    for mode, title, ns in modes:
+        lines += [
+            f"## {title}",
+            "",
+            "| N | sender | msgs/s (median) | min | max | wall s | CPU s | peak RSS MiB "
+            "| connections | verified runs |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for n in ns:
+            for name in cfg.senders:
+                row = next(
+                    (
+                        r
+                        for r in summary
+                        if r["mode"] == mode and r["n"] == n and r["sender"] == name
+                    ),
+                    None,
+                )
+                if row is None:
+                    gave_up = name in results.skipped or any(
+                        r["sender"] == name and r["status"] == "unavailable"
+                        for r in results.records
+                    )
+                    why = "not available" if gave_up else "not run"
+                    lines.append(f"| {n:,} | {name} | {why} | | | | | | | |")
+                elif row["status"] != "ok":
+                    label = "not available" if row["status"] == "unavailable" else "**FAILED**"
+                    detail = row["detail"].replace("|", "/").replace("\n", " ")[-120:]
+                    lines.append(
+                        f"| {n:,} | {name} | {label} | | | | | | {row['connections']} "
+                        f"| {row['verified_runs']}/{row['runs']} {detail} |"
+                    )
+                else:
+                    lines.append(
+                        f"| {n:,} | {name} | {_fmt(row['msgs_per_s'])} "
+                        f"| {_fmt(row['msgs_per_s_min'])} | {_fmt(row['msgs_per_s_max'])} "
+                        f"| {_fmt(row['wall_s'], 2)} | {_fmt(row['cpu_s'], 2)} "
+                        f"| {_fmt(row['peak_rss_mib'], 1)} | {row['connections']} "
+                        f"| {row['verified_runs']}/{row['runs']} |"
+                    )
+        lines.append("")
+
+    if results.ceiling:
+        rates = [c["msgs_per_s"] for c in results.ceiling]
+        mbs = [c["mb_per_s"] for c in results.ceiling]
+        c0 = results.ceiling[0]
+        lines += [
+            "## The sink's own ceiling",
+            "",
+            f"{c0['messages']:,} {c0['source']} pushed as pipelined bytes over "
+            f"{c0['connections']} connections (sink in its own process): "
+            f"**{_fmt(statistics.median(rates))} msgs/s** median "
+            f"(min {_fmt(min(rates))}, max {_fmt(max(rates))}), "
+            f"{_fmt(statistics.median(mbs))} MB/s; verified: "
+            f"{all(c['verified'] for c in results.ceiling)}. "
+            "Every sender above stays far below it, so the sink is not the bottleneck "
+            "when this figure is well above theirs.",
+            "",
+        ]
+
+    targets = evaluate_targets(results)
+    if targets:
+        lines += [
+            "## Targets and ratios",
+            "",
+            "| target | mode | N | ratio (median msgs/s) | required | verdict |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        for t in targets:
+            required = "—" if t["required"] is None else f"≥ {t['required']:g}"
+            lines.append(
+                f"| {t['target']} ({t['numerator']} / {t['denominator']}) | {t['mode']} "
+                f"| {t['n']:,} | {_fmt(t['ratio'], 2)} | {required} | {t['verdict']} |"
+            )
+        lines.append("")
+
+    lines += ["## Senders", ""]
+    lines += [f"- **{name}**: {SENDERS[name].describe}" for name in cfg.senders]
+    lines += [
+        "",
+        "Also to be measured (by the lead, with `python bench/run.py measure`): "
+        "`campaign check` on 100,000 recipients; `campaign log` on 1,000,000 events; "
+        "peak RSS of `campaign send` at N = 1,000, 10,000, 100,000.",
+        "",
+        f"Raw figures: `{_rel(cfg.raw, cfg.results_md.parent)}` (JSON Lines, one line per run).",
+    ]
+    if cfg.plot is not None and cfg.plot.exists():
+        lines += ["", f"![throughput against N]({_rel(cfg.plot, cfg.results_md.parent)})"]
+    return "\n".join(lines) + "\n"
+
+
+def _load(values: Sequence[float] | None) -> str:
+    return " / ".join(f"{v:.2f}" for v in values) if values else "unknown"
+
+
+def _rel(path: Path, start: Path = ROOT) -> str:
+    try:
+        return os.path.relpath(path, start)
+    except ValueError:
+        return str(path)
+
+
+def plot(results: Results, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    cfg = results.config
+    summary = [r for r in results.summary() if r["status"] == "ok"]
+    modes = [(LOOPBACK, "loopback")]
+    if cfg.latency > 0:
+        modes.append((LATENCY, f"latency {cfg.latency * 1000:g} ms"))
+    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4.5), squeeze=False)
+    for ax, (mode, title) in zip(axes[0], modes, strict=True):
+        for name in cfg.senders:
+            rows = sorted(
+                (r for r in summary if r["mode"] == mode and r["sender"] == name),
+                key=lambda r: r["n"],
+            )
+            if not rows:
+                continue
+            xs = [r["n"] for r in rows]
+            ys = [r["msgs_per_s"] for r in rows]
+            err = [
+                [y - r["msgs_per_s_min"] for y, r in zip(ys, rows, strict=True)],
+                [r["msgs_per_s_max"] - y for y, r in zip(ys, rows, strict=True)],
+            ]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("recipients N")
+        ax.set_ylabel("messages / s, end to end (median, min–max)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(
+        f"campaign benchmark, {results.environment.get('cpu_count')} CPUs, K={cfg.concurrency}"
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_outputs(results: Results) -> None:
+    cfg = results.config
+    cfg.raw.parent.mkdir(parents=True, exist_ok=True)
+    with cfg.raw.open("w", encoding="utf-8") as fh:
+        meta = {
+            "kind": "meta",
+            "started": results.started,
+            "finished": results.finished,
+            "command": cfg.command,
+            "environment": results.environment,
+            "skipped": results.skipped,
+        }
+        fh.write(json.dumps(meta, ensure_ascii=False) + "\n")
+        for rec in [*results.records, *results.ceiling]:
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    if cfg.plot is not None and not plot(results, cfg.plot):
+        _log(cfg, "matplotlib not importable: no plot")
+        cfg.plot = None
+    cfg.results_md.parent.mkdir(parents=True, exist_ok=True)
+    cfg.results_md.write_text(render_markdown(results), "utf-8")
+    _log(cfg, f"wrote {cfg.results_md} and {cfg.raw}" + (f" and {cfg.plot}" if cfg.plot else ""))
+
+
+# --------------------------------------------------------------------------- measure
+
+
+def measure_command(
+    template: Sequence[str], n: int, runs: int, cfg: Config
+) -> list[dict[str, Any]]:
+    """Run any command on a generated campaign of N; placeholders {yaml} {dir} {campaign} {python}.
+
+    For the figures measured later: e.g. `campaign check` on 100,000 recipients.
+    """
+    data = generate(n, cfg.work / "data" / f"n{n}-seed{cfg.seed}", cfg.seed)
+    out = []
+    for rep in range(1, runs + 1):
+        run_dir = cfg.work / "runs" / f"measure-n{n}-{rep}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        values = {
+            "yaml": str(data.yaml_path),
+            "dir": str(data.outdir),
+            "run": str(run_dir),
+            "python": cfg.python,
+            "campaign": shlex.join(campaign_command(cfg.python)),
+        }
+        argv: list[str] = []
+        for part in template:
+            if part == "{campaign}":
+                argv += campaign_command(cfg.python)
+            else:
+                argv.append(part.format(**values))
+        r = measure_process(
+            argv,
+            cwd=run_dir,
+            timeout=cfg.timeout or 3600,
+            stdout=run_dir / "stdout.txt",
+            stderr=run_dir / "stderr.txt",
+        )
+        rec = {
+            "kind": "measure",
+            "n": n,
+            "run": rep,
+            "argv": argv,
+            "exit_code": r.exit_code,
+            "wall_s": round(r.wall_s, 4),
+            "cpu_s": round(r.cpu_s, 3),
+            "peak_rss_mib": round(r.peak_rss_kib / 1024, 1),
+            "timed_out": r.timed_out,
+            "stderr_tail": _tail(run_dir / "stderr.txt", 300),
+        }
+        out.append(rec)
+        print(json.dumps(rec, ensure_ascii=False), flush=True)
+    return out
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x.replace("_", "")) for x in text.split(",") if x.strip()]
+
+
+def parse_args(argv: Sequence[str]) -> Config:
+    p = argparse.ArgumentParser(
+        prog="bench/run.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--n", type=_ints, help="recipients per campaign, e.g. 1000,10000")
+    p.add_argument("--runs", type=int, help="runs per figure (default 3)")
+    p.add_argument("--concurrency", type=int, default=8, help="K connections (default 8)")
+    p.add_argument("--latency", type=float, default=0.025, help="latency mode delay; 0 = off")
+    p.add_argument("--latency-n", type=_ints, help="N for latency mode (default 200)")
+    p.add_argument("--no-latency", action="store_true", help="skip latency mode")
+    p.add_argument("--senders", help=f"comma-separated subset of {','.join(SENDERS)}")
+    p.add_argument("--quick", action="store_true", help="N=200, 1 run, latency N=50")
+    p.add_argument("--python", default=sys.executable, help="interpreter for the senders")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--work", type=Path, help="scratch dir (default bench/results/work)")
+    p.add_argument("--results-md", type=Path, help="default bench/RESULTS.md")
+    p.add_argument("--raw", type=Path, help="default bench/results/raw.jsonl")
+    p.add_argument("--plot", type=Path, help="default bench/throughput.png")
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--no-ceiling", action="store_true", help="skip the sink ceiling")
+    p.add_argument("--timeout", type=float, help="seconds per run (default grows with N)")
+    p.add_argument("--keep-runs", action="store_true", help="keep every run's directory")
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(list(argv))
+    cfg = Config()
+    if a.quick:
+        cfg = replace(cfg, ns=[200], runs=1, latency_ns=[50], ceiling_messages=2000, ceiling_runs=1)
+    cfg.ns = a.n or cfg.ns
+    cfg.runs = a.runs or cfg.runs
+    cfg.concurrency = a.concurrency
+    cfg.latency = 0.0 if a.no_latency else a.latency
+    cfg.latency_ns = a.latency_n or cfg.latency_ns
+    cfg.senders = [s.strip() for s in a.senders.split(",")] if a.senders else cfg.senders
+    cfg.python = a.python
+    cfg.seed = a.seed
+    cfg.work = a.work or cfg.work
+    cfg.results_md = a.results_md or cfg.results_md
+    cfg.raw = a.raw or cfg.raw
+    cfg.plot = None if a.no_plot else (a.plot or cfg.plot)
+    cfg.ceiling = not a.no_ceiling
+    cfg.timeout = a.timeout
+    cfg.keep_runs = a.keep_runs
+    cfg.quiet = a.quiet
+    cfg.command = shlex.join(["python", "bench/run.py", *argv])
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns 0 when every run that could run was verified at the sink."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["measure"]:
+        p = argparse.ArgumentParser(prog="bench/run.py measure")
+        p.add_argument("--n", type=int, required=True)
+        p.add_argument("--runs", type=int, default=3)
+        p.add_argument("--python", default=sys.executable)
+        p.add_argument("--work", type=Path, default=BENCH / "results" / "work")
+        p.add_argument("--timeout", type=float, default=3600)
+        p.add_argument("command", nargs=argparse.REMAINDER)
+        a = p.parse_args(args[1:])
+        command = a.command[1:] if a.command[:1] == ["--"] else a.command
+        if not command:
+            p.error("give the command after --")
+        cfg = Config(python=a.python, work=a.work, timeout=a.timeout)
+        recs = measure_command(command, a.n, a.runs, cfg)
+        return 0 if all(r["exit_code"] == 0 for r in recs) else 1
+    cfg = parse_args(args)
+    results = run_benchmark(cfg)
+    write_outputs(results)
+    return 0 if results.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
