@@ -7,6 +7,8 @@ a shared rate limit and retries with backoff -> every attempt and result in the 
 from __future__ import annotations
 
 import asyncio
+import copy
+import hashlib
 import random
 import time
 from collections import Counter
@@ -25,6 +27,7 @@ from campaign.sendlog import (
     PENDING,
     SENT,
     UNKNOWN,
+    AddressState,
     Replay,
     SendLog,
     address_outcome,
@@ -242,6 +245,8 @@ class Delivery:
         draft = job.message.draft
         state = self.history.state(draft.recipient_id)
         data = self._bytes(job.message)
+        # Reused bytes (a partial resumed) are hashed again: the log names what went out.
+        digest = draft.sha256 if job.message.reuse is None else hashlib.sha256(data).hexdigest()
         attempt = state.attempts + 1
         job.tries += 1
         self._record(
@@ -252,7 +257,7 @@ class Delivery:
             message_id=draft.message_id,
             attempt=attempt,
             content_hash=draft.content_hash,
-            sha256=draft.sha256 if job.message.reuse is None else state.sha256,
+            sha256=digest,
             size=len(data),
             transport=transport.name,
         )
@@ -291,9 +296,9 @@ class Delivery:
                 address: {"outcome": outcome, "code": reply.code, "reply": reply.text}
                 for address, (outcome, reply) in replies.items()
             },
-            status=state.status(),
+            status=self._status_after(draft.recipient_id, replies),
             transport=transport.name,
-            **({"archive": archive, "sha256": state.sha256 or draft.sha256} if archive else {}),
+            **({"archive": archive, "sha256": digest} if archive else {}),
         )
         retry = tuple(a for a, (outcome, _) in replies.items() if outcome == "deferred")
         if retry and job.tries <= self.options.retries and self.result.stopped is None:
@@ -306,6 +311,16 @@ class Delivery:
         self.result.statuses[draft.recipient_id] = status
         self.progress.update(draft.recipient_id, status)
         self._finish_job()
+
+    def _status_after(self, recipient: str, replies: dict[str, tuple[str, Reply]]) -> str:
+        """The status this result gives the recipient, for the result record itself."""
+        if self.options.test:
+            return self._status(recipient, replies)
+        state = copy.deepcopy(self.history.state(recipient))
+        state.open_attempt = None
+        for address, (outcome, _) in replies.items():
+            state.addresses.setdefault(address, AddressState()).outcome = outcome
+        return state.status()
 
     def _status(self, recipient: str, replies: dict[str, tuple[str, Reply]]) -> str:
         """The recipient's status as the log now says; test sends are tracked here alone."""
