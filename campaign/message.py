@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
+from email import _encoded_words as _ew  # type: ignore[attr-defined]
 from email import policy, quoprimime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -50,6 +52,95 @@ def _fold(name: str, value: object) -> str:
     return str(header.fold(policy=POLICY))
 
 
+_ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+\Z")
+_SIMPLE_MESSAGE_ID = re.compile(r"<[A-Za-z0-9._-]+@[A-Za-z0-9.-]+>\Z")
+
+
+def _one_line_phrase(text: str, *, structured: bool) -> str | None:
+    """`text` exactly as the email package writes it when it fits on one line, else None.
+
+    The package leaves plain ASCII words as they are and encodes the run from the first
+    to the last word that needs it as one encoded word (the shorter of q and b). In an
+    address (`structured`) a word needs it when it is not ASCII or has specials, and an
+    all-ASCII name with specials is quoted instead. tests/test_message_builder.py checks
+    this against the package on generated names and subjects.
+    """
+    if structured:
+        text = " ".join(text.split())  # readers collapse runs of spaces in names anyway
+    words = text.split(" ")
+    if "" in words:
+        return None
+    if structured and text.isascii():
+        if all(_ATEXT.match(word) for word in words):
+            return text
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    foreign = [not word.isascii() or (structured and not _ATEXT.match(word)) for word in words]
+    if not any(foreign):
+        return text
+    first = foreign.index(True)
+    last = len(foreign) - 1 - foreign[::-1].index(True)
+    encoded = _ew.encode(" ".join(words[first : last + 1]), charset="utf-8")
+    return " ".join([*words[:first], encoded, *words[last + 1 :]])
+
+
+def _fits(line: str) -> bool:
+    return len(line) <= (POLICY.max_line_length or 78)
+
+
+class HeaderFoldError(ValueError):
+    """Python's folder wrote an address header that does not read back as written."""
+
+
+def to_header(mailboxes: tuple[Mailbox, ...], name: str = "To") -> str:
+    """The address header, folded by campaign rather than by the email package.
+
+    On one line it is exactly what the package writes. When it must fold, Python 3.11.7's
+    folder can move a comma to the next line as an encoded word (`=?utf-8?q?=2C?=`) or
+    write empty encoded words, which readers take as part of a name, so an address is
+    lost from the header. Here lines are filled with whole mailboxes, the comma stays
+    with its mailbox, and a mailbox longer than a line breaks before its `<address>`.
+    A name that cannot be written on one line is refused.
+    """
+    parts: list[tuple[str, str]] = []
+    for mailbox in mailboxes:
+        if not mailbox.display_name:
+            parts.append(("", mailbox.address))
+            continue
+        phrase = _one_line_phrase(mailbox.display_name, structured=True)
+        if phrase is None:
+            raise HeaderFoldError(
+                f"the name {mailbox.display_name!r} cannot be written in a header"
+            )
+        parts.append((phrase, f"<{mailbox.address}>"))
+    head = f"{name}:"
+    whole = " " + ", ".join(f"{phrase} {address}".lstrip() for phrase, address in parts)
+    if _fits(head + whole):
+        return head + whole + "\r\n"
+    lines: list[str] = []
+    line = head
+    for position, (phrase, address) in enumerate(parts):
+        comma = "," if position < len(parts) - 1 else ""
+        piece = f" {phrase} {address}{comma}" if phrase else f" {address}{comma}"
+        whole_fits = _fits(line + piece) or (_fits(piece) and line != head) or not phrase
+        for text in [piece] if whole_fits else [f" {phrase}", f" {address}{comma}"]:
+            if _fits(line + text):
+                line += text
+            elif _fits(text):
+                lines.append(line)
+                line = text
+            else:
+                raise HeaderFoldError(f"a name or address is too long for one {name} line")
+    lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def message_id_header(message_id: str) -> str:
+    line = f"Message-ID: {message_id}"
+    if _SIMPLE_MESSAGE_ID.match(message_id) and _fits(line):
+        return line + "\r\n"
+    return _fold("Message-ID", message_id)
+
+
 def _decoded(header_line: str) -> str:
     name, _, value = header_line.partition(":")
     parsed = _READER.header_factory(name, value.replace("\r\n", "").strip())
@@ -64,6 +155,9 @@ def subject_header(subject: str) -> str:
     subject is written as a run of base64 encoded words that each hold whole characters;
     readers join adjacent encoded words, so every space survives.
     """
+    phrase = _one_line_phrase(subject, structured=False)
+    if phrase is not None and _fits(f"Subject: {phrase}"):
+        return f"Subject: {phrase}\r\n"
     folded = _fold("Subject", subject)
     if _decoded(folded) == subject:
         return folded
@@ -86,6 +180,29 @@ def subject_header(subject: str) -> str:
 def _address(mailbox: Mailbox) -> Address:
     username, _, domain = mailbox.address.rpartition("@")
     return Address(display_name=mailbox.display_name, username=username, domain=domain)
+
+
+def _mend_headers(data: bytes, campaign: Campaign, to: tuple[Mailbox, ...], subject: str) -> bytes:
+    """Put the checked folds (`to_header`, `subject_header`) where the package's differ."""
+    head_end = data.index(b"\r\n\r\n") + 2
+    head, body = data[:head_end], data[head_end:]
+    replacements = [
+        (_fold("From", _address(campaign.sender)), to_header((campaign.sender,), "From")),
+        (_fold("To", tuple(_address(m) for m in to)), to_header(to)),
+        (_fold("Subject", subject), subject_header(subject)),
+    ]
+    if campaign.reply_to:
+        reply_to = campaign.reply_to
+        replacements.append(
+            (
+                _fold("Reply-To", tuple(_address(m) for m in reply_to)),
+                to_header(reply_to, "Reply-To"),
+            )
+        )
+    for folded, fixed in replacements:
+        if folded != fixed:
+            head = head.replace(folded.encode("ascii"), fixed.encode("ascii"), 1)
+    return head + body
 
 
 def build_message(
@@ -140,14 +257,10 @@ def build_message(
             del part["MIME-Version"]
     expected = list(message.keys())
     data = message.as_bytes(policy=POLICY)
-    folded, fixed = _fold("Subject", subject), subject_header(subject)
-    if fixed != folded:
-        head_end = data.index(b"\r\n\r\n") + 2
-        head = data[:head_end].replace(folded.encode("ascii"), fixed.encode("ascii"), 1)
-        data = head + data[head_end:]
     try:
+        data = _mend_headers(data, campaign, to, subject)
         check_header_block(data, expected)
-    except HeaderBlockError as err:
+    except (HeaderBlockError, HeaderFoldError) as err:
         raise CampaignError(
             f"the message headers came out wrong: {err}",
             path=campaign.source,
@@ -182,12 +295,11 @@ class MessageBuilder:
     def __init__(self, campaign: Campaign, date: datetime) -> None:
         self._campaign = campaign
         self._date = date
-        self._from = _fold("From", _address(campaign.sender))
-        self._reply_to = (
-            _fold("Reply-To", tuple(_address(m) for m in campaign.reply_to))
-            if campaign.reply_to
-            else ""
-        )
+        try:
+            self._from = to_header((campaign.sender,), "From")
+            self._reply_to = to_header(campaign.reply_to, "Reply-To") if campaign.reply_to else ""
+        except HeaderFoldError as err:
+            raise CampaignError(str(err), path=campaign.source, field="campaign.from") from None
         self._date_line = _fold("Date", format_datetime(date))
         self._subjects: dict[str, str] = {}
         self._qp_lines: dict[bytes, bytes] = {}
@@ -254,13 +366,22 @@ class MessageBuilder:
             subject_line = subject_header(subject)
             if len(self._subjects) < 10_000:
                 self._subjects[subject] = subject_line
+        try:
+            to_line = to_header(to)
+        except HeaderFoldError as err:
+            raise CampaignError(
+                f"{err}; shorten the name",
+                path=campaign.source,
+                recipient=recipient.id,
+                field="name",
+            ) from None
         head = [
             self._from,
-            _fold("To", tuple(_address(m) for m in to)),
+            to_line,
             self._reply_to,
             subject_line,
             self._date_line,
-            _fold("Message-ID", message_id),
+            message_id_header(message_id),
         ]
         text = self._qp(rendered.text)
         if rendered.html is None:
