@@ -352,6 +352,11 @@ def run_send(ctx: Context) -> ExitStatus:
     source = ctx.load()
     recipients = source.select(args.only)
     test_to = _test_mailbox(args.test_to) if args.test_to else None
+    if not args.dry_run and not args.yes and ctx.env.prompt is None and not ctx.env.is_terminal():
+        raise RunRefused(
+            "no terminal to confirm on, so nothing was sent",
+            hint="pass --yes to send without confirmation, or --dry-run to see the plan",
+        )
     if test_to is not None and args.from_outbox:
         raise UsageError("--test-to and --from-outbox cannot be combined")
     options = SendOptions(
@@ -379,12 +384,17 @@ def run_send(ctx: Context) -> ExitStatus:
         if args.from_outbox:
             prepared = read_outbox(source, recipients, ctx.outbox, store)
         else:
-            prepared = prepare(source, recipients, store, clock=ctx.env.clock, test_to=test_to)
+            # Every recipient, even with --only: nothing leaves before all of them render,
+            # and a change to anyone's letter is noticed.
+            prepared = prepare(
+                source, source.recipients, store, clock=ctx.env.clock, test_to=test_to
+            )
         lock = LogLock(ctx.log_path)
         if not args.dry_run:
             lock.acquire(f"campaign send of {source.campaign.id}")
         try:
-            return _send_locked(ctx, prepared, options, settings)
+            only = {r.id for r in recipients} if args.only else None
+            return _send_locked(ctx, prepared, options, settings, only)
         finally:
             lock.release()
 
@@ -397,11 +407,16 @@ def _test_mailbox(text: str) -> Mailbox:
 
 
 def _send_locked(
-    ctx: Context, prepared: Prepared, options: SendOptions, settings: SmtpSettings | None
+    ctx: Context,
+    prepared: Prepared,
+    options: SendOptions,
+    settings: SmtpSettings | None,
+    only: set[str] | None,
 ) -> ExitStatus:
     campaign = prepared.source.campaign
     history = read_history(ctx.log_path, campaign.id)
-    plan = make_plan(prepared, history, options)
+    plan = make_plan(prepared, history, options, only)
+    earlier_done = all(status == SENT for status in plan.skipped)
     skipped = ", ".join(f"{len(ids)} {status}" for status, ids in sorted(plan.skipped.items()))
     show_plan(
         ctx.ui,
@@ -426,8 +441,7 @@ def _send_locked(
         return ExitStatus.OK
     if not plan.messages:
         ctx.ui.note("Nothing to send.")
-        done = all(status == SENT for status in plan.skipped) or not plan.skipped
-        return ExitStatus.OK if done else ExitStatus.INCOMPLETE
+        return ExitStatus.OK if earlier_done else ExitStatus.INCOMPLETE
     assert settings is not None
     settings = _with_password(ctx, settings)
     _confirm(ctx, plan, settings, campaign.sender.address)
@@ -443,16 +457,18 @@ def _send_locked(
             test=options.test,
         )
         if not options.test:
-            for message in plan.messages:
-                state = history.recipients.get(message.draft.recipient_id)
-                if state is None or state.content_hash != message.draft.content_hash:
+            # The letter of every recipient as of this run: a later change is then noticed
+            # for recipients not sent yet too.
+            for draft in prepared.drafts:
+                state = history.recipients.get(draft.recipient_id)
+                if state is None or state.content_hash != draft.content_hash:
                     history.apply(
                         log.append(
                             "planned",
                             run=run_id,
-                            recipient=message.draft.recipient_id,
-                            addresses=list(message.draft.addresses),
-                            content_hash=message.draft.content_hash,
+                            recipient=draft.recipient_id,
+                            addresses=list(draft.addresses),
+                            content_hash=draft.content_hash,
                         )
                     )
         progress = RichProgress(ctx.ui) if ctx.ui.terminal else PlainProgress(ctx.ui)
@@ -481,7 +497,7 @@ def _send_locked(
             f"the run stopped: {result.stopped}",
             hint="nothing else was attempted; the remaining recipients are pending",
         )
-    return ExitStatus.OK if result.complete else ExitStatus.INCOMPLETE
+    return ExitStatus.OK if result.complete and earlier_done else ExitStatus.INCOMPLETE
 
 
 def _with_password(ctx: Context, settings: SmtpSettings) -> SmtpSettings:
@@ -614,8 +630,11 @@ def run_log(ctx: Context) -> ExitStatus:
         recipient = source.select([args.history])[0]
         check_log(path, source.campaign.id)
         build_review(source, path)  # refuses another campaign's log, explains a bad line
-        if not show_history(ctx.ui, recipient.id, history_of(path, recipient.id)):
-            ctx.ui.note(f"no events for {recipient.id}: it has not been attempted yet")
+        events = list(history_of(path, recipient.id))
+        if events:
+            show_history(ctx.ui, recipient.id, events)
+        if not any(event.get("event") == "attempt" for event in events):
+            ctx.ui.note(f"{recipient.id} has not been attempted yet")
         return ExitStatus.OK
     review = build_review(source, path)
     rows = review.filtered(args.status or (), args.recipient or ())

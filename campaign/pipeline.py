@@ -12,7 +12,7 @@ import hashlib
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -65,10 +65,25 @@ class Plan:
         return sum(len(message.addresses) for message in self.messages)
 
 
-def make_plan(prepared: Prepared, history: Replay, options: SendOptions) -> Plan:
-    """What this run sends: never-attempted and deferred recipients; sent ones are skipped."""
+def _listed(ids: Sequence[str], limit: int = 20) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def make_plan(
+    prepared: Prepared,
+    history: Replay,
+    options: SendOptions,
+    only: Collection[str] | None = None,
+) -> Plan:
+    """What this run sends: never-attempted and deferred recipients; sent ones are skipped.
+
+    `prepared` holds every recipient of the file, so that a change to the letter is seen
+    even for recipients this run (`only`) leaves out.
+    """
+    selected = [d for d in prepared.drafts if not only or d.recipient_id in only]
     if options.test:
-        return Plan(tuple(PlannedMessage(d, d.addresses) for d in prepared.drafts), {}, ())
+        return Plan(tuple(PlannedMessage(d, d.addresses) for d in selected), {}, ())
     began = any(state.delivered_somewhere for state in history.recipients.values())
     changed = tuple(
         draft.recipient_id
@@ -78,17 +93,23 @@ def make_plan(prepared: Prepared, history: Replay, options: SendOptions) -> Plan
         and state.content_hash != draft.content_hash
     )
     if began and changed and not options.allow_changes:
-        shown = ", ".join(changed[:20]) + (
-            f" and {len(changed) - 20} more" if len(changed) > 20 else ""
-        )
+        sent = [r for r in changed if history.recipients[r].delivered_somewhere]
+        waiting = [r for r in changed if r not in sent]
+        parts = []
+        if waiting:
+            parts.append(
+                f"{len(waiting)} recipient(s) not yet sent would get a different letter from"
+                f" the one recorded: {_listed(waiting)}"
+            )
+        if sent:
+            parts.append(f"{len(sent)} already sent had the earlier letter: {_listed(sent)}")
         raise RunRefused(
-            f"the letter changed since part of the campaign was sent: {len(changed)}"
-            f" recipient(s) would get a different letter from the one already recorded: {shown}",
+            "the letter changed since part of the campaign was sent; " + "; ".join(parts),
             hint="undo the change to the template or data, or pass --allow-changes if it is meant",
         )
     messages: list[PlannedMessage] = []
     skipped: dict[str, list[str]] = {}
-    for draft in prepared.drafts:
+    for draft in selected:
         state = history.recipients.get(draft.recipient_id)
         if state is None or not state.addresses:
             messages.append(PlannedMessage(draft, draft.addresses))

@@ -444,12 +444,6 @@ def test_allow_changes_sends_the_rest_after_a_change(
     assert "P.S. A late addition." in plain_body(received["ombudsman"][0].data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="only recipients with a recorded content hash are compared: a recipient never "
-    "planned (here: sent with --only after another) is not checked (cli.py/_send_locked "
-    "writes `planned` for the selected recipients alone)",
-)
 def test_changed_letter_is_refused_for_a_recipient_sent_alone_with_only(
     bundled: Path, smtp_server: SmtpServer
 ) -> None:

@@ -332,11 +332,6 @@ def test_an_unknown_recipient_is_not_resent_by_the_next_run(
     assert server.sessions == sessions
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py _send_locked: exit status ignores recipients skipped as unknown/partial/"
-    "failed when the run had something else to send (0 instead of 1)",
-)
 def test_a_run_that_skips_unknown_recipients_exits_1(
     bundled: Path, make_smtp_server: MakeServer
 ) -> None:
