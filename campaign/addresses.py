@@ -8,6 +8,7 @@ from functools import lru_cache
 
 import dns.resolver
 import email_validator
+from email_validator.rfc_constants import EMAIL_MAX_LENGTH
 
 from campaign.headersafety import unsafe_reason
 
@@ -29,6 +30,38 @@ def _resolver() -> dns.resolver.Resolver:
     return email_validator.caching_resolver(timeout=10)
 
 
+_SIMPLE = re.compile(r"[^@\"\s\[\]\\]+@[^@\"\s\[\]\\]+\Z")
+_LOCAL_PROBE_DOMAIN = "example.org"
+
+
+def _validate(address: str, check_dns: bool) -> email_validator.ValidatedEmail:
+    try:
+        return email_validator.validate_email(
+            address,
+            check_deliverability=check_dns,
+            allow_smtputf8=False,
+            dns_resolver=_resolver() if check_dns else None,
+        )
+    except email_validator.EmailNotValidError as err:
+        raise AddressError(str(err)) from None
+
+
+@lru_cache(maxsize=65536)
+def _ascii_domain(domain: str) -> str:
+    """A campaign's addresses share few domains: each is validated (IDNA, UTS-46) once."""
+    return _validate(f"postmaster@{domain}", False).ascii_domain
+
+
+def _fast_normalise(address: str) -> str:
+    local, _, domain = address.rpartition("@")
+    local_part = _validate(f"{local}@{_LOCAL_PROBE_DOMAIN}", False).local_part
+    ascii_form = f"{local_part}@{_ascii_domain(domain)}"
+    if len(ascii_form) > EMAIL_MAX_LENGTH:
+        # Whole-address checks need the whole address: let email-validator say it.
+        return _validate(address, False).ascii_email or ascii_form
+    return ascii_form
+
+
 def normalise(address: str, *, check_dns: bool = False) -> str:
     """The address in email-validator's normalised ASCII form (IDN domains as punycode).
 
@@ -38,16 +71,9 @@ def normalise(address: str, *, check_dns: bool = False) -> str:
     reason = unsafe_reason(address)
     if reason:
         raise AddressError(reason)
-    try:
-        result = email_validator.validate_email(
-            address,
-            check_deliverability=check_dns,
-            allow_smtputf8=False,
-            dns_resolver=_resolver() if check_dns else None,
-        )
-    except email_validator.EmailNotValidError as err:
-        raise AddressError(str(err)) from None
-    ascii_form = result.ascii_email
+    if not check_dns and _SIMPLE.match(address):
+        return _fast_normalise(address)
+    ascii_form = _validate(address, check_dns).ascii_email
     if ascii_form is None:  # pragma: no cover - allow_smtputf8=False guarantees it
         raise AddressError("the address needs SMTPUTF8, which is not supported")
     return ascii_form

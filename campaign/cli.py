@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import getpass
 import os
@@ -692,13 +693,23 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     """Run one command; return its exit status. User mistakes print a message, no traceback."""
     env = env or Environment()
+    previous = None
     if threading.current_thread() is threading.main_thread():
         # SIGTERM ends a run like Ctrl-C: open attempts stay in the log, read as unknown.
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return _main(argv, env)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None, env: Environment) -> int:
     ui = Ui(env.stdout, env.stderr, terminal=env.is_terminal())
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        with contextlib.redirect_stdout(env.stdout), contextlib.redirect_stderr(env.stderr):
+            args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0) if isinstance(exit_.code, int) else ExitStatus.BAD_INPUT
     handler: Callable[[Context], ExitStatus] = args.handler

@@ -166,7 +166,7 @@ class RunResult:
         return self.stopped is None and all(s == SENT for s in self.statuses.values())
 
 
-@dataclass
+@dataclass(slots=True)
 class _Job:
     message: PlannedMessage
     addresses: tuple[str, ...]

@@ -42,7 +42,7 @@ def now_iso(moment: datetime | None = None) -> str:
     return (moment or datetime.now(UTC)).isoformat(timespec="milliseconds")
 
 
-@dataclass
+@dataclass(slots=True)
 class AddressState:
     outcome: str = NOT_YET
     code: int | None = None
@@ -50,7 +50,7 @@ class AddressState:
     time: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class RecipientState:
     """Everything the log says about one recipient, folded in order."""
 
@@ -149,14 +149,20 @@ class Replay:
                 state.addresses.setdefault(address, AddressState())
         elif event == "result":
             state.open_attempt = None
+            shown: AddressState | None = None
             for address, reply in (record.get("replies") or {}).items():
                 address_state = state.addresses.setdefault(address, AddressState())
                 address_state.outcome = reply.get("outcome", address_state.outcome)
                 address_state.code = reply.get("code")
                 address_state.reply = reply.get("reply", "")
                 address_state.time = state.time
-                state.last_code = address_state.code
-                state.last_reply = address_state.reply
+                # The reply to show is a refusal if there is one: it is what needs reading.
+                refusal = address_state.outcome != ACCEPTED
+                if shown is None or (shown.outcome == ACCEPTED and refusal):
+                    shown = address_state
+            if shown is not None:
+                state.last_code = shown.code
+                state.last_reply = shown.reply
             if record.get("archive"):
                 state.archive = record["archive"]
                 state.sha256 = record.get("sha256")

@@ -35,6 +35,9 @@ _ALLOWED_TAGS = {
     "tag:yaml.org,2002:map",
     "tag:yaml.org,2002:seq",
 }
+# First characters of every YAML 1.1 implicit resolver (bool, int, float, null, timestamp,
+# merge, value); a plain scalar starting otherwise is a string.
+_RESOLVABLE_START = frozenset("yYnNtTfFoO~-+.0123456789<=!&*")
 _KIND_BY_TAG = {
     "tag:yaml.org,2002:bool": "a yes/no (boolean) value",
     "tag:yaml.org,2002:float": "a number",
@@ -147,6 +150,8 @@ class _Builder:
             )
 
     def _value(self, event: yaml.Event) -> Any:
+        if type(event) is yaml.ScalarEvent and event.anchor is None and event.tag is None:
+            return self._scalar(event)  # the common case, first
         if isinstance(event, yaml.AliasEvent):
             raise self._error(
                 f"aliases (*{event.anchor}) are not supported", event, "write the value out"
@@ -163,9 +168,11 @@ class _Builder:
         raise self._error("unexpected YAML structure", event)
 
     def _scalar(self, event: yaml.ScalarEvent) -> str | int:
-        plain = event.style in (None, "") and event.implicit[0] and event.tag is None
-        if not plain:
-            return str(event.value)
+        value: str = event.value
+        if event.style or event.tag is not None or not event.implicit[0]:
+            return value  # quoted, or tagged !!str (other tags were refused before)
+        if value and value[0] not in _RESOLVABLE_START:
+            return value  # no YAML 1.1 implicit type starts with this character
         tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, (True, False))  # type: ignore[no-untyped-call]
         if tag == "tag:yaml.org,2002:str":
             return str(event.value)
@@ -184,11 +191,12 @@ class _Builder:
     def _mapping(self, start: yaml.MappingStartEvent) -> YamlMapping:
         mapping = YamlMapping(_line(start))
         for event in self._events:
-            if isinstance(event, yaml.MappingEndEvent):
+            if type(event) is yaml.MappingEndEvent:
                 return mapping
             if not isinstance(event, yaml.ScalarEvent):
                 raise self._error("a key must be a plain name", event)
-            self._check_node(event)
+            if event.anchor is not None or event.tag is not None:
+                self._check_node(event)
             key = self._scalar(event)
             if not isinstance(key, str):
                 raise self._error(f"the key {key} must be a name, not a number", event)

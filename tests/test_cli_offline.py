@@ -311,11 +311,10 @@ def test_unknown_command_is_a_usage_error() -> None:
 
 
 @pytest.mark.parametrize("command", ["check", "preview", "drafts"])
-def test_every_command_has_help_with_an_example(
-    command: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert run_cli(command, "--help").status == 0
-    help_text = capsys.readouterr().out
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    run = run_cli(command, "--help")
+    assert run.status == 0
+    help_text = run.stdout
     assert "example:" in help_text
     assert f"  campaign {command}" in help_text
 
