@@ -653,7 +653,7 @@ def run_log(ctx: Context) -> ExitStatus:
 
 def _follow(ctx: Context, source: CampaignFile, path: Path) -> ExitStatus:
     """Refresh the table as the log grows, until interrupted (Ctrl-C)."""
-    follower = LogFollower(path, source.campaign.id)
+    follower = LogFollower(path)
     filters = (ctx.args.status or (), ctx.args.recipient or ())
     last_counts: dict[str, int] | None = None
     live = None

@@ -17,8 +17,8 @@ from campaign.sendlog import (
     PENDING,
     STATUSES,
     UNKNOWN,
-    LogFormatError,
     LogLock,
+    LogReader,
     RecipientState,
     Replay,
     read_records,
@@ -250,63 +250,19 @@ def as_csv(rows: Iterable[RecipientRow]) -> str:
 
 
 class LogFollower:
-    """Reads a growing log from where it left off, folding new records into the same replay."""
+    """Folds a growing log into the same replay `send` uses, a poll at a time."""
 
-    def __init__(self, path: Path, campaign_id: str) -> None:
-        self.path = path
-        self.campaign_id = campaign_id
-        # As in `replay`: the first record names the log's campaign, so `build_review` can
-        # refuse another campaign's log and note stray records instead of showing all pending.
+    def __init__(self, path: Path) -> None:
+        self.reader = LogReader(path)
         self.history = Replay()
-        self._offset = 0
-        self._partial = b""
-        self._line = 0
-        self._bad_line: int | None = None
 
     def poll(self) -> bool:
         """Fold in what was appended since the last call; True when anything was."""
-        if not self.path.exists():
-            return False
-        with open(self.path, "rb") as handle:
-            handle.seek(self._offset)
-            chunk = handle.read()
-        if not chunk:
-            return False
-        self._offset += len(chunk)
-        data = self._partial + chunk
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
         changed = False
-        for line in lines:
-            self._line += 1
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                record = None
-            valid = isinstance(record, dict) and "event" in record
-            if self._bad_line is not None:
-                if not valid or record["event"] != "log-repaired":
-                    raise LogFormatError(
-                        f"line {self._bad_line} is not a valid JSON record; the log may have"
-                        " been edited by hand",
-                        path=self.path,
-                        line=self._bad_line,
-                        hint="restore it from a backup, or move it aside to start a new log",
-                    )
-                self._bad_line = None
-            elif not valid:
-                self._bad_line = self._line  # cut short by a crash, if a repair record follows
-                continue
-            found = record.get("campaign")
-            if self.history.campaign is None:
-                self.history.campaign = found
-            elif found is not None and found != self.history.campaign:
-                self.history.other_campaigns.add(str(found))
-                continue
-            self.history.apply(record)
+        for _, record in self.reader.records(final=False):
+            self.history.fold(record)
             changed = True
+        self.history.notes[:] = self.reader.notes
         return changed
 
 

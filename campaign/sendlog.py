@@ -117,6 +117,16 @@ class Replay:
     last_time: str = ""
     other_campaigns: set[str] = field(default_factory=set)
 
+    def fold(self, record: dict[str, Any]) -> None:
+        """Apply a record read from a log: the first one names the log's campaign."""
+        found = record.get("campaign")
+        if self.campaign is None:
+            self.campaign = found
+        elif found is not None and found != self.campaign:
+            self.other_campaigns.add(str(found))
+            return
+        self.apply(record)
+
     def state(self, recipient: str) -> RecipientState:
         found = self.recipients.get(recipient)
         if found is None:
@@ -183,67 +193,88 @@ class LogFormatError(CampaignError):
     """The log cannot be read as a send log."""
 
 
-def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, record); a torn last line is skipped, any other bad line refused."""
-    pending_error: tuple[int, str] | None = None
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            if pending_error is not None:
-                torn_line, _ = pending_error
-                record = _decode(raw)
-                if record is not None and record.get("event") == "log-repaired":
-                    pending_error = None
-                    yield number, record
-                    continue
+class LogReader:
+    """Reads a log as a stream of records, from where it stopped: once, or as it grows.
+
+    Memory stays bounded by the chunk size, whatever the log's length. A line that is not
+    a JSON record is tolerated only where a crash leaves one: as the last line, or right
+    before the `log-repaired` record the next run writes; anywhere else it is refused.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.notes: list[str] = []
+        self._offset = 0
+        self._partial = b""
+        self._line = 0
+        self._bad_line: int | None = None
+
+    def records(self, *, final: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(line number, record) for every complete line appended since the last call.
+
+        With `final`, the log is taken as ended: a last line cut short is noted, not kept.
+        """
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as handle:
+            handle.seek(self._offset)
+            while chunk := handle.read(self.CHUNK):
+                self._offset += len(chunk)
+                lines = (self._partial + chunk).split(b"\n")
+                self._partial = lines.pop()
+                for raw in lines:
+                    self._line += 1
+                    record = self._record(raw)
+                    if record is not None:
+                        yield self._line, record
+        if final:
+            torn = self._line + 1 if self._partial.strip() else self._bad_line
+            if torn is not None:
+                self.notes.append(
+                    f"the last line ({torn}) was cut short, probably by a crash; it was ignored"
+                )
+            self._partial, self._bad_line = b"", None
+
+    def _record(self, raw: bytes) -> dict[str, Any] | None:
+        if not raw.strip():
+            return None
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            record = None
+        valid = isinstance(record, dict) and "event" in record
+        if self._bad_line is not None:
+            if not valid or record.get("event") != "log-repaired":
                 raise LogFormatError(
-                    f"line {torn_line} is not a valid JSON record; the log may have been"
+                    f"line {self._bad_line} is not a valid JSON record; the log may have been"
                     " edited by hand",
-                    path=path,
-                    line=torn_line,
+                    path=self.path,
+                    line=self._bad_line,
                     hint="restore it from a backup, or move it aside to start a new log",
                 )
-            if not raw.strip():
-                continue
-            record = _decode(raw)
-            if record is None or not raw.endswith(b"\n"):
-                pending_error = (number, raw.decode("utf-8", "replace")[:80])
-                continue
-            yield number, record
-    if pending_error is not None:
-        yield pending_error[0], {"event": "torn-line", "line": pending_error[0]}
+            self.notes.append(f"line {self._bad_line} was cut short by a crash and was ignored")
+            self._bad_line = None
+            return None
+        if not valid:
+            self._bad_line = self._line
+            return None
+        return record if record.get("event") != "log-repaired" else None
 
 
-def _decode(raw: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) and "event" in value else None
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Every record of a finished log, in order."""
+    return LogReader(path).records(final=True)
 
 
 def replay(path: Path, campaign_id: str | None = None) -> Replay:
     """Fold the log at `path` (missing: empty) into per-recipient state, as one stream."""
     result = Replay(campaign=campaign_id)
-    if not path.exists():
-        return result
-    for number, record in read_records(path):
-        if record.get("event") == "torn-line":
-            result.notes.append(
-                f"the last line ({number}) was cut short, probably by a crash; it was ignored"
-            )
-            continue
-        if record.get("event") == "log-repaired":
-            result.notes.append(
-                f"line {record.get('torn_line')} was cut short by a crash and was ignored"
-            )
-            continue
-        found = record.get("campaign")
-        if result.campaign is None:
-            result.campaign = found
-        elif found is not None and found != result.campaign:
-            result.other_campaigns.add(str(found))
-            continue
-        result.apply(record)
+    reader = LogReader(path)
+    for _, record in reader.records(final=True):
+        result.fold(record)
+    result.notes.extend(reader.notes)
     return result
 
 
