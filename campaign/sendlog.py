@@ -136,39 +136,44 @@ class Replay:
     def apply(self, record: dict[str, Any]) -> None:
         event = record.get("event")
         self.events += 1
-        self.last_time = record.get("time", self.last_time)
+        time = record.get("time", self.last_time)
+        self.last_time = time
         if event == "run-start":
             self.runs.append(str(record.get("run")))
             return
         recipient = record.get("recipient")
         if record.get("test") or not isinstance(recipient, str):
             return
-        state = self.state(recipient)
+        state = self.recipients.get(recipient)
+        if state is None:
+            state = self.recipients[recipient] = RecipientState(recipient)
         state.events += 1
-        state.time = record.get("time", state.time)
-        if event == "planned":
+        state.time = time
+        addresses = state.addresses
+        if event == "attempt" or event == "planned":
+            if event == "attempt":
+                state.attempts = max(state.attempts, int(record.get("attempt", 0)))
+                state.open_attempt = str(record.get("run"))
+                state.message_id = record.get("message_id", state.message_id)
             state.content_hash = record.get("content_hash", state.content_hash)
-            for address in record.get("addresses", ()):
-                state.addresses.setdefault(address, AddressState())
-        elif event == "attempt":
-            state.attempts = max(state.attempts, int(record.get("attempt", 0)))
-            state.open_attempt = str(record.get("run"))
-            state.message_id = record.get("message_id", state.message_id)
-            state.content_hash = record.get("content_hash", state.content_hash)
-            for address in record.get("all_addresses", record.get("addresses", ())):
-                state.addresses.setdefault(address, AddressState())
+            for address in record.get("all_addresses") or record.get("addresses", ()):
+                if address not in addresses:
+                    addresses[address] = AddressState()
         elif event == "result":
             state.open_attempt = None
             shown: AddressState | None = None
             for address, reply in (record.get("replies") or {}).items():
-                address_state = state.addresses.setdefault(address, AddressState())
+                address_state = addresses.get(address)
+                if address_state is None:
+                    address_state = addresses[address] = AddressState()
                 address_state.outcome = reply.get("outcome", address_state.outcome)
                 address_state.code = reply.get("code")
                 address_state.reply = reply.get("reply", "")
-                address_state.time = state.time
+                address_state.time = time
                 # The reply to show is a refusal if there is one: it is what needs reading.
-                refusal = address_state.outcome != ACCEPTED
-                if shown is None or (shown.outcome == ACCEPTED and refusal):
+                if shown is None or (
+                    shown.outcome == ACCEPTED and address_state.outcome != ACCEPTED
+                ):
                     shown = address_state
             if shown is not None:
                 state.last_code = shown.code
@@ -178,14 +183,15 @@ class Replay:
                 state.sha256 = record.get("sha256")
         elif event == "resolve":
             settled_as = record.get("as")
+            note = f"resolved as {settled_as}: {record.get('reason', '')}"
             state.open_attempt = None
             state.resolved = f"{settled_as}: {record.get('reason', '')}"
-            for address_state in state.addresses.values():
+            for address_state in addresses.values():
                 if address_state.outcome in (IN_FLIGHT, NOT_YET, TRY_AGAIN):
                     address_state.outcome = ACCEPTED if settled_as == SENT else NOT_YET
-                    address_state.reply = f"resolved as {settled_as}: {record.get('reason', '')}"
+                    address_state.reply = note
                     address_state.code = None
-            state.last_reply = f"resolved as {settled_as}: {record.get('reason', '')}"
+            state.last_reply = note
             state.last_code = None
 
 
