@@ -72,7 +72,8 @@ def _fast_normalise(address: str) -> str:
         return _validate(address, False).ascii_email or ""
     if ascii_local.lower() in CASE_INSENSITIVE_MAILBOX_NAMES:
         ascii_local = ascii_local.lower()
-    return f"{ascii_local}@{_ascii_domain(domain)}"
+    normalised = f"{ascii_local}@{_ascii_domain(domain)}"
+    return address if normalised == address else normalised  # share the string when equal
 
 
 def normalise(address: str, *, check_dns: bool = False) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import getpass
+import multiprocessing
 import os
 import signal
 import sys
@@ -14,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -35,11 +37,13 @@ from campaign.pipeline import Delivery, Plan, RunResult, SendOptions, make_plan
 from campaign.prepare import Clock, Prepared, prepare, utc_now
 from campaign.review import (
     LogFollower,
-    as_csv,
+    RosterEntry,
     as_json_lines,
     build_review,
     check_log,
     history_of,
+    load_roster,
+    write_csv,
 )
 from campaign.sendlog import (
     PENDING,
@@ -621,37 +625,71 @@ def run_resolve(ctx: Context) -> ExitStatus:
 
 def run_log(ctx: Context) -> ExitStatus:
     args = ctx.args
-    source = ctx.load()
     path = ctx.log_path
-    if args.recipient:
-        source.select(args.recipient)
+    options = Options(ctx.file, args.templates)
     if args.follow:
-        return _follow(ctx, source, path)
+        campaign_id, entries = load_roster(options)
+        _known(ctx, entries, args.recipient)
+        return _follow(ctx, campaign_id, entries, path)
+    check_log(path)
+    campaign_id, entries, history = _roster_and_history(options, path)
+    _known(ctx, entries, args.recipient)
+    review = build_review(campaign_id, entries, path, history)
     if args.history:
-        recipient = source.select([args.history])[0]
-        check_log(path, source.campaign.id)
-        build_review(source, path)  # refuses another campaign's log, explains a bad line
-        events = list(history_of(path, recipient.id))
+        (recipient,) = _known(ctx, entries, [args.history])
+        events = list(history_of(path, recipient))
         if events:
-            show_history(ctx.ui, recipient.id, events)
+            show_history(ctx.ui, recipient, events)
         if not any(event.get("event") == "attempt" for event in events):
-            ctx.ui.note(f"{recipient.id} has not been attempted yet")
+            ctx.ui.note(f"{recipient} has not been attempted yet")
         return ExitStatus.OK
-    review = build_review(source, path)
     rows = review.filtered(args.status or (), args.recipient or ())
     if args.json:
         for line in as_json_lines(rows):
             ctx.env.stdout.write(line + "\n")
     elif args.csv:
-        ctx.env.stdout.write(as_csv(rows))
+        write_csv(ctx.env.stdout, rows)
     else:
-        show_review(ctx.ui, review, rows)
+        show_review(ctx.ui, review, list(rows))
     for note in review.notes if (args.json or args.csv) else ():
         ctx.ui.err.print(f"note: {note}", markup=False)
     return ExitStatus.OK
 
 
-def _follow(ctx: Context, source: CampaignFile, path: Path) -> ExitStatus:
+def _known(ctx: Context, entries: Sequence[RosterEntry], ids: Sequence[str] | None) -> list[str]:
+    known = {entry.id for entry in entries}
+    unknown = [rid for rid in ids or () if rid not in known]
+    if unknown:
+        raise UsageError(
+            f"no recipient with id {', '.join(repr(rid) for rid in unknown)}",
+            path=ctx.file,
+            hint="`campaign check` lists the ids",
+        )
+    return list(ids or ())
+
+
+def _roster_and_history(
+    options: Options, path: Path
+) -> tuple[str, tuple[RosterEntry, ...], Replay]:
+    """Read the campaign file and the log; side by side in two processes when both are big."""
+    big = options.path.is_file() and options.path.stat().st_size > PARALLEL_READ_BYTES
+    if not big or "fork" not in multiprocessing.get_all_start_methods():
+        campaign_id, entries = load_roster(options)
+        return campaign_id, entries, replay(path, None)
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        future = pool.submit(load_roster, options)
+        history = replay(path, None)
+        campaign_id, entries = future.result()
+    return campaign_id, entries, history
+
+
+PARALLEL_READ_BYTES = 2 * 1024 * 1024
+
+
+def _follow(
+    ctx: Context, campaign_id: str, entries: Sequence[RosterEntry], path: Path
+) -> ExitStatus:
     """Refresh the table as the log grows, until interrupted (Ctrl-C)."""
     follower = LogFollower(path)
     filters = (ctx.args.status or (), ctx.args.recipient or ())
@@ -665,10 +703,9 @@ def _follow(ctx: Context, source: CampaignFile, path: Path) -> ExitStatus:
     try:
         while True:
             follower.poll()
-            review = build_review(source, path, follower.history)
-            rows = review.filtered(*filters)
+            review = build_review(campaign_id, entries, path, follower.history)
             if live is not None:
-                live.update(review_table(review, rows), refresh=True)
+                live.update(review_table(review, list(review.filtered(*filters))), refresh=True)
             else:
                 counts = dict(review.counts())
                 if counts != last_counts:

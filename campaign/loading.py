@@ -415,10 +415,6 @@ class _Checker:
                 else:
                     seen_addresses[key] = (recipient.id, item.line_of("emails"))
             recipients.append(recipient)
-        for item in items:
-            # Lines are only needed for the errors above; a large campaign keeps its data lean.
-            if isinstance(item, YamlMapping):
-                item.key_lines = {}
         return tuple(recipients)
 
     def _recipient(self, item: Any, line: int, index: int, options: Options) -> Recipient | None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from campaign.errors import CampaignError
+from campaign.loading import Options, load_campaign
 from campaign.models import CampaignFile, Recipient
 from campaign.sendlog import (
     PENDING,
@@ -107,26 +107,60 @@ class RecipientRow:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class RosterEntry:
+    """What the review shows of a recipient from the campaign file."""
+
+    id: str
+    name: str
+    organisation: str
+    addresses: tuple[str, ...]
+
+
+def roster(source: CampaignFile) -> tuple[RosterEntry, ...]:
+    return tuple(
+        RosterEntry(r.id, r.name, _organisation(r), r.addresses) for r in source.recipients
+    )
+
+
+def load_roster(options: Options) -> tuple[str, tuple[RosterEntry, ...]]:
+    """The campaign id and its recipients, read and checked like every command reads them."""
+    source = load_campaign(options)
+    return source.campaign.id, roster(source)
+
+
 @dataclass
 class Review:
-    """Where every letter stands."""
+    """Where every letter stands: the file's recipients, in order, and what the log says."""
 
     campaign: str
     log_path: Path
-    rows: list[RecipientRow]
+    entries: Sequence[RosterEntry]
+    history: Replay
     notes: list[str] = field(default_factory=list)
     live: str | None = None
+    _live_runs: frozenset[str] = frozenset()
+
+    def rows(self) -> Iterator[RecipientRow]:
+        """One row per recipient, built as it is read: a long review never sits in memory."""
+        for entry in self.entries:
+            yield _row(entry, self.history.recipients.get(entry.id), self._live_runs)
+
+    def status_of(self, entry: RosterEntry) -> str:
+        state = self.history.recipients.get(entry.id)
+        return state.status(self._live_runs) if state is not None else PENDING
 
     def counts(self) -> Counter[str]:
-        return Counter(row.status for row in self.rows)
+        return Counter(self.status_of(entry) for entry in self.entries)
 
-    def filtered(self, statuses: Sequence[str], recipients: Sequence[str]) -> list[RecipientRow]:
-        return [
-            row
-            for row in self.rows
-            if (not statuses or row.status in statuses)
-            and (not recipients or row.recipient in recipients)
-        ]
+    def filtered(
+        self, statuses: Sequence[str], recipients: Sequence[str]
+    ) -> Iterator[RecipientRow]:
+        for row in self.rows():
+            if (not statuses or row.status in statuses) and (
+                not recipients or row.recipient in recipients
+            ):
+                yield row
 
     def next_steps(self) -> list[str]:
         counts = self.counts()
@@ -157,7 +191,9 @@ def _organisation(recipient: Recipient) -> str:
     return ""
 
 
-def _row(recipient: Recipient, state: RecipientState | None, live: frozenset[str]) -> RecipientRow:
+def _row(
+    recipient: RosterEntry, state: RecipientState | None, live: frozenset[str]
+) -> RecipientRow:
     if state is None:
         state = RecipientState(recipient.id)
     addresses = []
@@ -173,7 +209,7 @@ def _row(recipient: Recipient, state: RecipientState | None, live: frozenset[str
     return RecipientRow(
         recipient=recipient.id,
         name=recipient.name,
-        organisation=_organisation(recipient),
+        organisation=recipient.organisation,
         status=state.status(live),
         attempts=state.attempts,
         addresses=tuple(addresses),
@@ -186,7 +222,7 @@ def _row(recipient: Recipient, state: RecipientState | None, live: frozenset[str
     )
 
 
-def check_log(path: Path, campaign_id: str) -> None:
+def check_log(path: Path) -> None:
     """Explain in one sentence why there is nothing to review, if so."""
     if not path.exists():
         raise CampaignError(
@@ -201,11 +237,15 @@ def check_log(path: Path, campaign_id: str) -> None:
         )
 
 
-def build_review(source: CampaignFile, path: Path, history: Replay | None = None) -> Review:
+def build_review(
+    campaign_id: str,
+    entries: Sequence[RosterEntry],
+    path: Path,
+    history: Replay | None = None,
+) -> Review:
     """One row per recipient of the file, in file order, never-attempted ones as pending."""
-    campaign_id = source.campaign.id
     if history is None:
-        check_log(path, campaign_id)
+        check_log(path)
         history = replay(path, None)
     if history.campaign is not None and history.campaign != campaign_id:
         raise CampaignError(
@@ -215,17 +255,13 @@ def build_review(source: CampaignFile, path: Path, history: Replay | None = None
         )
     holder = LogLock(path).held_by_other()
     live = frozenset(history.runs[-1:]) if holder else frozenset()
-    rows = [
-        _row(recipient, history.recipients.get(recipient.id), live)
-        for recipient in source.recipients
-    ]
     notes = list(history.notes)
     if history.other_campaigns:
         notes.append(
             f"the log also holds records of {', '.join(sorted(history.other_campaigns))};"
             " they were ignored"
         )
-    return Review(campaign_id, path, rows, notes, holder)
+    return Review(campaign_id, path, entries, history, notes, holder, live)
 
 
 def history_of(path: Path, recipient: str) -> Iterator[dict[str, Any]]:
@@ -240,13 +276,12 @@ def as_json_lines(rows: Iterable[RecipientRow]) -> Iterator[str]:
         yield json.dumps(row.as_json(), ensure_ascii=False)
 
 
-def as_csv(rows: Iterable[RecipientRow]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+def write_csv(stream: IO[str], rows: Iterable[RecipientRow]) -> None:
+    """The rows as CSV with a header row, written as they come."""
+    writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow(row.as_csv())
-    return buffer.getvalue()
 
 
 class LogFollower:

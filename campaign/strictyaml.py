@@ -8,6 +8,7 @@ refuses all of that, so what reaches the template is what the user wrote.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,28 +50,39 @@ _KIND_BY_TAG = {
 
 
 class YamlMapping(dict[str, Any]):
-    """A mapping that remembers the line it starts on and the line of each key."""
+    """A mapping that remembers the line it starts on and the line of each key.
 
-    __slots__ = ("key_lines", "line")
+    Key lines are kept as small offsets from the first line: a campaign of many
+    recipients holds one such mapping each, and small ints cost no memory of their own.
+    """
+
+    __slots__ = ("_offsets", "line")
 
     def __init__(self, line: int) -> None:
         super().__init__()
         self.line = line
-        self.key_lines: dict[str, int] = {}
+        self._offsets: tuple[int, ...] = ()
 
     def line_of(self, key: str) -> int:
-        return self.key_lines.get(key, self.line)
+        for position, candidate in enumerate(self):
+            if candidate == key and position < len(self._offsets):
+                return self.line + self._offsets[position]
+        return self.line
 
 
 class YamlList(list[Any]):
     """A list that remembers the line it starts on and the line of each item."""
 
-    __slots__ = ("item_lines", "line")
+    __slots__ = ("_offsets", "line")
 
     def __init__(self, line: int) -> None:
         super().__init__()
         self.line = line
-        self.item_lines: list[int] = []
+        self._offsets: tuple[int, ...] = ()
+
+    @property
+    def item_lines(self) -> list[int]:
+        return [self.line + offset for offset in self._offsets]
 
 
 def read_yaml(path: Path) -> Any:
@@ -89,23 +101,27 @@ def read_yaml(path: Path) -> Any:
             f" (the limit is {MAX_FILE_BYTES // 2**20} MiB); is it the right file?",
             path=path,
         )
-    raw = path.read_bytes()[: MAX_FILE_BYTES + 1]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise CampaignError(
-            "the file is not valid UTF-8", path=path, line=line, hint="save it as UTF-8"
-        ) from None
-    return parse_yaml(text, path)
+    with open(path, "rb") as handle:
+        raw = handle.read(MAX_FILE_BYTES + 1)
+    # The parser reads UTF-8 bytes itself: no decoded copy of a large file is ever held.
+    return parse_yaml(raw, path)
 
 
-def parse_yaml(text: str, path: Path) -> Any:
+def parse_yaml(text: str | bytes, path: Path) -> Any:
     """Parse one YAML document made of mappings, lists and strings (and plain integers)."""
     events = yaml.parse(text, Loader=_Loader)
     builder = _Builder(events, path)
     try:
         return builder.document()
+    except yaml.reader.ReaderError as err:
+        data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+        bad_line = data[: err.position].count(b"\n") + 1
+        raise CampaignError(
+            "the file is not valid UTF-8 (or holds a character YAML does not allow)",
+            path=path,
+            line=bad_line,
+            hint="save it as UTF-8",
+        ) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -189,9 +205,12 @@ class _Builder:
         )
 
     def _mapping(self, start: yaml.MappingStartEvent) -> YamlMapping:
-        mapping = YamlMapping(_line(start))
+        first = _line(start)
+        mapping = YamlMapping(first)
+        offsets: list[int] = []
         for event in self._events:
             if type(event) is yaml.MappingEndEvent:
+                mapping._offsets = tuple(offsets)
                 return mapping
             if not isinstance(event, yaml.ScalarEvent):
                 raise self._error("a key must be a plain name", event)
@@ -202,14 +221,16 @@ class _Builder:
                 raise self._error(f"the key {key} must be a name, not a number", event)
             line = _line(event)
             if key in mapping:
+                first_line = first + offsets[list(mapping).index(key)]
                 error = self._error(
-                    f"the key '{key}' is given twice (first on line {mapping.key_lines[key]})",
+                    f"the key '{key}' is given twice (first on line {first_line})",
                     event,
                     "keep one of them",
                 )
                 error.field = key
                 raise error
-            mapping.key_lines[key] = line
+            offsets.append(line - first)
+            key = sys.intern(key)  # every recipient repeats the same few keys
             try:
                 mapping[key] = self._value(next(self._events))
             except CampaignError as err:
@@ -219,10 +240,13 @@ class _Builder:
         raise CampaignError("the YAML ended inside a mapping", path=self._path)
 
     def _sequence(self, start: yaml.SequenceStartEvent) -> YamlList:
-        items = YamlList(_line(start))
+        first = _line(start)
+        items = YamlList(first)
+        offsets: list[int] = []
         for event in self._events:
             if isinstance(event, yaml.SequenceEndEvent):
+                items._offsets = tuple(offsets)
                 return items
-            items.item_lines.append(_line(event))
+            offsets.append(_line(event) - first)
             items.append(self._value(event))
         raise CampaignError("the YAML ended inside a list", path=self._path)
