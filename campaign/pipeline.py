@@ -7,7 +7,6 @@ a shared rate limit and retries with backoff -> every attempt and result in the 
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import random
 import time
@@ -27,10 +26,10 @@ from campaign.sendlog import (
     PENDING,
     SENT,
     UNKNOWN,
-    AddressState,
     Replay,
     SendLog,
     address_outcome,
+    status_of,
 )
 from campaign.transports.base import Reply, RunStopped, TemporaryFailure, Transport, UnknownOutcome
 from campaign.transports.files import write_atomically
@@ -232,7 +231,9 @@ class Delivery:
             self.progress.finish()
         if not self.options.test:
             for recipient in self.result.statuses:
-                self.result.statuses[recipient] = self.history.state(recipient).status()
+                state = self.history.recipients.get(recipient)
+                if state is not None:
+                    self.result.statuses[recipient] = state.status()
         return self.result
 
     async def _worker(self, transport: Transport, *, lead: bool = False) -> None:
@@ -330,6 +331,9 @@ class Delivery:
             return
         status = self._status(draft.recipient_id, replies)
         self.result.statuses[draft.recipient_id] = status
+        if status == SENT and not self.options.test:
+            # Done with: its state is in the log; a long run keeps only what needs attention.
+            self.history.recipients.pop(draft.recipient_id, None)
         self.progress.update(draft.recipient_id, status)
         self._finish_job()
 
@@ -337,11 +341,9 @@ class Delivery:
         """The status this result gives the recipient, for the result record itself."""
         if self.options.test:
             return self._status(recipient, replies)
-        state = copy.deepcopy(self.history.state(recipient))
-        state.open_attempt = None
-        for address, (outcome, _) in replies.items():
-            state.addresses.setdefault(address, AddressState()).outcome = outcome
-        return state.status()
+        outcomes = {a: s.outcome for a, s in self.history.state(recipient).addresses.items()}
+        outcomes.update((address, outcome) for address, (outcome, _) in replies.items())
+        return status_of(list(outcomes.values()))
 
     def _status(self, recipient: str, replies: dict[str, tuple[str, Reply]]) -> str:
         """The recipient's status as the log now says; test sends are tracked here alone."""

@@ -12,7 +12,7 @@ import asyncio
 import fcntl
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +50,21 @@ class AddressState:
     time: str = ""
 
 
+def status_of(outcomes: Sequence[str]) -> str:
+    """A recipient's status from its addresses' outcomes (no attempt left open)."""
+    if not outcomes or all(o == NOT_YET for o in outcomes):
+        return PENDING
+    if IN_FLIGHT in outcomes:
+        return UNKNOWN
+    if all(o == ACCEPTED for o in outcomes):
+        return SENT
+    if TRY_AGAIN in outcomes or NOT_YET in outcomes:
+        return DEFERRED
+    if ACCEPTED in outcomes:
+        return PARTIAL
+    return FAILED
+
+
 @dataclass(slots=True)
 class RecipientState:
     """Everything the log says about one recipient, folded in order."""
@@ -71,18 +86,7 @@ class RecipientState:
     def status(self, live_runs: frozenset[str] = frozenset()) -> str:
         if self.open_attempt is not None:
             return SENDING if self.open_attempt in live_runs else UNKNOWN
-        outcomes = [state.outcome for state in self.addresses.values()]
-        if not outcomes or all(o == NOT_YET for o in outcomes):
-            return PENDING
-        if IN_FLIGHT in outcomes:
-            return UNKNOWN
-        if all(o == ACCEPTED for o in outcomes):
-            return SENT
-        if TRY_AGAIN in outcomes or NOT_YET in outcomes:
-            return DEFERRED
-        if ACCEPTED in outcomes:
-            return PARTIAL
-        return FAILED
+        return status_of([state.outcome for state in self.addresses.values()])
 
     def to_send(self, *, retry_unknown: bool) -> list[str]:
         """The addresses a new run should offer the message to (none while it is unknown)."""
