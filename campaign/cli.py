@@ -467,14 +467,13 @@ def _send_locked(
             for draft in prepared.drafts:
                 state = history.recipients.get(draft.recipient_id)
                 if state is None or state.content_hash != draft.content_hash:
-                    history.apply(
-                        log.append(
-                            "planned",
-                            run=run_id,
-                            recipient=draft.recipient_id,
-                            addresses=list(draft.addresses),
-                            content_hash=draft.content_hash,
-                        )
+                    # For the next run's replay; this run has planned already.
+                    log.append(
+                        "planned",
+                        run=run_id,
+                        recipient=draft.recipient_id,
+                        addresses=list(draft.addresses),
+                        content_hash=draft.content_hash,
                     )
         progress = RichProgress(ctx.ui) if ctx.ui.terminal else PlainProgress(ctx.ui)
         delivery = Delivery(

@@ -130,3 +130,4 @@ class Draft:
     sha256: str
     size: int
     offset: int
+    segment: int = 0

@@ -7,7 +7,7 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ class Prepared:
     store: MessageStore
 
     def data(self, draft: Draft) -> bytes:
-        return self.store.get(draft.offset, draft.size)
+        return self.store.get(draft.offset, draft.size, draft.segment)
 
 
 PARALLEL_THRESHOLD = 1000
@@ -85,6 +85,7 @@ def _build_range(
     store: MessageStore,
     date: datetime,
     test_to: Mailbox | None,
+    segment: int = 0,
 ) -> tuple[list[Draft], list[CampaignError]]:
     campaign = source.campaign
     renderer = LetterRenderer(campaign, source.recipients)
@@ -116,6 +117,7 @@ def _build_range(
                 sha256=built.sha256,
                 size=len(built.data),
                 offset=offset,
+                segment=segment,
             )
         )
     return drafts, errors
@@ -125,16 +127,17 @@ def _build_range(
 _FORK_STATE: tuple[CampaignFile, Sequence[Recipient], datetime, Mailbox | None, str] | None = None
 
 
-def _fork_worker(bounds: tuple[int, int]) -> tuple[str, list[Draft], list[tuple[Any, ...]]]:
+def _fork_worker(
+    bounds: tuple[int, int, int],
+) -> tuple[str, list[Draft], list[tuple[Any, ...]]]:
     assert _FORK_STATE is not None
     source, recipients, date, test_to, directory = _FORK_STATE
+    start, stop, segment = bounds
     with tempfile.NamedTemporaryFile(dir=directory, delete=False, suffix=".spool") as spool:
         name = spool.name
     part = MessageStore(path=Path(name))
     try:
-        drafts, errors = _build_range(
-            source, recipients[bounds[0] : bounds[1]], part, date, test_to
-        )
+        drafts, errors = _build_range(source, recipients[start:stop], part, date, test_to, segment)
     finally:
         part.flush_and_close()
     return name, drafts, [err.to_tuple() for err in errors]
@@ -150,8 +153,10 @@ def _build_parallel(
 ) -> tuple[list[Draft], list[CampaignError]]:
     global _FORK_STATE
     step = -(-len(recipients) // workers)
+    first = store.next_segment
     ranges = [
-        (start, min(start + step, len(recipients))) for start in range(0, len(recipients), step)
+        (start, min(start + step, len(recipients)), first + number)
+        for number, start in enumerate(range(0, len(recipients), step))
     ]
     drafts: list[Draft] = []
     errors: list[CampaignError] = []
@@ -167,6 +172,8 @@ def _build_parallel(
             errors.extend(CampaignError.from_tuple(item) for item in part_errors)
             if errors:
                 continue
-            base = store.append_file(Path(name))
-            drafts.extend(replace(draft, offset=base + draft.offset) for draft in part_drafts)
+            # Opened before the folder goes: the data lives on until the store is closed.
+            segment = store.adopt(Path(name))
+            assert all(draft.segment == segment for draft in part_drafts[:1])
+            drafts.extend(part_drafts)
     return drafts, errors
