@@ -199,9 +199,10 @@ class Delivery:
         self.rng = rng or random.Random()
         self.rate = RateLimiter(options.rate)
         self.result = RunResult()
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._outstanding = 0
-        self._done = asyncio.Event()
+        self._released = False
+        self._workers = 0
         self._first_answer = asyncio.Event()
 
     def _record(self, event: str, **fields: object) -> None:
@@ -217,6 +218,9 @@ class Delivery:
         if not self._outstanding:
             return self.result
         self.progress.start(self._outstanding)
+        self._workers = len(transports)
+        if self.archive_dir is not None:
+            self.archive_dir.mkdir(parents=True, exist_ok=True)
         workers = [
             asyncio.create_task(self._worker(t, lead=i == 0)) for i, t in enumerate(transports)
         ]
@@ -244,24 +248,23 @@ class Delivery:
             # account).
             await self._first_answer.wait()
         while self.result.stopped is None and self._outstanding > 0:
-            getter = asyncio.ensure_future(self._queue.get())
-            waiter = asyncio.ensure_future(self._done.wait())
-            finished, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in finished:
-                getter.cancel()
-                waiter.cancel()
-                return
-            waiter.cancel()
-            job = getter.result()
-            if self.result.stopped is not None:
+            job = await self._queue.get()
+            if job is None or self.result.stopped is not None:
                 return
             await self.rate.wait()
             await self._attempt(transport, job)
 
+    def _release_workers(self) -> None:
+        """Wake every idle worker with an end-of-work marker (once)."""
+        if not self._released:
+            self._released = True
+            for _ in range(self._workers):
+                self._queue.put_nowait(None)
+
     def _finish_job(self) -> None:
         self._outstanding -= 1
         if self._outstanding <= 0:
-            self._done.set()
+            self._release_workers()
 
     async def _attempt(self, transport: Transport, job: _Job) -> None:
         draft = job.message.draft
@@ -304,11 +307,11 @@ class Delivery:
             reply = err.reply or Reply(None, err.reason)
             for address in job.addresses:
                 replies[address] = (NOT_YET, Reply(reply.code, f"run stopped: {err.reason}"))
-            self._done.set()
+            self._release_workers()
         self._first_answer.set()
         archive = None
         if any(outcome == ACCEPTED for outcome, _ in replies.values()):
-            archive = self._archive(job.message, data)
+            archive = await self._archive(job.message, data)
         self._record(
             "result",
             recipient=draft.recipient_id,
@@ -363,14 +366,17 @@ class Delivery:
                 return path.read_bytes()
         return self.prepared.data(message.draft)
 
-    def _archive(self, message: PlannedMessage, data: bytes) -> str | None:
-        """Keep the exact bytes a server accepted; the log records where and their SHA-256."""
+    async def _archive(self, message: PlannedMessage, data: bytes) -> str | None:
+        """Keep the exact bytes a server accepted; the log records where and their SHA-256.
+
+        Written in a thread: creating a file costs a filesystem journal entry, and the
+        other connections keep sending meanwhile.
+        """
         if self.archive_dir is None:
             return None
         path = self.archive_dir / message.draft.filename
         if message.reuse is None or not path.exists():
-            self.archive_dir.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, data)
+            await asyncio.get_running_loop().run_in_executor(None, write_atomically, path, data)
         try:
             return str(path.relative_to(self.log.path.parent))
         except ValueError:

@@ -13,6 +13,7 @@ from aiosmtplib import (
     SMTPAuthenticationError,
     SMTPConnectResponseError,
     SMTPException,
+    SMTPHeloError,
     SMTPRecipientRefused,
     SMTPResponseException,
     SMTPSenderRefused,
@@ -130,6 +131,18 @@ class SmtpTransport:
                     raise RunStopped(f"{where}: {err.code} {err.message}") from None
                 raise TemporaryFailure(Reply(err.code, err.message)) from None
             raise TemporaryFailure(Reply(None, f"cannot connect to {where}: {text}")) from None
+        try:
+            if smtp.is_ehlo_or_helo_needed:
+                try:
+                    await smtp.ehlo()
+                except SMTPHeloError:
+                    await smtp.helo()
+        except SMTPResponseException as err:
+            smtp.close()
+            raise TemporaryFailure(Reply(err.code, err.message)) from None
+        except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as err:
+            smtp.close()
+            raise TemporaryFailure(Reply(None, f"connection lost: {err}")) from None
         self._smtp = smtp
         self.connections += 1
 
@@ -145,16 +158,20 @@ class SmtpTransport:
         assert smtp is not None
         replies: dict[str, Reply] = {}
         try:
-            await smtp.mail(draft.sender)
+            # The addresses are email-validator's ASCII forms: no quoting or parsing needed
+            # (aiosmtplib's mail()/rcpt() re-parse each one with email.utils).
+            response = await smtp.execute_command(b"MAIL", b"FROM:<%s>" % draft.sender.encode())
+            if response.code != 250:
+                raise SMTPSenderRefused(response.code, response.message, draft.sender)
             accepted: list[str] = []
             for address in addresses:
-                try:
-                    await smtp.rcpt(address)
+                response = await smtp.execute_command(b"RCPT", b"TO:<%s>" % address.encode())
+                if response.code in (250, 251):
                     accepted.append(address)
-                except SMTPRecipientRefused as err:
-                    if err.code == _SERVICE_CLOSING:
-                        raise
-                    replies[address] = Reply(err.code, err.message)
+                elif response.code == _SERVICE_CLOSING:
+                    raise SMTPRecipientRefused(response.code, response.message, address)
+                else:
+                    replies[address] = Reply(response.code, response.message)
             if not accepted:
                 await self._reset()
                 return Delivery(replies)
@@ -186,7 +203,9 @@ class SmtpTransport:
             protocol = smtp.protocol
             if protocol is None:
                 raise SMTPServerDisconnected("connection lost")
-            protocol.write(_LEADING_DOT.sub(b"..", data) + b".\r\n")
+            if data.startswith(b".") or b"\n." in data:
+                data = _LEADING_DOT.sub(b"..", data)
+            protocol.write(data + b".\r\n")
             final = await protocol.read_response(timeout=self.timeout)
         except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as err:
             self._drop()
