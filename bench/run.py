@@ -332,9 +332,15 @@ class Target:
 
 
 TARGETS = [
-    Target("campaign ≥ mailmerge", LOOPBACK, "campaign", "mailmerge", lambda c: 1.0),
-    Target("campaign ≥ smtplib loop", LOOPBACK, "campaign", "smtplib-loop", lambda c: 1.0),
-    Target("campaign vs transport ceiling", LOOPBACK, "campaign", "aiosmtplib-ceiling", None),
+    Target("campaign ≥ 3 × mailmerge", LOOPBACK, "campaign", "mailmerge", lambda c: 3.0),
+    Target("campaign ≥ 2.5 × smtplib loop", LOOPBACK, "campaign", "smtplib-loop", lambda c: 2.5),
+    Target(
+        "campaign ≥ 0.6 × transport ceiling",
+        LOOPBACK,
+        "campaign",
+        "aiosmtplib-ceiling",
+        lambda c: 0.6,
+    ),
     Target(
         "latency: campaign ≥ 0.8 × K × smtplib loop",
         LATENCY,

@@ -367,16 +367,12 @@ class Delivery:
         return self.prepared.data(message.draft)
 
     async def _archive(self, message: PlannedMessage, data: bytes) -> str | None:
-        """Keep the exact bytes a server accepted; the log records where and their SHA-256.
-
-        Written in a thread: creating a file costs a filesystem journal entry, and the
-        other connections keep sending meanwhile.
-        """
+        """Keep the exact bytes a server accepted; the log records where and their SHA-256."""
         if self.archive_dir is None:
             return None
         path = self.archive_dir / message.draft.filename
         if message.reuse is None or not path.exists():
-            await asyncio.get_running_loop().run_in_executor(None, write_atomically, path, data)
+            write_atomically(path, data)
         try:
             return str(path.relative_to(self.log.path.parent))
         except ValueError:
