@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import getpass
@@ -13,7 +12,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ from typing import IO
 
 from campaign import __version__
 from campaign.addresses import AddressError, normalise
-from campaign.drafts import read_outbox, write_drafts
+from campaign.drafts import deliver_all, read_outbox, write_drafts
 from campaign.errors import (
     CampaignError,
     RunRefused,
@@ -33,7 +31,15 @@ from campaign.errors import (
 )
 from campaign.loading import Options, load_campaign
 from campaign.models import CampaignFile, Mailbox
-from campaign.pipeline import Delivery, Plan, RunResult, SendOptions, make_plan
+from campaign.pipeline import (
+    Plan,
+    RunResult,
+    SendOptions,
+    execute,
+    make_plan,
+    read_history,
+    resolve,
+)
 from campaign.prepare import Clock, Prepared, prepare, utc_now
 from campaign.review import (
     LogFollower,
@@ -52,7 +58,6 @@ from campaign.sendlog import (
     UNKNOWN,
     LogLock,
     Replay,
-    SendLog,
     replay,
 )
 from campaign.settings import PASSWORD_VARIABLE, SECURITY_MODES, SmtpSettings, resolve_settings
@@ -328,19 +333,9 @@ def run_preview(ctx: Context) -> ExitStatus:
     )
     with MessageStore() as store:
         prepared = prepare(source, recipients, store, clock=ctx.env.clock)
-        _show_all(prepared, terminal)
+        deliver_all(prepared, terminal)
     ctx.ui.note(f"{len(prepared.drafts)} message(s) shown; nothing was written or sent.")
     return ExitStatus.OK
-
-
-def _show_all(prepared: Prepared, terminal: MemoryTransport) -> None:
-    import asyncio
-
-    async def show() -> None:
-        for draft in prepared.drafts:
-            await terminal.send(draft, prepared.data(draft), draft.addresses)
-
-    asyncio.run(show())
 
 
 def run_drafts(ctx: Context) -> ExitStatus:
@@ -450,51 +445,21 @@ def _send_locked(
     assert settings is not None
     settings = _with_password(ctx, settings)
     _confirm(ctx, plan, settings, campaign.sender.address)
-    log = SendLog(ctx.log_path, campaign.id, clock=ctx.env.clock)
-    run_id = uuid.uuid4().hex[:12]
-    try:
-        log.append(
-            "run-start",
-            run=run_id,
-            pid=os.getpid(),
-            transport=f"smtp://{settings.host}:{settings.port}",
-            planned=len(plan.messages),
-            test=options.test,
-        )
-        if not options.test:
-            # The letter of every recipient as of this run: a later change is then noticed
-            # for recipients not sent yet too.
-            for draft in prepared.drafts:
-                state = history.recipients.get(draft.recipient_id)
-                if state is None or state.content_hash != draft.content_hash:
-                    # For the next run's replay; this run has planned already.
-                    log.append(
-                        "planned",
-                        run=run_id,
-                        recipient=draft.recipient_id,
-                        addresses=list(draft.addresses),
-                        content_hash=draft.content_hash,
-                    )
-        progress = RichProgress(ctx.ui) if ctx.ui.terminal else PlainProgress(ctx.ui)
-        delivery = Delivery(
-            prepared,
-            plan,
-            log,
-            history,
-            options,
-            archive_dir=None if options.test else ctx.log_path.parent / "sent",
-            progress=progress,
-            run_id=run_id,
-        )
-        transports = [
-            SmtpTransport(settings, timeout=ctx.args.timeout)
-            for _ in range(min(options.concurrency, len(plan.messages)))
-        ]
-        result = asyncio.run(delivery.run(transports))
-        counts = result.counts()
-        log.append("run-end", run=run_id, counts=dict(counts), stopped=result.stopped)
-    finally:
-        log.close()
+    progress = RichProgress(ctx.ui) if ctx.ui.terminal else PlainProgress(ctx.ui)
+    transports = [
+        SmtpTransport(settings, timeout=ctx.args.timeout)
+        for _ in range(min(options.concurrency, len(plan.messages)))
+    ]
+    result = execute(
+        prepared,
+        plan,
+        history,
+        transports,
+        options,
+        log_path=ctx.log_path,
+        progress=progress,
+        clock=ctx.env.clock,
+    )
     _summary(ctx, plan, history, result, options)
     if result.stopped:
         raise RunRefused(
@@ -582,42 +547,17 @@ def _summary(
         ctx.ui.note(f"{counts['deferred']} deferred: run `campaign send` again later to retry.")
 
 
-def read_history(path: Path, campaign_id: str) -> Replay:
-    history = replay(path, campaign_id)
-    if history.other_campaigns:
-        raise RunRefused(
-            f"the log {path} also holds campaign(s) {', '.join(sorted(history.other_campaigns))}",
-            path=path,
-            hint="use --log to give each campaign its own log",
-        )
-    return history
-
-
 def run_resolve(ctx: Context) -> ExitStatus:
     source = ctx.load()
     recipient = source.select([ctx.args.recipient])[0]
-    lock = LogLock(ctx.log_path)
-    lock.acquire(f"campaign resolve {recipient.id}")
-    try:
-        history = read_history(ctx.log_path, source.campaign.id)
-        state = history.recipients.get(recipient.id)
-        status = state.status() if state is not None else PENDING
-        if status != UNKNOWN:
-            raise UsageError(
-                f"recipient '{recipient.id}' is {status}, not unknown; there is nothing to settle"
-            )
-        log = SendLog(ctx.log_path, source.campaign.id, clock=ctx.env.clock)
-        try:
-            log.append(
-                "resolve",
-                recipient=recipient.id,
-                **{"as": ctx.args.settle_as},
-                reason=ctx.args.reason,
-            )
-        finally:
-            log.close()
-    finally:
-        lock.release()
+    resolve(
+        ctx.log_path,
+        source.campaign.id,
+        recipient.id,
+        settle_as=ctx.args.settle_as,
+        reason=ctx.args.reason,
+        clock=ctx.env.clock,
+    )
     ctx.ui.note(f"Recorded {recipient.id} as {ctx.args.settle_as}: {ctx.args.reason}")
     return ExitStatus.OK
 

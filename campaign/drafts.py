@@ -17,6 +17,7 @@ from campaign.message import POLICY, content_hash, message_id_for
 from campaign.models import Campaign, CampaignFile, Draft, Recipient, Rendered
 from campaign.prepare import Prepared, draft_filename
 from campaign.store import MessageStore
+from campaign.transports.base import Transport
 from campaign.transports.files import FileTransport
 
 _DRAFT_NAME = re.compile(r"\d{2,}-[a-z0-9][a-z0-9_.-]*\.eml\Z")
@@ -29,19 +30,24 @@ class DraftsReport:
     removed: tuple[str, ...]
 
 
-async def _write(prepared: Prepared, transport: FileTransport) -> None:
-    await transport.open()
-    try:
-        for draft in prepared.drafts:
-            await transport.send(draft, prepared.data(draft), draft.addresses)
-    finally:
-        await transport.close()
+def deliver_all(prepared: Prepared, transport: Transport) -> None:
+    """Every draft, in order, through one transport (a folder, the terminal, memory)."""
+
+    async def deliver() -> None:
+        await transport.open()
+        try:
+            for draft in prepared.drafts:
+                await transport.send(draft, prepared.data(draft), draft.addresses)
+        finally:
+            await transport.close()
+
+    asyncio.run(deliver())
 
 
 def write_drafts(prepared: Prepared, outbox: Path) -> DraftsReport:
     """Write one `.eml` per draft; remove earlier drafts of recipients no longer in the file."""
     transport = FileTransport(outbox)
-    asyncio.run(_write(prepared, transport))
+    deliver_all(prepared, transport)
     current = {draft.filename for draft in prepared.drafts}
     removed: list[str] = []
     if len(prepared.drafts) == len(prepared.source.recipients):

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from campaign.errors import RunRefused
+from campaign.errors import RunRefused, UsageError
 from campaign.models import Draft
 from campaign.prepare import Prepared
 from campaign.sendlog import (
@@ -26,9 +29,11 @@ from campaign.sendlog import (
     PENDING,
     SENT,
     UNKNOWN,
+    LogLock,
     Replay,
     SendLog,
     address_outcome,
+    replay,
     status_of,
 )
 from campaign.transports.base import Reply, RunStopped, TemporaryFailure, Transport, UnknownOutcome
@@ -379,5 +384,96 @@ class Delivery:
             return str(path)
 
 
-def unknown_count(result: RunResult) -> int:
-    return sum(1 for status in result.statuses.values() if status == UNKNOWN)
+def execute(
+    prepared: Prepared,
+    plan: Plan,
+    history: Replay,
+    transports: Sequence[Transport],
+    options: SendOptions,
+    *,
+    log_path: Path,
+    progress: Progress,
+    clock: Callable[[], datetime],
+) -> RunResult:
+    """One run: recorded from start to end in the log, the letters through `transports`."""
+    campaign = prepared.source.campaign
+    log = SendLog(log_path, campaign.id, clock=clock)
+    run_id = uuid.uuid4().hex[:12]
+    try:
+        log.append(
+            "run-start",
+            run=run_id,
+            pid=os.getpid(),
+            transport=transports[0].name if transports else "",
+            planned=len(plan.messages),
+            test=options.test,
+        )
+        if not options.test:
+            # Every recipient's letter as of this run, for the next run's replay: a later
+            # change is then noticed for recipients not sent yet too.
+            for draft in prepared.drafts:
+                state = history.recipients.get(draft.recipient_id)
+                if state is None or state.content_hash != draft.content_hash:
+                    log.append(
+                        "planned",
+                        run=run_id,
+                        recipient=draft.recipient_id,
+                        addresses=list(draft.addresses),
+                        content_hash=draft.content_hash,
+                    )
+        delivery = Delivery(
+            prepared,
+            plan,
+            log,
+            history,
+            options,
+            archive_dir=None if options.test else log_path.parent / "sent",
+            progress=progress,
+            run_id=run_id,
+        )
+        result = asyncio.run(delivery.run(transports))
+        log.append("run-end", run=run_id, counts=dict(result.counts()), stopped=result.stopped)
+    finally:
+        log.close()
+    return result
+
+
+def read_history(path: Path, campaign_id: str) -> Replay:
+    """The log's state for this campaign; a log shared with another campaign is refused."""
+    history = replay(path, campaign_id)
+    if history.other_campaigns:
+        others = ", ".join(sorted(history.other_campaigns))
+        raise RunRefused(
+            f"the log {path} also holds campaign(s) {others}",
+            path=path,
+            hint="use --log to give each campaign its own log",
+        )
+    return history
+
+
+def resolve(
+    log_path: Path,
+    campaign_id: str,
+    recipient: str,
+    *,
+    settle_as: str,
+    reason: str,
+    clock: Callable[[], datetime],
+) -> None:
+    """Settle an unknown outcome, as a new event: the log's history is never rewritten."""
+    lock = LogLock(log_path)
+    lock.acquire(f"campaign resolve {recipient}")
+    try:
+        state = read_history(log_path, campaign_id).recipients.get(recipient)
+        status = state.status() if state is not None else PENDING
+        if status != UNKNOWN:
+            raise UsageError(
+                f"recipient '{recipient}' is {status}, not unknown; there is nothing to settle"
+            )
+        log = SendLog(log_path, campaign_id, clock=clock)
+        try:
+            log.append("resolve", recipient=recipient, reason=reason, **{"as": settle_as})
+        finally:
+            log.close()
+    finally:
+        lock.release()
