@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import _encoded_words as _ew  # type: ignore[attr-defined]
@@ -182,6 +183,56 @@ def _address(mailbox: Mailbox) -> Address:
     return Address(display_name=mailbox.display_name, username=username, domain=domain)
 
 
+def _addressing(
+    campaign: Campaign, recipient: Recipient, rendered: Rendered, test_to: Mailbox | None
+) -> tuple[str, tuple[Mailbox, ...], str]:
+    """Subject, To and Message-ID: the recipient's, or a test send's (`test_to`)."""
+    subject, to = rendered.subject, recipient.mailboxes
+    message_id = message_id_for(campaign, recipient.id)
+    if test_to is not None:
+        subject = f"[TEST for {recipient.name}] {subject}"
+        to = (test_to,)
+        message_id = message_id_for(campaign, recipient.id, test=True)
+    for field, value in (
+        ("subject", subject),
+        ("name", recipient.name),
+        ("from", campaign.sender.display_name),
+    ):
+        reason = unsafe_reason(value)
+        if reason:
+            raise CampaignError(
+                f"the {field} {reason}", path=campaign.source, recipient=recipient.id, field=field
+            )
+    return subject, to, message_id
+
+
+def _checked(
+    campaign: Campaign,
+    recipient: Recipient,
+    data: bytes,
+    header_names: Sequence[str],
+    message_id: str,
+    subject: str,
+    digest: str,
+) -> BuiltMessage:
+    """The message, once its serialised header block is exactly the one meant."""
+    try:
+        check_header_block(data, header_names)
+    except HeaderBlockError as err:
+        raise CampaignError(
+            f"the message headers came out wrong: {err}",
+            path=campaign.source,
+            recipient=recipient.id,
+        ) from None
+    return BuiltMessage(
+        data=data,
+        message_id=message_id,
+        subject=subject,
+        content_hash=digest,
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
 def _mend_headers(data: bytes, campaign: Campaign, to: tuple[Mailbox, ...], subject: str) -> bytes:
     """Put the checked folds (`to_header`, `subject_header`) where the package's differ."""
     head_end = data.index(b"\r\n\r\n") + 2
@@ -218,23 +269,7 @@ def build_message(
     With `test_to`, the message goes to that mailbox instead, its subject marked as a test,
     under a Message-ID of its own so the real send is never mistaken for it.
     """
-    subject = rendered.subject
-    to = recipient.mailboxes
-    message_id = message_id_for(campaign, recipient.id)
-    if test_to is not None:
-        subject = f"[TEST for {recipient.name}] {subject}"
-        to = (test_to,)
-        message_id = message_id_for(campaign, recipient.id, test=True)
-    for field, value in (
-        ("subject", subject),
-        ("name", recipient.name),
-        ("from", campaign.sender.display_name),
-    ):
-        reason = unsafe_reason(value)
-        if reason:
-            raise CampaignError(
-                f"the {field} {reason}", path=campaign.source, recipient=recipient.id, field=field
-            )
+    subject, to, message_id = _addressing(campaign, recipient, rendered, test_to)
 
     message = EmailMessage(policy=POLICY)
     digest = content_hash(subject, tuple(m.address for m in to), rendered)
@@ -259,20 +294,13 @@ def build_message(
     data = message.as_bytes(policy=POLICY)
     try:
         data = _mend_headers(data, campaign, to, subject)
-        check_header_block(data, expected)
-    except (HeaderBlockError, HeaderFoldError) as err:
+    except HeaderFoldError as err:
         raise CampaignError(
             f"the message headers came out wrong: {err}",
             path=campaign.source,
             recipient=recipient.id,
         ) from None
-    return BuiltMessage(
-        data=data,
-        message_id=message_id,
-        subject=subject,
-        content_hash=digest,
-        sha256=hashlib.sha256(data).hexdigest(),
-    )
+    return _checked(campaign, recipient, data, expected, message_id, subject, digest)
 
 
 _PART_HEADERS = (
@@ -343,22 +371,7 @@ class MessageBuilder:
         self, recipient: Recipient, rendered: Rendered, test_to: Mailbox | None
     ) -> BuiltMessage:
         campaign = self._campaign
-        subject = rendered.subject
-        to = recipient.mailboxes
-        message_id = message_id_for(campaign, recipient.id)
-        if test_to is not None:
-            subject = f"[TEST for {recipient.name}] {subject}"
-            to = (test_to,)
-            message_id = message_id_for(campaign, recipient.id, test=True)
-        for field, value in (("subject", subject), ("name", recipient.name)):
-            reason = unsafe_reason(value)
-            if reason:
-                raise CampaignError(
-                    f"the {field} {reason}",
-                    path=campaign.source,
-                    recipient=recipient.id,
-                    field=field,
-                )
+        subject, to, message_id = _addressing(campaign, recipient, rendered, test_to)
         addresses = tuple(m.address for m in to)
         digest = content_hash(subject, addresses, rendered)
         subject_line = self._subjects.get(subject)
@@ -407,21 +420,7 @@ class MessageBuilder:
             )
             expected = _MULTIPART_NAMES
         names = [*expected[:2], *(("Reply-To",) if self._reply_to else ()), *expected[2:]]
-        try:
-            check_header_block(data, names)
-        except HeaderBlockError as err:
-            raise CampaignError(
-                f"the message headers came out wrong: {err}",
-                path=campaign.source,
-                recipient=recipient.id,
-            ) from None
-        return BuiltMessage(
-            data=data,
-            message_id=message_id,
-            subject=subject,
-            content_hash=digest,
-            sha256=hashlib.sha256(data).hexdigest(),
-        )
+        return _checked(campaign, recipient, data, names, message_id, subject, digest)
 
 
 _SINGLE_PART_NAMES = (
