@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import csv
 import importlib.util
+import io
 import json
+import os
 import re
 import smtplib
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -31,6 +34,7 @@ if str(ROOT) not in sys.path:
 
 from bench import run as bench_run  # noqa: E402
 from bench.generate import generate  # noqa: E402
+from bench.genlog import genlog  # noqa: E402
 from bench.sink import SinkProcess, SinkThread, SmtpSink, push_ceiling, synthetic_messages  # noqa: E402
 
 # --------------------------------------------------------------------------- helpers
@@ -427,7 +431,31 @@ def test_runner_quick_produces_a_results_table(
     assert "| 200 | broken | not available |" in table
     assert "CPUs" in table and "Python 3." in table
     assert "sink's own ceiling" in table
+    # the "also measured" figures, at quick scale, each verified
+    assert "## Also measured" in table
+    for title in ("`campaign check`", "`campaign log` (table)", "`campaign log --json`"):
+        assert re.search(re.escape(f"| {title} |") + r".*\| 1/1 \| [\d.]+ \|", table), title
+    assert table.count("| `campaign send --concurrency K` at the sink | N = ") == 2
+    assert "not the target's scale" in table and "**FAILED**" not in table
+    # nothing deleted during the run, all at the end but the run that did not work
+    (root,) = (tmp_path / "work" / "runs").iterdir()
+    assert sorted(p.name for p in root.iterdir()) == [
+        bench_run.KEEP_MARK,
+        "loopback-n200-broken-1",
+    ]
     records = [json.loads(line) for line in raw.read_text("utf-8").splitlines()]
+    extras = [r for r in records if r["kind"] == "extra"]
+    assert {(r["name"], r["n"]) for r in extras} == {
+        ("check", 1000),
+        ("log-json", 1000),
+        ("log-table", 1000),
+        ("send-rss", 200),
+        ("send-rss", 1000),
+    }
+    assert all(r["verified"] and r["peak_rss_mib"] > 0 for r in extras)
+    (gen,) = [r for r in records if r["kind"] == "genlog"]
+    assert gen["events"] == 10_000 and sum(gen["expected"].values()) == 1000
+    assert len([r for r in records if r["kind"] == "extra-target"]) == 4
     sends = [r for r in records if r["kind"] == "send"]
     ok = [r for r in sends if r["status"] == "ok"]
     assert {(r["mode"], r["sender"]) for r in ok} == {
@@ -439,3 +467,162 @@ def test_runner_quick_produces_a_results_table(
     assert all(r["verify"]["ok"] and r["peak_rss_mib"] > 0 and r["cpu_s"] > 0 for r in ok)
     assert [r["status"] for r in sends if r["sender"] == "broken"] == ["unavailable"]
     assert any(r["kind"] == "sink-ceiling" and r["verified"] for r in records)
+
+
+def test_runs_are_removed_only_at_the_end_and_kept_ones_survive(tmp_path: Path) -> None:
+    cfg = bench_run.Config(work=tmp_path / "work", quiet=True)
+    first = bench_run.fresh_run_dir(cfg, "loopback-n10-campaign-1")
+    again = bench_run.fresh_run_dir(cfg, "loopback-n10-campaign-1")
+    assert first != again and first.is_dir() and again.is_dir()  # never reused
+    (first / "outbox").mkdir()
+    failed = bench_run.fresh_run_dir(cfg, "failed-run")
+    runs = tmp_path / "work" / "runs"
+    stale = runs / "20200101T000000Z-999999999"  # an interrupted run's leftovers
+    stale.mkdir()
+    kept = runs / "20200101T000000Z-999999998"
+    kept.mkdir()
+    (kept / bench_run.KEEP_MARK).write_text("kept by --keep-runs\n")
+    notes = bench_run.remove_runs(cfg, keep=[failed])
+    assert not first.exists() and not again.exists() and failed.is_dir()
+    assert (failed.parent / bench_run.KEEP_MARK).exists()
+    assert not stale.exists() and kept.is_dir()
+    assert any("failed" in n for n in notes)
+
+
+def _campaign_cli(argv: list[str], environ: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """The product's CLI in this process, as its own tests run it."""
+    from campaign.cli import Environment, main
+
+    out, err = io.StringIO(), io.StringIO()
+    env = Environment(stdout=out, stderr=err, environ=environ or {}, terminal=False)
+    return main(argv, env), out.getvalue(), err.getvalue()
+
+
+def test_genlog_writes_a_log_campaign_log_reads_with_the_expected_counts(tmp_path: Path) -> None:
+    g = generate(50, tmp_path / "c", seed=5)
+    log = tmp_path / "send-log.jsonl"
+    result = genlog(g.yaml_path, log, 400, seed=2)
+    lines = log.read_text("utf-8").splitlines()
+    assert result.events == len(lines) == 400
+    records = [json.loads(line) for line in lines]
+    assert records[0]["event"] == "run-start"
+    assert {r["campaign"] for r in records} == {"bench-n50"}
+    assert sum(r["event"] == "planned" for r in records) == 50
+    events = Counter(r["event"] for r in records)
+    assert events["attempt"] > events["result"] > 50  # retries, and attempts left open
+
+    code, out, err = _campaign_cli(["--file", str(g.yaml_path), "log", "--log", str(log), "--json"])
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 50
+    assert dict(sorted(Counter(r["status"] for r in rows).items())) == result.expected
+    assert sum(result.expected.values()) == 50
+    assert result.expected.get("sent") and result.expected.get("deferred")
+    assert result.expected.get("unknown") == events["attempt"] - events["result"]
+    assert result.expected.get("partial")  # at least one 550 among several addresses
+    # deterministic for a seed
+    again = genlog(g.yaml_path, tmp_path / "again.jsonl", 400, seed=2)
+    assert (tmp_path / "again.jsonl").read_bytes() == log.read_bytes()
+    assert again.expected == result.expected
+
+
+def test_genlog_records_have_the_shapes_campaign_send_writes(tmp_path: Path) -> None:
+    """Key for key and value for value where they must agree, against a real send's log."""
+    g = generate(12, tmp_path / "c", seed=4)
+    real = tmp_path / "real.jsonl"
+    with SinkThread() as st:
+        code, out, err = _campaign_cli(
+            [
+                "--file",
+                str(g.yaml_path),
+                "--outbox",
+                str(tmp_path / "outbox"),
+                "send",
+                "--yes",
+                "--concurrency",
+                "2",
+                "--log",
+                str(real),
+            ],
+            environ={
+                "CAMPAIGN_SMTP_HOST": "127.0.0.1",
+                "CAMPAIGN_SMTP_PORT": str(st.port),
+                "CAMPAIGN_SMTP_SECURITY": "none",
+            },
+        )
+        assert code == 0, out + err
+        assert st.verify(g.addresses()).ok
+    made = tmp_path / "made.jsonl"
+    genlog(g.yaml_path, made, 200, seed=3)
+
+    def shapes(path: Path) -> dict[tuple[str, bool], list[str]]:
+        found: dict[tuple[str, bool], list[str]] = {}
+        for line in path.read_text("utf-8").splitlines():
+            record = json.loads(line)
+            found.setdefault((record["event"], "archive" in record), list(record))
+        return found
+
+    real_shapes, made_shapes = shapes(real), shapes(made)
+    assert set(real_shapes) <= set(made_shapes)
+    for key, keys in real_shapes.items():
+        assert made_shapes[key] == keys, key
+    assert made_shapes[("result", False)] == [
+        k for k in real_shapes[("result", True)] if k not in ("archive", "sha256")
+    ]
+
+    def by_recipient(
+        path: Path, event: str, *, archived: bool = False
+    ) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
+        for line in path.read_text("utf-8").splitlines():
+            record = json.loads(line)
+            if record["event"] == event and (not archived or "archive" in record):
+                out.setdefault(str(record["recipient"]), record)
+        return out
+
+    real_attempts, made_attempts = by_recipient(real, "attempt"), by_recipient(made, "attempt")
+    for rid, record in made_attempts.items():
+        for name in ("message_id", "all_addresses", "campaign"):
+            assert record[name] == real_attempts[rid][name], (rid, name)
+    real_results = by_recipient(real, "result", archived=True)
+    made_results = by_recipient(made, "result", archived=True)
+    for rid, record in made_results.items():
+        assert record["archive"] == real_results[rid]["archive"]
+    real_planned, made_planned = by_recipient(real, "planned"), by_recipient(made, "planned")
+    assert {r: p["addresses"] for r, p in made_planned.items()} == {
+        r: p["addresses"] for r, p in real_planned.items()
+    }
+    assert os.path.getsize(made) > 0
+
+
+def test_targets_are_judged_at_their_n_and_never_rounded_up_to_a_pass() -> None:
+    def run(n: int, sender: str, rate: float) -> dict[str, object]:
+        return {
+            "kind": "send",
+            "mode": bench_run.LOOPBACK,
+            "latency_s": 0.0,
+            "n": n,
+            "sender": sender,
+            "status": "ok",
+            "connections": 1,
+            "stderr_tail": "",
+            "msgs_per_s": rate,
+            "wall_s": n / rate,
+            "cpu_s": 1.0,
+            "peak_rss_mib": 30.0,
+        }
+
+    cfg = bench_run.Config(ns=[1000, 10000], latency=0.0)
+    records = [
+        run(1000, "campaign", 1193.6),
+        run(1000, "mailmerge", 398.4),
+        run(10000, "campaign", 2040.0),
+        run(10000, "mailmerge", 380.0),
+    ]
+    results = bench_run.Results(cfg, records, [], {}, {}, "now")
+    rows = {(t["target"], t["n"]): t for t in bench_run.evaluate_targets(results)}
+    small = rows[("campaign ≥ 3 × mailmerge", 1000)]
+    assert small["verdict"].startswith("(missed; the target is at N = 10,000")
+    assert bench_run._ratio(small["ratio"], 3.0) == "2.996"
+    assert rows[("campaign ≥ 3 × mailmerge", 10000)]["verdict"] == "met"
+    assert "| 2.996 | ≥ 3 |" in bench_run.render_markdown(results)
