@@ -589,7 +589,7 @@ def run_log(ctx: Context) -> ExitStatus:
     elif args.csv:
         write_csv(ctx.env.stdout, rows)
     else:
-        show_review(ctx.ui, review, list(rows))
+        show_review(ctx.ui, review, rows)
     for note in review.notes if (args.json or args.csv) else ():
         ctx.ui.err.print(f"note: {note}", markup=False)
     return ExitStatus.OK

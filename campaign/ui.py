@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
@@ -304,7 +305,7 @@ def review_table(review: Review, rows: Sequence[RecipientRow]) -> Table:
     return table
 
 
-def show_review(ui: Ui, review: Review, rows: Sequence[RecipientRow]) -> None:
+def show_review(ui: Ui, review: Review, rows: Iterable[RecipientRow]) -> None:
     counts = review.counts()
     ui.out.print(
         f"[bold]campaign[/] {escape(review.campaign)}   [bold]log[/] {escape(str(review.log_path))}"
@@ -315,9 +316,31 @@ def show_review(ui: Ui, review: Review, rows: Sequence[RecipientRow]) -> None:
     )
     for note in review.notes:
         ui.out.print(f"[yellow]note:[/] {escape(note)}")
-    ui.out.print(review_table(review, rows))
+    rows = iter(rows)
+    first = list(itertools.islice(rows, TABLE_LIMIT + 1))
+    if len(first) <= TABLE_LIMIT:
+        ui.out.print(review_table(review, first))
+    else:
+        _plain_review_rows(ui, itertools.chain(first, rows))
     for step in review.next_steps():
         ui.out.print(f"next: {escape(step)}")
+
+
+def _plain_review_rows(ui: Ui, rows: Iterable[RecipientRow]) -> None:
+    """Too many rows for a drawn table to be quick: one plain line per recipient, streamed."""
+    write = ui.out.file.write
+    write("id\tstatus\ttries\tlast event (UTC)\tlast reply\tname\torganisation\taddresses\n")
+    for row in rows:
+        outcomes = {a.outcome for a in row.addresses}
+        addresses = ", ".join(
+            f"{a.address} ({a.outcome})" if len(outcomes) > 1 else a.address for a in row.addresses
+        )
+        reply = f"{row.last_code} {row.last_reply}" if row.last_code is not None else row.last_reply
+        when = row.time[:19].replace("T", " ")
+        write(
+            f"{row.recipient}\t{row.status}\t{row.attempts}\t{when}\t{reply}\t{row.name}"
+            f"\t{row.organisation}\t{addresses}\n"
+        )
 
 
 def show_history(ui: Ui, recipient: str, records: Iterable[dict[str, object]]) -> int:
