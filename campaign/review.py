@@ -15,7 +15,6 @@ from campaign.loading import Options, load_campaign
 from campaign.models import CampaignFile, Recipient
 from campaign.sendlog import (
     PENDING,
-    STATUSES,
     UNKNOWN,
     LogLock,
     LogReader,
@@ -299,6 +298,3 @@ class LogFollower:
             changed = True
         self.history.notes[:] = self.reader.notes
         return changed
-
-
-__all__ = ["STATUSES"]

@@ -157,10 +157,6 @@ class Ui:
             " exactly these files."
         )
 
-    def lines(self, rows: Iterable[str]) -> None:
-        for row in rows:
-            self.out.print(escape(row))
-
 
 STATUS_STYLES = {
     "sent": "green",
