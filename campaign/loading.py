@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -467,15 +466,3 @@ class _Checker:
             line=line,
             data=item,
         )
-
-
-def iter_text_fields(data: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
-    """Every text value in a nested mapping, with its dotted field name."""
-    if isinstance(data, str):
-        yield prefix, data
-    elif isinstance(data, dict):
-        for key, value in data.items():
-            yield from iter_text_fields(value, f"{prefix}.{key}" if prefix else key)
-    elif isinstance(data, list):
-        for position, value in enumerate(data):
-            yield from iter_text_fields(value, f"{prefix}[{position}]")

@@ -12,7 +12,7 @@ import asyncio
 import fcntl
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -341,10 +341,6 @@ class SendLog:
         finally:
             self._sync_task = None
 
-    def sync_now(self) -> None:
-        os.fsync(self._fd)
-        self._synced = self._written
-
     def close(self) -> None:
         if self._fd >= 0:
             os.fsync(self._fd)
@@ -401,11 +397,3 @@ def address_outcome(code: int | None, accepted: bool) -> str:
     if code is not None and 500 <= code < 600:
         return REFUSED
     return TRY_AGAIN
-
-
-def replies_record(replies: Iterable[tuple[str, str, int | None, str]]) -> dict[str, Any]:
-    """{address: {outcome, code, reply}} for a `result` record."""
-    return {
-        address: {"outcome": outcome, "code": code, "reply": text}
-        for address, outcome, code, text in replies
-    }
