@@ -12,12 +12,13 @@ import os
 import random
 import time
 import uuid
+from array import array
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, overload
 
 from campaign.errors import RunRefused, UsageError
 from campaign.models import Draft
@@ -58,15 +59,54 @@ class PlannedMessage:
     reuse: Path | None = None  # an earlier send's exact bytes, for a partial resumed
 
 
+class PlannedMessages(Sequence[PlannedMessage]):
+    """The messages of a plan, built from the drafts when asked for.
+
+    A plan names positions in the drafts, plus the few messages that go to fewer
+    addresses than the draft's (a partial resumed): a run of many recipients then
+    holds no object per message until the message is being sent.
+    """
+
+    def __init__(
+        self,
+        drafts: Sequence[Draft],
+        positions: array[int],
+        partial: dict[int, tuple[tuple[str, ...], Path | None]],
+    ) -> None:
+        self._drafts = drafts
+        self._positions = positions
+        self._partial = partial
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    @overload
+    def __getitem__(self, index: int) -> PlannedMessage: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[PlannedMessage]: ...
+
+    def __getitem__(self, index: int | slice) -> PlannedMessage | list[PlannedMessage]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        position = self._positions[index]
+        draft = self._drafts[position]
+        partial = self._partial.get(position)
+        if partial is None:
+            return PlannedMessage(draft, draft.addresses)
+        return PlannedMessage(draft, *partial)
+
+    def __iter__(self) -> Iterator[PlannedMessage]:
+        for index in range(len(self)):
+            yield self[index]
+
+
 @dataclass(frozen=True)
 class Plan:
-    messages: tuple[PlannedMessage, ...]
+    messages: Sequence[PlannedMessage]
     skipped: dict[str, list[str]]
     changed: tuple[str, ...]
-
-    @property
-    def address_count(self) -> int:
-        return sum(len(message.addresses) for message in self.messages)
+    address_count: int
 
 
 def _listed(ids: Sequence[str], limit: int = 20) -> str:
@@ -85,13 +125,20 @@ def make_plan(
     `prepared` holds every recipient of the file, so that a change to the letter is seen
     even for recipients this run (`only`) leaves out.
     """
-    selected = [d for d in prepared.drafts if not only or d.recipient_id in only]
+    drafts = prepared.drafts
+    positions: array[int] = array("Q")
+    partial: dict[int, tuple[tuple[str, ...], Path | None]] = {}
+    address_count = 0
     if options.test:
-        return Plan(tuple(PlannedMessage(d, d.addresses) for d in selected), {}, ())
+        for position, draft in enumerate(drafts):
+            if not only or draft.recipient_id in only:
+                positions.append(position)
+                address_count += len(draft.addresses)
+        return Plan(PlannedMessages(drafts, positions, partial), {}, (), address_count)
     began = any(state.delivered_somewhere for state in history.recipients.values())
     changed = tuple(
         draft.recipient_id
-        for draft in prepared.drafts
+        for draft in (drafts if history.recipients else ())
         if (state := history.recipients.get(draft.recipient_id)) is not None
         and state.content_hash is not None
         and state.content_hash != draft.content_hash
@@ -111,12 +158,14 @@ def make_plan(
             "the letter changed since part of the campaign was sent; " + "; ".join(parts),
             hint="undo the change to the template or data, or pass --allow-changes if it is meant",
         )
-    messages: list[PlannedMessage] = []
     skipped: dict[str, list[str]] = {}
-    for draft in selected:
+    for position, draft in enumerate(drafts):
+        if only and draft.recipient_id not in only:
+            continue
         state = history.recipients.get(draft.recipient_id)
         if state is None or not state.addresses:
-            messages.append(PlannedMessage(draft, draft.addresses))
+            positions.append(position)
+            address_count += len(draft.addresses)
             continue
         wanted = set(state.to_send(retry_unknown=options.retry_unknown))
         addresses = tuple(a for a in draft.addresses if a in wanted or a not in state.addresses)
@@ -126,8 +175,11 @@ def make_plan(
         reuse = None
         if state.archive and any(s.outcome == ACCEPTED for s in state.addresses.values()):
             reuse = Path(state.archive)
-        messages.append(PlannedMessage(draft, addresses, reuse))
-    return Plan(tuple(messages), skipped, changed)
+        positions.append(position)
+        address_count += len(addresses)
+        if addresses != draft.addresses or reuse is not None:
+            partial[position] = (addresses, reuse)
+    return Plan(PlannedMessages(drafts, positions, partial), skipped, changed, address_count)
 
 
 class Progress(Protocol):
@@ -204,7 +256,8 @@ class Delivery:
         self.rng = rng or random.Random()
         self.rate = RateLimiter(options.rate)
         self.result = RunResult()
-        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._fresh: Iterator[PlannedMessage] = iter(())
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()  # retries, and the end
         self._outstanding = 0
         self._released = False
         self._workers = 0
@@ -217,8 +270,8 @@ class Delivery:
 
     async def run(self, transports: Sequence[Transport]) -> RunResult:
         for message in self.plan.messages:
-            self._queue.put_nowait(_Job(message, message.addresses))
             self.result.statuses[message.draft.recipient_id] = PENDING
+        self._fresh = iter(self.plan.messages)
         self._outstanding = len(self.plan.messages)
         if not self._outstanding:
             return self.result
@@ -253,11 +306,18 @@ class Delivery:
             # account).
             await self._first_answer.wait()
         while self.result.stopped is None and self._outstanding > 0:
-            job = await self._queue.get()
+            job = self._next_fresh() if self._queue.empty() else None
+            if job is None:
+                job = await self._queue.get()
             if job is None or self.result.stopped is not None:
                 return
             await self.rate.wait()
             await self._attempt(transport, job)
+
+    def _next_fresh(self) -> _Job | None:
+        """The next message not tried yet: taken when needed, so few are held at once."""
+        message = next(self._fresh, None)
+        return None if message is None else _Job(message, message.addresses)
 
     def _release_workers(self) -> None:
         """Wake every idle worker with an end-of-work marker (once)."""
