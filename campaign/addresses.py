@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import dns.resolver
 import email_validator
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from email_validator.syntax import validate_email_local_part
 
 from campaign.headersafety import unsafe_reason
+
+if TYPE_CHECKING:  # dnspython is imported only for --check-dns: it costs 6 MB of memory
+    import dns.resolver
 
 _NAME_ADDR = re.compile(r"\s*(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]*)>\s*\Z")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -54,14 +55,19 @@ def _close_match(key: str, candidates: tuple[str, ...]) -> str | None:
     return matches[0] if matches else None
 
 
+def _line_of(data: Any, key: str) -> int | None:
+    line_of = getattr(data, "line_of", None)
+    return int(line_of(key)) if line_of is not None else None
+
+
 def _type_name(value: Any) -> str:
     if isinstance(value, str):
         return "a text"
     if isinstance(value, int):
         return "a number"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "a list"
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return "a mapping"
     return type(value).__name__
 
@@ -220,9 +226,10 @@ class _Checker:
         texts: list[tuple[str, int]]
         if isinstance(value, str):
             texts = [(value, line)]
-        elif isinstance(value, YamlList):
+        elif isinstance(value, (YamlList, tuple)):
             texts = []
-            for item, item_line in zip(value, value.item_lines, strict=True):
+            lines = value.item_lines if isinstance(value, YamlList) else [line] * len(value)
+            for item, item_line in zip(value, lines, strict=True):
                 if not isinstance(item, str):
                     self.error(
                         f"expected an address, found {_type_name(item)}",
@@ -367,7 +374,7 @@ class _Checker:
             return None
         items = document["recipients"]
         line = document.line_of("recipients")
-        if not isinstance(items, YamlList):
+        if not isinstance(items, (YamlList, tuple)):
             self.error(
                 f"'recipients' must be a list, not {_type_name(items)}",
                 line=line,
@@ -378,41 +385,47 @@ class _Checker:
             self.error("the recipient list is empty", line=line, field="recipients")
             return None
         recipients: list[Recipient] = []
-        seen_ids: dict[str, int] = {}
-        seen_addresses: dict[str, tuple[str, int]] = {}
-        for index, (item, item_line) in enumerate(zip(items, items.item_lines, strict=True), 1):
+        # Keyed by the recipient's own strings where they can be: a campaign of many
+        # recipients then holds no copy of its ids and addresses while it is checked.
+        seen_ids: dict[str, Recipient] = {}
+        seen_addresses: dict[str, Recipient] = {}
+        for index, item in enumerate(items, 1):
+            item_line = items.line_of_item(index - 1) if isinstance(items, YamlList) else line
             recipient = self._recipient(item, item_line, index, options)
             if recipient is None:
                 continue
             if recipient.id in seen_ids:
-                first = seen_ids[recipient.id]
+                first = seen_ids[recipient.id].data
                 self.error(
-                    f"the id '{recipient.id}' is used twice (first on line {first})",
-                    line=item.line_of("id"),
+                    f"the id '{recipient.id}' is used twice"
+                    f" (first on line {_line_of(first, 'id')})",
+                    line=_line_of(recipient.data, "id"),
                     recipient=recipient.id,
                     field="id",
                     hint="every recipient needs its own id",
                 )
                 continue
-            seen_ids[recipient.id] = item.line_of("id")
+            seen_ids[recipient.id] = recipient
             for address in recipient.addresses:
                 key = address.casefold()
-                if key in seen_addresses:
-                    other, other_line = seen_addresses[key]
-                    where = (
-                        "twice for this recipient"
-                        if other == recipient.id
-                        else f"also under recipient '{other}' (line {other_line})"
-                    )
-                    self.error(
-                        f"the address {address} is listed {where}",
-                        line=item.line_of("emails"),
-                        recipient=recipient.id,
-                        field="emails",
-                        hint="an address may receive the letter only once",
-                    )
-                else:
-                    seen_addresses[key] = (recipient.id, item.line_of("emails"))
+                key = address if key == address else key
+                other = seen_addresses.get(key)
+                if other is None:
+                    seen_addresses[key] = recipient
+                    continue
+                where = (
+                    "twice for this recipient"
+                    if other is recipient
+                    else f"also under recipient '{other.id}'"
+                    f" (line {_line_of(other.data, 'emails')})"
+                )
+                self.error(
+                    f"the address {address} is listed {where}",
+                    line=_line_of(recipient.data, "emails"),
+                    recipient=recipient.id,
+                    field="emails",
+                    hint="an address may receive the letter only once",
+                )
             recipients.append(recipient)
         return tuple(recipients)
 
@@ -448,7 +461,7 @@ class _Checker:
                 recipient=label,
                 check_dns=options.check_dns,
             )
-            if mailboxes == [] and item["emails"] in ([], ""):
+            if mailboxes == [] and item["emails"] in ([], (), ""):
                 self.error(
                     "the address list is empty",
                     line=item.line_of("emails"),
@@ -458,11 +471,14 @@ class _Checker:
         if len(self.errors) > errors_before or recipient_id is None or name is None:
             return None
         assert mailboxes is not None
+        addresses = tuple(mailbox.address for mailbox in mailboxes)
+        if type(item["emails"]) is tuple and item["emails"] == addresses:
+            addresses = item["emails"]  # the list as written: one tuple, not two
         return Recipient(
             id=recipient_id,
             name=name,
-            mailboxes=tuple(Mailbox(name, mailbox.address) for mailbox in mailboxes),
+            addresses=addresses,
             index=index,
-            line=line,
+            line=item.line,
             data=item,
         )

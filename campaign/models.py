@@ -43,18 +43,18 @@ class SmtpFileSettings:
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
-    """One addressee: every address in `mailboxes` receives the same letter."""
+    """One addressee: every address receives the same letter, under the recipient's name."""
 
     id: str
     name: str
-    mailboxes: tuple[Mailbox, ...]
+    addresses: tuple[str, ...]
     index: int
     line: int
     data: Mapping[str, Any] = field(repr=False)
 
     @property
-    def addresses(self) -> tuple[str, ...]:
-        return tuple(mailbox.address for mailbox in self.mailboxes)
+    def mailboxes(self) -> tuple[Mailbox, ...]:
+        return tuple(Mailbox(self.name, address) for address in self.addresses)
 
 
 @dataclass(frozen=True, slots=True)

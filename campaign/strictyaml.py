@@ -8,8 +8,7 @@ refuses all of that, so what reaches the template is what the user wrote.
 from __future__ import annotations
 
 import re
-import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import yaml
 from campaign.errors import CampaignError
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
+SHARED_VALUES_LIMIT = 10_000
 
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _RESOLVER = yaml.resolver.Resolver()
@@ -49,25 +49,53 @@ _KIND_BY_TAG = {
 }
 
 
-class YamlMapping(dict[str, Any]):
-    """A mapping that remembers the line it starts on and the line of each key.
+class _Shape:
+    """The keys of mappings written alike, with each key's line as an offset from the first.
 
-    Key lines are kept as small offsets from the first line: a campaign of many
-    recipients holds one such mapping each, and small ints cost no memory of their own.
+    A campaign of many recipients repeats the same few keys in the same layout: they
+    share one shape, and each mapping holds only its line and its values.
     """
 
-    __slots__ = ("_offsets", "line")
+    __slots__ = ("keys", "offsets", "positions")
 
-    def __init__(self, line: int) -> None:
-        super().__init__()
+    def __init__(self, keys: tuple[str, ...], offsets: tuple[int, ...]) -> None:
+        self.keys = keys
+        self.offsets = offsets
+        self.positions = {key: position for position, key in enumerate(keys)}
+
+
+class YamlMapping(Mapping[str, Any]):
+    """A read-only mapping that remembers the line it starts on and the line of each key."""
+
+    __slots__ = ("_shape", "_values", "line")
+
+    def __init__(self, line: int, shape: _Shape, values: tuple[Any, ...]) -> None:
         self.line = line
-        self._offsets: tuple[int, ...] = ()
+        self._shape = shape
+        self._values = values
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[self._shape.positions[key]]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        position = self._shape.positions.get(key)
+        return default if position is None else self._values[position]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._shape.positions
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._shape.keys)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
 
     def line_of(self, key: str) -> int:
-        for position, candidate in enumerate(self):
-            if candidate == key and position < len(self._offsets):
-                return self.line + self._offsets[position]
-        return self.line
+        position = self._shape.positions.get(key)
+        return self.line if position is None else self.line + self._shape.offsets[position]
 
 
 class YamlList(list[Any]):
@@ -83,6 +111,19 @@ class YamlList(list[Any]):
     @property
     def item_lines(self) -> list[int]:
         return [self.line + offset for offset in self._offsets]
+
+    def is_flat_on(self, line: int) -> bool:
+        """True for a list of plain values written on `line` alone, as `[a, b]` is."""
+        return (
+            self.line == line
+            and not any(self._offsets)
+            and all(isinstance(item, (str, int)) for item in self)
+        )
+
+    def line_of_item(self, position: int) -> int:
+        if position < len(self._offsets):
+            return self.line + self._offsets[position]
+        return self.line
 
 
 def read_yaml(path: Path) -> Any:
@@ -135,6 +176,15 @@ class _Builder:
     def __init__(self, events: Iterator[yaml.Event], path: Path) -> None:
         self._events = events
         self._path = path
+        self._shapes: dict[tuple[tuple[str, ...], tuple[int, ...]], _Shape] = {}
+        # Lists written alike (one line each) share their tuple of item line offsets.
+        self._offsets: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self._seen_values: dict[str, dict[str, str]] = {}
+        self._unshared_keys: set[str] = set()
+
+    def _shared(self, offsets: list[int]) -> tuple[int, ...]:
+        key = tuple(offsets)
+        return self._offsets.setdefault(key, key)
 
     def _error(self, message: str, event: yaml.Event, hint: str | None = None) -> CampaignError:
         return CampaignError(message, path=self._path, line=_line(event), hint=hint)
@@ -206,12 +256,12 @@ class _Builder:
 
     def _mapping(self, start: yaml.MappingStartEvent) -> YamlMapping:
         first = _line(start)
-        mapping = YamlMapping(first)
+        positions: dict[str, int] = {}
+        values: list[Any] = []
         offsets: list[int] = []
         for event in self._events:
             if type(event) is yaml.MappingEndEvent:
-                mapping._offsets = tuple(offsets)
-                return mapping
+                return YamlMapping(first, self._shape(positions, offsets), tuple(values))
             if not isinstance(event, yaml.ScalarEvent):
                 raise self._error("a key must be a plain name", event)
             if event.anchor is not None or event.tag is not None:
@@ -220,8 +270,8 @@ class _Builder:
             if not isinstance(key, str):
                 raise self._error(f"the key {key} must be a name, not a number", event)
             line = _line(event)
-            if key in mapping:
-                first_line = first + offsets[list(mapping).index(key)]
+            if key in positions:
+                first_line = first + offsets[positions[key]]
                 error = self._error(
                     f"the key '{key}' is given twice (first on line {first_line})",
                     event,
@@ -229,15 +279,44 @@ class _Builder:
                 )
                 error.field = key
                 raise error
+            positions[key] = len(values)
             offsets.append(line - first)
-            key = sys.intern(key)  # every recipient repeats the same few keys
             try:
-                mapping[key] = self._value(next(self._events))
+                value = self._value(next(self._events))
             except CampaignError as err:
                 if err.field is None:  # name the innermost key whose value was refused
                     err.field = key
                 raise
+            if isinstance(value, str):
+                value = self._share(key, value)
+            elif type(value) is YamlList and value.is_flat_on(line):
+                value = tuple(value)  # e.g. `emails: [a, b]`: its items' line is the key's
+            values.append(value)
         raise CampaignError("the YAML ended inside a mapping", path=self._path)
+
+    def _shape(self, positions: dict[str, int], offsets: list[int]) -> _Shape:
+        key = (tuple(positions), tuple(offsets))
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shapes[key] = _Shape(*key)
+        return shape
+
+    def _share(self, key: str, value: str) -> str:
+        """One string for a value repeated under the same key (a country, a salutation).
+
+        A key whose values are mostly different (an id, an address) stops being tracked
+        once it has shown SHARED_VALUES_LIMIT of them.
+        """
+        seen = self._seen_values.get(key)
+        if seen is None:
+            if key in self._unshared_keys:
+                return value
+            seen = self._seen_values[key] = {}
+        shared = seen.setdefault(value, value)
+        if shared is value and len(seen) > SHARED_VALUES_LIMIT:
+            del self._seen_values[key]
+            self._unshared_keys.add(key)
+        return shared
 
     def _sequence(self, start: yaml.SequenceStartEvent) -> YamlList:
         first = _line(start)
@@ -245,7 +324,7 @@ class _Builder:
         offsets: list[int] = []
         for event in self._events:
             if isinstance(event, yaml.SequenceEndEvent):
-                items._offsets = tuple(offsets)
+                items._offsets = self._shared(offsets)
                 return items
             offsets.append(_line(event) - first)
             items.append(self._value(event))

@@ -59,7 +59,7 @@ class Ui:
         campaign = source.campaign
         self.out.print(
             f"[bold]{escape(campaign.id)}[/]: {len(source.recipients)} recipients,"
-            f" {sum(len(r.mailboxes) for r in source.recipients)} addresses,"
+            f" {sum(len(r.addresses) for r in source.recipients)} addresses,"
             f" from {escape(campaign.sender.address)} ({escape(str(campaign.source))})"
         )
         failing = {p.recipient for p in problems if p.recipient}

@@ -140,7 +140,12 @@ def test_builder_bytes_equal_the_reference_build(
 ) -> None:
     source = campaign(tmp_path, reply_to=(Mailbox("Press Desk", "press@example.org"),))
     recipient = Recipient(
-        id="r1", name=boxes[0].display_name, mailboxes=boxes, index=1, line=1, data={}
+        id="r1",
+        name=boxes[0].display_name,
+        addresses=tuple(box.address for box in boxes),
+        index=1,
+        line=1,
+        data={},
     )
     rendered = Rendered(subject=subject, text=text + "\n", html=html)
     test_to = Mailbox("", "me@example.org") if test else None
