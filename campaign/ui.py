@@ -82,7 +82,9 @@ class Ui:
     ) -> None:
         """Too many rows for a drawn table to be quick: aligned plain lines, one per recipient."""
         width = max(len(r.id) for r in source.recipients)
-        lines = [f"{'#':>7}  {'id':<{width}}  {'status':<7}  name  <addresses>"]
+        write = self.out.file.write
+        write(f"{'#':>7}  {'id':<{width}}  {'status':<7}  name  <addresses>\n")
+        lines: list[str] = []
         for recipient in source.recipients:
             status = (
                 "error"
@@ -93,9 +95,12 @@ class Ui:
             )
             lines.append(
                 f"{recipient.index:>7}  {recipient.id:<{width}}  {status:<7}  {recipient.name}"
-                f"  <{', '.join(recipient.addresses)}>"
+                f"  <{', '.join(recipient.addresses)}>\n"
             )
-        self.out.file.write("\n".join(lines) + "\n")
+            if len(lines) == 1000:  # written as it goes: a long file is not held twice
+                write("".join(lines))
+                lines.clear()
+        write("".join(lines))
 
     def _table_rows(
         self, source: CampaignFile, failing: Collection[str | None], warned: Collection[str | None]

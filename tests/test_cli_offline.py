@@ -43,6 +43,24 @@ def test_check_lists_every_recipient_with_its_addresses(tmp_path: Path) -> None:
         assert address in result.stdout
 
 
+def test_check_on_a_long_file_prints_one_plain_line_per_recipient_in_file_order(
+    tmp_path: Path,
+) -> None:
+    head = GOOD_YAML[: GOOD_YAML.index("  - id:")]
+    rows = "".join(
+        f'  - {{id: "r{i:04d}", name: "Zoë {i}", emails: ["r{i}@example.net"]}}\n'
+        for i in range(1, 2501)
+    )
+    result = run_cli("--file", write_campaign(tmp_path, head + rows), "check")
+    assert result.status == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert len(lines) == 2500
+    assert lines[0] == ["1", "r0001", "ok", "Zoë", "1", "<r1@example.net>"]
+    assert lines[-1] == ["2500", "r2500", "ok", "Zoë", "2500", "<r2500@example.net>"]
+    assert [int(line[0]) for line in lines] == list(range(1, 2501))
+    assert "All 2500 letters render." in result.out
+
+
 def test_check_warns_about_the_procuror_typo(tmp_path: Path) -> None:
     result = run_cli("--file", copy_bundled(tmp_path), "check")
     assert (

@@ -54,9 +54,7 @@ mailboxes = st.lists(
     )
 )
 subjects = st.lists(st.sampled_from(WORDS), min_size=1, max_size=14).map(" ".join)
-bodies = st.text(
-    alphabet=st.sampled_from([*"abc xyzÅöü€ =.\t\n-", "é", "字", "😀"]), max_size=400
-)
+bodies = st.text(alphabet=st.sampled_from([*"abc xyzÅöü€ =.\t\n-", "é", "字", "😀"]), max_size=400)
 
 
 def package_fold(name: str, boxes: tuple[Mailbox, ...]) -> str:

@@ -1,11 +1,17 @@
-"""Preparing a campaign in several processes gives the very bytes one process gives."""
+"""Preparing: several processes give the very bytes one gives; each draft names its bytes."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
 
+import pytest
+
 from campaign.loading import Options, load_campaign
+from campaign.models import Mailbox
 from campaign.prepare import prepare
 from campaign.store import MessageStore
 
@@ -49,3 +55,46 @@ def test_two_worker_processes_build_the_same_messages_as_one(tmp_path: Path) -> 
             serial.data(d) for d in serial.drafts
         ]
         assert [d.sha256 for d in parallel.drafts] == [d.sha256 for d in serial.drafts]
+
+
+def test_each_draft_describes_the_bytes_it_points_to(tmp_path: Path) -> None:
+    source = load_campaign(Options(write_campaign(tmp_path, 12)))
+    with MessageStore() as store:
+        prepared = prepare(source, source.recipients, store, clock=lambda: NOW, workers=2)
+        assert len(prepared.drafts) == 12
+        for recipient, draft in zip(source.recipients, prepared.drafts, strict=True):
+            data = prepared.data(draft)
+            message = BytesParser(policy=policy.default).parsebytes(data)
+            assert draft.recipient_id == recipient.id
+            assert draft.filename == f"{recipient.index:02d}-{recipient.id}.eml"
+            assert draft.addresses == recipient.addresses
+            assert draft.sender == "office@example.org"
+            assert draft.message_id == message["Message-ID"]
+            assert draft.size == len(data)
+            assert draft.sha256 == hashlib.sha256(data).hexdigest()
+            assert len(draft.content_hash) == 64 and draft.content_hash != draft.sha256
+
+
+def test_drafts_read_like_a_sequence(tmp_path: Path) -> None:
+    source = load_campaign(Options(write_campaign(tmp_path, 5)))
+    with MessageStore() as store:
+        drafts = prepare(source, source.recipients, store, clock=lambda: NOW).drafts
+        assert drafts[-1] == drafts[4] and drafts[-1].recipient_id == "r0004"
+        assert [d.recipient_id for d in drafts[1:3]] == ["r0001", "r0002"]
+        assert list(drafts) == [drafts[i] for i in range(5)]
+        with pytest.raises(IndexError):
+            drafts[5]
+
+
+def test_a_test_send_draft_goes_to_the_test_address_under_a_test_message_id(
+    tmp_path: Path,
+) -> None:
+    source = load_campaign(Options(write_campaign(tmp_path, 3)))
+    with MessageStore() as store:
+        me = Mailbox("", "me@example.org")
+        prepared = prepare(source, source.recipients[1:2], store, clock=lambda: NOW, test_to=me)
+        (draft,) = prepared.drafts
+        message = BytesParser(policy=policy.default).parsebytes(prepared.data(draft))
+        assert draft.recipient_id == "r0001"
+        assert draft.addresses == ("me@example.org",) == (message["To"].addresses[0].addr_spec,)
+        assert draft.message_id == message["Message-ID"] == "<test.parallel-test.r0001@example.org>"

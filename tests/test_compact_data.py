@@ -1,0 +1,127 @@
+"""A large campaign file is held compactly, and still reads as the file says.
+
+Mappings share their keys, values repeated under one key are one string, a list written
+on its key's line is a tuple: none of this may change what a template or an error sees.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from campaign_factory import GOOD_YAML, assert_clean_refusal, refuse_over_existing_outbox
+
+from campaign import strictyaml
+from campaign.loading import Options, load_campaign
+from campaign.strictyaml import YamlMapping, parse_yaml
+
+MANY = """\
+people:
+  - id: "a"
+    country: "Kazakhstan"
+    emails: ["a@example.org", "a2@example.org"]
+  - id: "b"
+    country: "Kazakhstan"
+    emails:
+      - "b@example.org"
+      - "b2@example.org"
+"""
+
+
+def people() -> list[YamlMapping]:
+    document = parse_yaml(MANY, Path("many.yaml"))
+    return list(document["people"])
+
+
+def test_a_mapping_reads_like_the_dict_the_file_describes() -> None:
+    first = people()[0]
+    assert dict(first) == {
+        "id": "a",
+        "country": "Kazakhstan",
+        "emails": ("a@example.org", "a2@example.org"),
+    }
+    assert list(first) == ["id", "country", "emails"]
+    assert "country" in first and "title" not in first
+    assert first.get("title", "none") == "none"
+    with pytest.raises(KeyError):
+        first["title"]
+
+
+def test_a_mapping_cannot_be_changed() -> None:
+    first = people()[0]
+    with pytest.raises(TypeError):
+        first["id"] = "z"  # type: ignore[index]
+
+
+def test_each_key_keeps_its_own_line() -> None:
+    first, second = people()
+    assert (first.line, first.line_of("country"), first.line_of("emails")) == (2, 3, 4)
+    assert (second.line, second.line_of("country"), second.line_of("emails")) == (5, 6, 7)
+    assert first.line_of("missing") == 2
+
+
+def test_mappings_written_alike_share_their_keys() -> None:
+    document = parse_yaml(GOOD_YAML, Path("good.yaml"))
+    alice, bob = document["recipients"]
+    assert alice._shape is bob._shape
+
+
+def test_a_value_repeated_under_one_key_is_one_string() -> None:
+    first, second = people()
+    assert first["country"] == second["country"]
+    assert first["country"] is second["country"]
+
+
+def test_a_key_with_many_different_values_is_no_longer_tracked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(strictyaml, "SHARED_VALUES_LIMIT", 3)
+    rows = "".join(f'  - {{id: "r{i}", city: "Almaty"}}\n' for i in range(8))
+    items = parse_yaml("rows:\n" + rows + '  - {id: "r1", city: "Almaty"}\n', Path("x.yaml"))
+    ids = [item["id"] for item in items["rows"]]
+    assert ids[-1] == ids[1] and ids[-1] is not ids[1]  # no longer shared past the limit
+    cities = [item["city"] for item in items["rows"]]
+    assert all(city is cities[0] for city in cities)  # few different values: still shared
+
+
+def test_a_list_on_its_key_line_is_a_tuple_and_a_block_list_a_list() -> None:
+    first, second = people()
+    assert first["emails"] == ("a@example.org", "a2@example.org")
+    assert isinstance(first["emails"], tuple)
+    assert isinstance(second["emails"], list)
+    assert second["emails"] == ["b@example.org", "b2@example.org"]
+
+
+def test_recipient_addresses_are_the_list_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "recipients.yaml"
+    path.write_text(GOOD_YAML, "utf-8")
+    alice = load_campaign(Options(path)).recipients[0]
+    assert alice.addresses == ("alice@example.com",)
+    assert alice.addresses is alice.data["emails"]
+    assert [(m.display_name, m.address) for m in alice.mailboxes] == [
+        ("Alice Example", "alice@example.com")
+    ]
+
+
+def test_a_bad_address_in_a_one_line_list_is_reported_on_that_line(tmp_path: Path) -> None:
+    bad = GOOD_YAML.replace('["bob@example.net"]', '["bob@example.net", "bob@@example"]')
+    message = assert_clean_refusal(refuse_over_existing_outbox(tmp_path, bad))
+    assert ":11: recipient 'bob', field 'emails': invalid address 'bob@@example'" in message
+
+
+def test_a_bad_address_in_a_block_list_is_reported_on_its_own_line(tmp_path: Path) -> None:
+    bad = GOOD_YAML.replace(
+        '    emails: ["bob@example.net"]',
+        '    emails:\n      - "bob@example.net"\n      - "bob@@example"',
+    )
+    message = assert_clean_refusal(refuse_over_existing_outbox(tmp_path, bad))
+    assert ":13: recipient 'bob', field 'emails': invalid address 'bob@@example'" in message
+
+
+def test_the_same_address_differing_only_in_case_is_refused_within_a_recipient(
+    tmp_path: Path,
+) -> None:
+    bad = GOOD_YAML.replace('["bob@example.net"]', '["bob@example.net", "BOB@example.net"]')
+    message = assert_clean_refusal(refuse_over_existing_outbox(tmp_path, bad))
+    assert "recipient 'bob', field 'emails'" in message
+    assert "is listed twice for this recipient" in message
