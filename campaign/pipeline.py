@@ -262,6 +262,12 @@ class Delivery:
         self._released = False
         self._workers = 0
         self._first_answer = asyncio.Event()
+        self._archive_name = ""  # the archive folder as the log names it
+        if archive_dir is not None:
+            try:
+                self._archive_name = str(archive_dir.relative_to(log.path.parent))
+            except ValueError:
+                self._archive_name = str(archive_dir)
 
     def _record(self, event: str, **fields: object) -> None:
         if self.options.test:
@@ -435,13 +441,11 @@ class Delivery:
         """Keep the exact bytes a server accepted; the log records where and their SHA-256."""
         if self.archive_dir is None:
             return None
-        path = self.archive_dir / message.draft.filename
+        name = message.draft.filename
+        path = self.archive_dir / name
         if message.reuse is None or not path.exists():
             write_atomically(path, data)
-        try:
-            return str(path.relative_to(self.log.path.parent))
-        except ValueError:
-            return str(path)
+        return os.path.join(self._archive_name, name)
 
 
 def execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,16 +13,24 @@ from campaign.transports.base import BeforeData, Delivery, Reply
 
 def write_atomically(path: Path, data: bytes, *, durable: bool = False) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the new one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Plain os calls: `send` archives every message it sends, and this is on its hot path.
+    final = os.fspath(path)
+    folder, name = os.path.split(final)
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view) :]
             if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(temporary, path)
+                os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, final)
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
         raise
 
 
