@@ -41,7 +41,7 @@ def _texts(value: Any, field: str) -> Iterator[tuple[str, str]]:
     elif isinstance(value, Mapping):
         for key, item in value.items():
             yield from _texts(item, f"{field}.{key}")
-    elif isinstance(value, (list, tuple)):
+    elif isinstance(value, list):
         for item in value:
             yield from _texts(item, field)
 

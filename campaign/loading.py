@@ -15,7 +15,7 @@ from campaign.errors import CampaignError, ValidationErrors
 from campaign.headersafety import unsafe_reason
 from campaign.lint import find_notices
 from campaign.models import Campaign, CampaignFile, Mailbox, Recipient, SmtpFileSettings
-from campaign.strictyaml import YamlList, YamlMapping, read_yaml
+from campaign.strictyaml import FlatList, YamlList, YamlMapping, read_yaml
 
 TOP_LEVEL_KEYS = ("campaign", "recipients", "smtp")
 CAMPAIGN_KEYS = ("id", "subject", "from", "reply_to", "template")
@@ -65,7 +65,7 @@ def _type_name(value: Any) -> str:
         return "a text"
     if isinstance(value, int):
         return "a number"
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list):
         return "a list"
     if isinstance(value, Mapping):
         return "a mapping"
@@ -226,7 +226,7 @@ class _Checker:
         texts: list[tuple[str, int]]
         if isinstance(value, str):
             texts = [(value, line)]
-        elif isinstance(value, (YamlList, tuple)):
+        elif isinstance(value, (YamlList, FlatList)):
             texts = []
             lines = value.item_lines if isinstance(value, YamlList) else [line] * len(value)
             for item, item_line in zip(value, lines, strict=True):
@@ -374,7 +374,7 @@ class _Checker:
             return None
         items = document["recipients"]
         line = document.line_of("recipients")
-        if not isinstance(items, (YamlList, tuple)):
+        if not isinstance(items, list):
             self.error(
                 f"'recipients' must be a list, not {_type_name(items)}",
                 line=line,
@@ -461,7 +461,7 @@ class _Checker:
                 recipient=label,
                 check_dns=options.check_dns,
             )
-            if mailboxes == [] and item["emails"] in ([], (), ""):
+            if mailboxes == [] and item["emails"] in ([], ""):
                 self.error(
                     "the address list is empty",
                     line=item.line_of("emails"),
@@ -471,13 +471,10 @@ class _Checker:
         if len(self.errors) > errors_before or recipient_id is None or name is None:
             return None
         assert mailboxes is not None
-        addresses = tuple(mailbox.address for mailbox in mailboxes)
-        if type(item["emails"]) is tuple and item["emails"] == addresses:
-            addresses = item["emails"]  # the list as written: one tuple, not two
         return Recipient(
             id=recipient_id,
             name=name,
-            addresses=addresses,
+            addresses=tuple(mailbox.address for mailbox in mailboxes),
             index=index,
             line=item.line,
             data=item,

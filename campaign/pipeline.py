@@ -312,7 +312,7 @@ class Delivery:
             # account).
             await self._first_answer.wait()
         while self.result.stopped is None and self._outstanding > 0:
-            job = self._next_fresh() if self._queue.empty() else None
+            job = self._next_fresh()  # messages not tried yet go before retries
             if job is None:
                 job = await self._queue.get()
             if job is None or self.result.stopped is not None:

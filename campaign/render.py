@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,23 @@ def template_paths(campaign: Campaign) -> tuple[Path, Path]:
     return base / f"{campaign.template}.txt.j2", base / f"{campaign.template}.html.j2"
 
 
+def _json_default(value: object) -> object:
+    """`tojson` of the file's mappings, which are read-only mappings rather than dicts."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _environment(templates_dir: Path, *, html: bool) -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
+    env = ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(templates_dir),
         undefined=jinja2.StrictUndefined,
         autoescape=html,
         keep_trailing_newline=True,
         auto_reload=False,
     )
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": _json_default}
+    return env
 
 
 class LetterRenderer:

@@ -90,12 +90,26 @@ class YamlMapping(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._values)
 
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(self._shape.keys)
+
     def __repr__(self) -> str:
         return repr(dict(self.items()))
 
     def line_of(self, key: str) -> int:
         position = self._shape.positions.get(key)
         return self.line if position is None else self.line + self._shape.offsets[position]
+
+
+class FlatList(list[Any]):
+    """A list of plain values written on its key's line (`emails: [a, b]`).
+
+    It keeps no lines of its own (its items are on the key's line, which the mapping
+    knows): a campaign of many recipients holds one per recipient, and a list with lines
+    costs twice as much. To a template it is the same list as any other.
+    """
+
+    __slots__ = ()
 
 
 class YamlList(list[Any]):
@@ -290,7 +304,7 @@ class _Builder:
             if isinstance(value, str):
                 value = self._share(key, value)
             elif type(value) is YamlList and value.is_flat_on(line):
-                value = tuple(value)  # e.g. `emails: [a, b]`: its items' line is the key's
+                value = FlatList(value)
             values.append(value)
         raise CampaignError("the YAML ended inside a mapping", path=self._path)
 

@@ -1,7 +1,8 @@
 """A large campaign file is held compactly, and still reads as the file says.
 
 Mappings share their keys, values repeated under one key are one string, a list written
-on its key's line is a tuple: none of this may change what a template or an error sees.
+on its key's line keeps no lines of its own: none of this may change what a template or an
+error sees.
 """
 
 from __future__ import annotations
@@ -9,10 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from campaign_factory import GOOD_YAML, assert_clean_refusal, refuse_over_existing_outbox
+from campaign_factory import (
+    GOOD_YAML,
+    assert_clean_refusal,
+    refuse_over_existing_outbox,
+    write_campaign,
+)
 
 from campaign import strictyaml
 from campaign.loading import Options, load_campaign
+from campaign.render import LetterRenderer
 from campaign.strictyaml import YamlMapping, parse_yaml
 
 MANY = """\
@@ -38,7 +45,7 @@ def test_a_mapping_reads_like_the_dict_the_file_describes() -> None:
     assert dict(first) == {
         "id": "a",
         "country": "Kazakhstan",
-        "emails": ("a@example.org", "a2@example.org"),
+        "emails": ["a@example.org", "a2@example.org"],
     }
     assert list(first) == ["id", "country", "emails"]
     assert "country" in first and "title" not in first
@@ -84,22 +91,55 @@ def test_a_key_with_many_different_values_is_no_longer_tracked(
     assert all(city is cities[0] for city in cities)  # few different values: still shared
 
 
-def test_a_list_on_its_key_line_is_a_tuple_and_a_block_list_a_list() -> None:
+def test_a_list_on_its_key_line_is_a_list_like_a_block_list() -> None:
     first, second = people()
-    assert first["emails"] == ("a@example.org", "a2@example.org")
-    assert isinstance(first["emails"], tuple)
-    assert isinstance(second["emails"], list)
+    assert first["emails"] == ["a@example.org", "a2@example.org"]
     assert second["emails"] == ["b@example.org", "b2@example.org"]
+    assert isinstance(first["emails"], list) and isinstance(second["emails"], list)
 
 
-def test_recipient_addresses_are_the_list_as_written(tmp_path: Path) -> None:
+def test_recipient_mailboxes_carry_the_recipient_name(tmp_path: Path) -> None:
     path = tmp_path / "recipients.yaml"
     path.write_text(GOOD_YAML, "utf-8")
     alice = load_campaign(Options(path)).recipients[0]
     assert alice.addresses == ("alice@example.com",)
-    assert alice.addresses is alice.data["emails"]
     assert [(m.display_name, m.address) for m in alice.mailboxes] == [
         ("Alice Example", "alice@example.com")
+    ]
+
+
+TEMPLATE = """\
+{{ recipient.emails }} {{ recipient.emails == ["x@example.org", "y@example.org"] }}
+{{ recipient.emails + ["z@example.org"] }}
+{{ recipient | tojson }}
+{{ recipients | map(attribute="emails") | sort | first }}
+{{ recipient | last }} {{ recipient | length }} {{ recipient | dictsort | first }}
+"""
+
+
+@pytest.mark.parametrize(
+    "emails",
+    [
+        '    emails: ["x@example.org", "y@example.org"]\n',
+        '    emails:\n      - "x@example.org"\n      - "y@example.org"\n',
+    ],
+    ids=["one-line list", "block list"],
+)
+def test_a_template_sees_the_file_as_plain_dicts_and_lists(tmp_path: Path, emails: str) -> None:
+    text = (
+        'campaign:\n  id: "t"\n  subject: "S"\n  from: "A <a@example.org>"\n'
+        "recipients:\n"
+        '  - id: "x"\n    name: "X"\n' + emails + '  - id: "w"\n    name: "W"\n'
+        '    emails: ["w@example.org"]\n'
+    )
+    source = load_campaign(Options(write_campaign(tmp_path, text, TEMPLATE)))
+    rendered = LetterRenderer(source.campaign, source.recipients).render(source.recipients[0])
+    assert rendered.text.splitlines() == [
+        "['x@example.org', 'y@example.org'] True",
+        "['x@example.org', 'y@example.org', 'z@example.org']",
+        '{"emails": ["x@example.org", "y@example.org"], "id": "x", "name": "X"}',
+        "['w@example.org']",
+        "emails 3 ('emails', ['x@example.org', 'y@example.org'])",
     ]
 
 

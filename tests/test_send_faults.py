@@ -22,6 +22,7 @@ from send_helpers import (
     events,
     files_in,
     rcpt_commands,
+    recipient_of,
     run_cli,
     send,
     sha256,
@@ -73,6 +74,17 @@ def test_451_on_one_rcpt_is_retried_to_that_address_alone(
         "reply": "4.7.1 Greylisted",
     }
     assert status_of(bundled, "general-prosecutor") == "sent"
+
+
+def test_a_deferred_message_is_retried_after_the_messages_not_yet_tried(
+    bundled: Path, make_smtp_server: MakeServer
+) -> None:
+    first_address = ALL_ADDRESSES[0]
+    server = faulty(make_smtp_server, rcpt={first_address: [(451, "4.7.1 Greylisted")]})
+    run = send(bundled, server, *SERIAL)
+    assert run.status == 0, run.stderr
+    order = [recipient_of(message.rcpt_tos[0]) for message in server.messages]
+    assert order == [*BUNDLED_IDS[1:], BUNDLED_IDS[0]]
 
 
 def test_451_forever_is_deferred_after_the_retries(

@@ -18,7 +18,7 @@ def write_atomically(path: Path, data: bytes, *, durable: bool = False) -> None:
     folder, name = os.path.split(final)
     temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
             view = memoryview(data)
             while view:
