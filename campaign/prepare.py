@@ -34,12 +34,12 @@ def draft_filename(recipient: Recipient, total: int) -> str:
 
 
 class DraftTable(Sequence[Draft]):
-    """The drafts of `recipients` (one each, same order), kept in columns of bytes.
+    """The drafts of `recipients` (one each, same order), kept in columns and in the store.
 
     A Draft object with its hex digests, file name and Message-ID costs some 600 bytes;
-    a campaign of 100,000 recipients would hold 60 MB of them. The table keeps what
-    cannot be derived from the recipient (where the bytes are, their size and two
-    SHA-256 digests: 78 bytes) and builds each Draft when it is asked for.
+    a campaign of 100,000 recipients would hold 60 MB of them. The table keeps where each
+    message's bytes are and their size (18 bytes); the two SHA-256 digests follow the
+    bytes in the store, and the rest is derived from the recipient when a Draft is asked for.
     """
 
     _DIGESTS = 64  # content hash, then the SHA-256 of the bytes
@@ -49,42 +49,39 @@ class DraftTable(Sequence[Draft]):
         campaign: Campaign,
         recipients: Sequence[Recipient],
         total: int,
+        store: MessageStore,
         test_to: Mailbox | None = None,
     ) -> None:
         self._campaign = campaign
         self._recipients = recipients
         self._total = total
+        self._store = store
         self._test_to = test_to
         self._offsets = array("Q")
         self._sizes = array("Q")
         self._segments = array("H")
-        self._digests = bytearray()
 
-    def append(self, built: BuiltMessage, offset: int, segment: int) -> None:
+    def add(self, built: BuiltMessage, segment: int) -> None:
+        """Put the message's bytes, then its digests, into the store (as `segment`)."""
         if len(self._offsets) >= len(self._recipients):
             raise IndexError("more drafts than recipients")
+        offset = self._store.put(built.data)
+        self._store.put(bytes.fromhex(built.content_hash) + bytes.fromhex(built.sha256))
         self._offsets.append(offset)
         self._sizes.append(len(built.data))
         self._segments.append(segment)
-        self._digests += bytes.fromhex(built.content_hash) + bytes.fromhex(built.sha256)
 
-    def columns(self) -> tuple[bytes, bytes, bytes, bytes]:
+    def columns(self) -> tuple[bytes, bytes, bytes]:
         """The table's own data, cheap to hand from a worker process to its parent."""
-        return (
-            self._offsets.tobytes(),
-            self._sizes.tobytes(),
-            self._segments.tobytes(),
-            bytes(self._digests),
-        )
+        return self._offsets.tobytes(), self._sizes.tobytes(), self._segments.tobytes()
 
-    def extend_columns(self, columns: tuple[bytes, bytes, bytes, bytes]) -> None:
-        offsets, sizes, segments, digests = columns
+    def extend_columns(self, columns: tuple[bytes, bytes, bytes]) -> None:
+        offsets, sizes, segments = columns
         if len(self._offsets) + len(offsets) // 8 > len(self._recipients):
             raise IndexError("more drafts than recipients")
         self._offsets.frombytes(offsets)
         self._sizes.frombytes(sizes)
         self._segments.frombytes(segments)
-        self._digests += digests
 
     def __len__(self) -> int:
         return len(self._offsets)
@@ -104,7 +101,12 @@ class DraftTable(Sequence[Draft]):
             raise IndexError("draft index out of range")
         recipient = self._recipients[position]
         test_to = self._test_to
-        start = position * self._DIGESTS
+        offset, size, segment = (
+            self._offsets[position],
+            self._sizes[position],
+            self._segments[position],
+        )
+        digests = self._store.get(offset + size, self._DIGESTS, segment)
         return Draft(
             recipient_id=recipient.id,
             index=recipient.index,
@@ -112,11 +114,11 @@ class DraftTable(Sequence[Draft]):
             sender=self._campaign.sender.address,
             addresses=(test_to.address,) if test_to else recipient.addresses,
             message_id=message_id_for(self._campaign, recipient.id, test=test_to is not None),
-            content_hash=self._digests[start : start + 32].hex(),
-            sha256=self._digests[start + 32 : start + 64].hex(),
-            size=self._sizes[position],
-            offset=self._offsets[position],
-            segment=self._segments[position],
+            content_hash=digests[:32].hex(),
+            sha256=digests[32:].hex(),
+            size=size,
+            offset=offset,
+            segment=segment,
         )
 
     def __iter__(self) -> Iterator[Draft]:
@@ -160,9 +162,9 @@ def prepare(
     date = clock()
     if workers is None:
         workers = _default_workers(len(recipients))
-    drafts = DraftTable(source.campaign, recipients, len(source.recipients), test_to)
+    drafts = DraftTable(source.campaign, recipients, len(source.recipients), store, test_to)
     if workers <= 1:
-        errors = _build_range(source, recipients, drafts, store, date, test_to)
+        errors = _build_range(source, recipients, drafts, date, test_to)
     else:
         errors = _build_parallel(source, recipients, drafts, store, date, test_to, workers)
     if errors:
@@ -180,12 +182,11 @@ def _build_range(
     source: CampaignFile,
     recipients: Sequence[Recipient],
     drafts: DraftTable,
-    store: MessageStore,
     date: datetime,
     test_to: Mailbox | None,
     segment: int = 0,
 ) -> list[CampaignError]:
-    """Build `recipients` into `drafts` (their bytes into `store`); return what failed."""
+    """Build `recipients` into `drafts` (their bytes into its store); return what failed."""
     campaign = source.campaign
     renderer = LetterRenderer(campaign, source.recipients)
     builder = MessageBuilder(campaign, date)
@@ -201,7 +202,7 @@ def _build_range(
             continue
         if errors:
             continue  # keep checking, but stop storing what will never be used
-        drafts.append(built, store.put(built.data), segment)
+        drafts.add(built, segment)
     return errors
 
 
@@ -211,7 +212,7 @@ _FORK_STATE: tuple[CampaignFile, Sequence[Recipient], datetime, Mailbox | None, 
 
 def _fork_worker(
     bounds: tuple[int, int, int],
-) -> tuple[str, tuple[bytes, bytes, bytes, bytes], list[tuple[Any, ...]]]:
+) -> tuple[str, tuple[bytes, bytes, bytes], list[tuple[Any, ...]]]:
     assert _FORK_STATE is not None
     source, recipients, date, test_to, directory = _FORK_STATE
     start, stop, segment = bounds
@@ -219,9 +220,9 @@ def _fork_worker(
         name = spool.name
     part = MessageStore(path=Path(name))
     mine = recipients[start:stop]
-    drafts = DraftTable(source.campaign, mine, len(source.recipients), test_to)
+    drafts = DraftTable(source.campaign, mine, len(source.recipients), part, test_to)
     try:
-        errors = _build_range(source, mine, drafts, part, date, test_to, segment)
+        errors = _build_range(source, mine, drafts, date, test_to, segment)
     finally:
         part.flush_and_close()
     return name, drafts.columns(), [err.to_tuple() for err in errors]
