@@ -14,7 +14,14 @@ from campaign.addresses import AddressError, normalise, split_mailbox
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.headersafety import unsafe_reason
 from campaign.lint import find_notices
-from campaign.models import Campaign, CampaignFile, Mailbox, Recipient, SmtpFileSettings
+from campaign.models import (
+    Campaign,
+    CampaignFile,
+    Mailbox,
+    Recipient,
+    SmtpFileSettings,
+    data_line,
+)
 from campaign.strictyaml import FlatList, YamlList, YamlMapping, read_yaml
 
 TOP_LEVEL_KEYS = ("campaign", "recipients", "smtp")
@@ -53,11 +60,6 @@ def _close_match(key: str, candidates: tuple[str, ...]) -> str | None:
         return normalised
     matches = difflib.get_close_matches(normalised, candidates, n=1, cutoff=0.7)
     return matches[0] if matches else None
-
-
-def _line_of(data: Any, key: str) -> int | None:
-    line_of = getattr(data, "line_of", None)
-    return int(line_of(key)) if line_of is not None else None
 
 
 def _type_name(value: Any) -> str:
@@ -164,21 +166,18 @@ class _Checker:
                 continue
             guess = _close_match(key, known)
             if guess is not None and guess not in mapping:
-                self.error(
-                    f"unknown key '{key}'",
-                    line=mapping.line_of(key),
-                    recipient=recipient,
-                    field=prefix + key,
-                    hint=f"did you mean '{guess}'?",
-                )
+                hint = f"did you mean '{guess}'?"
             elif closed:
-                self.error(
-                    f"unknown key '{key}'",
-                    line=mapping.line_of(key),
-                    recipient=recipient,
-                    field=prefix + key,
-                    hint=f"expected one of {', '.join(known)}",
-                )
+                hint = f"expected one of {', '.join(known)}"
+            else:
+                continue
+            self.error(
+                f"unknown key '{key}'",
+                line=mapping.line_of(key),
+                recipient=recipient,
+                field=prefix + key,
+                hint=hint,
+            )
         for key in required:
             if key not in mapping and not any(_close_match(k, known) == key for k in mapping):
                 self.error(
@@ -228,8 +227,8 @@ class _Checker:
             texts = [(value, line)]
         elif isinstance(value, (YamlList, FlatList)):
             texts = []
-            lines = value.item_lines if isinstance(value, YamlList) else [line] * len(value)
-            for item, item_line in zip(value, lines, strict=True):
+            for position, item in enumerate(value):
+                item_line = value.line_of_item(position) if isinstance(value, YamlList) else line
                 if not isinstance(item, str):
                     self.error(
                         f"expected an address, found {_type_name(item)}",
@@ -398,8 +397,8 @@ class _Checker:
                 first = seen_ids[recipient.id].data
                 self.error(
                     f"the id '{recipient.id}' is used twice"
-                    f" (first on line {_line_of(first, 'id')})",
-                    line=_line_of(recipient.data, "id"),
+                    f" (first on line {data_line(first, 'id')})",
+                    line=data_line(recipient.data, "id"),
                     recipient=recipient.id,
                     field="id",
                     hint="every recipient needs its own id",
@@ -417,11 +416,11 @@ class _Checker:
                     "twice for this recipient"
                     if other is recipient
                     else f"also under recipient '{other.id}'"
-                    f" (line {_line_of(other.data, 'emails')})"
+                    f" (line {data_line(other.data, 'emails')})"
                 )
                 self.error(
                     f"the address {address} is listed {where}",
-                    line=_line_of(recipient.data, "emails"),
+                    line=data_line(recipient.data, "emails"),
                     recipient=recipient.id,
                     field="emails",
                     hint="an address may receive the letter only once",

@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import Any
 
 
+def data_line(data: Mapping[str, Any], key: str) -> int | None:
+    """The line of `key` in `data`, when the data came from a file (which keeps its lines)."""
+    line_of = getattr(data, "line_of", None)
+    return int(line_of(key)) if line_of is not None else None
+
+
 @dataclass(frozen=True, slots=True)
 class Mailbox:
     """A display name and an address in email-validator's normalised ASCII form."""
@@ -73,8 +79,7 @@ class Campaign:
 
     def data_line(self, key: str) -> int | None:
         """The line of `key` in the campaign section, when the data came from a file."""
-        line_of = getattr(self.data, "line_of", None)
-        return int(line_of(key)) if line_of is not None else None
+        return data_line(self.data, key)
 
 
 @dataclass(frozen=True, slots=True)

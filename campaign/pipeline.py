@@ -96,10 +96,6 @@ class PlannedMessages(Sequence[PlannedMessage]):
             return PlannedMessage(draft, draft.addresses)
         return PlannedMessage(draft, *partial)
 
-    def __iter__(self) -> Iterator[PlannedMessage]:
-        for index in range(len(self)):
-            yield self[index]
-
 
 @dataclass(frozen=True)
 class Plan:

@@ -6,7 +6,7 @@ import multiprocessing
 import os
 import tempfile
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -120,14 +120,6 @@ class DraftTable(Sequence[Draft]):
             offset=offset,
             segment=segment,
         )
-
-    def __iter__(self) -> Iterator[Draft]:
-        for position in range(len(self)):
-            yield self[position]
-
-    def recipient_id(self, position: int) -> str:
-        """The recipient of a draft, without building the Draft."""
-        return self._recipients[position].id
 
 
 @dataclass(frozen=True)

@@ -122,10 +122,6 @@ class YamlList(list[Any]):
         self.line = line
         self._offsets: tuple[int, ...] = ()
 
-    @property
-    def item_lines(self) -> list[int]:
-        return [self.line + offset for offset in self._offsets]
-
     def is_flat_on(self, line: int) -> bool:
         """True for a list of plain values written on `line` alone, as `[a, b]` is."""
         return (
