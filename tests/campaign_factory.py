@@ -41,6 +41,7 @@ class Run:
     status: int
     stdout: str
     stderr: str
+    prompts: tuple[str, ...] = ()  # what the command asked, when it was given a prompt
 
     @property
     def out(self) -> str:

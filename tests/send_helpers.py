@@ -14,7 +14,6 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -22,6 +21,7 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+from campaign_factory import Run
 from smtp_server import Received, SmtpServer
 
 from campaign.cli import Environment, main
@@ -69,26 +69,6 @@ def smtp_environ(server: SmtpServer | None, **extra: str) -> dict[str, str]:
         environ["CAMPAIGN_SMTP_PORT"] = str(server.port)
     environ.update(extra)
     return environ
-
-
-@dataclass(frozen=True)
-class Run:
-    """What one in-process CLI run returned and printed."""
-
-    status: int
-    stdout: str
-    stderr: str
-    prompts: tuple[str, ...] = ()
-
-    @property
-    def out(self) -> str:
-        """stdout with rich's wrapping undone (runs of whitespace become one space)."""
-        return " ".join(self.stdout.split())
-
-    @property
-    def err(self) -> str:
-        """stderr with rich's wrapping undone."""
-        return " ".join(self.stderr.split())
 
 
 def run_cli(
