@@ -69,7 +69,7 @@ class Builder:
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(data / "templates")),
             undefined=jinja2.StrictUndefined,
-            autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
+            autoescape=lambda name: name is not None and name.endswith(".html.j2"),
             keep_trailing_newline=True,
         )
         name = campaign["template"]

@@ -2,9 +2,9 @@
 
 For measuring `campaign log` on a long log (issue 6: 1,000,000 events for the
 100,000-recipient campaign). The records have exactly the shapes `campaign
-send` writes (campaign/sendlog.py `SendLog.append`, campaign/pipeline.py
-`Delivery._attempt` and the run's start / planned / end records): the same
-keys in the same order, the same compact JSON, the campaign id, recipient ids,
+send` writes, built by the same functions (campaign/sendlog.py's record builders,
+`stamped` and `log_line`): the same keys in the same order, the same compact JSON,
+the campaign id, recipient ids,
 normalised addresses, Message-IDs and archive names the product derives from
 the campaign file (read with the product's own loader).
 
@@ -44,7 +44,21 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from campaign.sendlog import (
+    AddressReply,
+    Outcome,
+    Record,
+    Status,
+    attempt_record,
+    log_line,
+    planned_record,
+    result_record,
+    run_end_record,
+    run_start_record,
+    stamped,
+)
 
 ACCEPTED_REPLY = (250, "2.0.0 OK queued")
 QUOTA_REPLY = (451, "4.7.0 Sending quota exceeded for this hour, try again later")
@@ -148,7 +162,7 @@ class _Budget(Exception):
 
 
 class _Writer:
-    def __init__(self, fh: Any, campaign: str, limit: int) -> None:
+    def __init__(self, fh: BinaryIO, campaign: str, limit: int) -> None:
         self.fh = fh
         self.campaign = campaign
         self.limit = limit
@@ -159,18 +173,14 @@ class _Writer:
     def tick(self, seconds: float) -> None:
         self.clock += timedelta(seconds=seconds)
 
-    def append(self, event: str, **fields: Any) -> None:
+    def write(self, record: Record) -> None:
+        """One record, stamped and written exactly as `campaign send` writes it."""
         if self.lines >= self.limit:
             raise _Budget
-        record = {
-            "time": self.clock.isoformat(timespec="milliseconds"),
-            "event": event,
-            "campaign": self.campaign,
-            **fields,
-        }
-        self.fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        time = self.clock.isoformat(timespec="milliseconds")
+        self.fh.write(log_line(stamped(record, time=time, campaign=self.campaign)))
         self.lines += 1
-        self.counts[event] += 1
+        self.counts[record["event"]] += 1
 
 
 def genlog(
@@ -241,7 +251,7 @@ def write_log(
     per_run_quota = max(1, math.ceil(len(letters) * quota))
     runs = complete_runs = 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as fh:
+    with out.open("wb") as fh:
         w = _Writer(fh, campaign, events)
         try:
             while True:
@@ -256,30 +266,36 @@ def write_log(
                 runs += 1
                 w.clock = START + timedelta(hours=runs - 1)
                 run_id = f"{rng.getrandbits(48):012x}"
-                w.append(
-                    "run-start",
-                    run=run_id,
-                    pid=rng.randint(2000, 99999),
-                    transport=TRANSPORT,
-                    planned=len(todo),
-                    test=False,
+                w.write(
+                    run_start_record(
+                        run=run_id,
+                        pid=rng.randint(2000, 99999),
+                        transport=TRANSPORT,
+                        planned=len(todo),
+                        test=False,
+                    )
                 )
                 for letter in letters:
                     if letter.rid not in planned_ids:
                         w.tick(0.00002)
-                        w.append(
-                            "planned",
-                            run=run_id,
-                            recipient=letter.rid,
-                            addresses=list(letter.addresses),
-                            content_hash=letter.content_hash,
+                        w.write(
+                            planned_record(
+                                run=run_id,
+                                recipient=letter.rid,
+                                addresses=letter.addresses,
+                                content_hash=letter.content_hash,
+                            )
                         )
                         planned_ids.add(letter.rid)
                 counts = _run(
                     w, run_id, todo, by_id, states, refused, rng, concurrency,
                     per_run_quota, greylist, retries,
                 )  # fmt: skip
-                w.append("run-end", run=run_id, counts=dict(counts), stopped=None)
+                w.write(
+                    run_end_record(
+                        run=run_id, counts={Status(k): n for k, n in counts.items()}, stopped=None
+                    )
+                )
                 complete_runs += 1
         except _Budget:
             pass
@@ -329,18 +345,19 @@ def _run(
             rid, addresses, tries = queue.popleft()
             letter = by_id[rid]
             st = states[rid]
-            w.append(
-                "attempt",
-                run=run_id,
-                recipient=rid,
-                addresses=list(addresses),
-                all_addresses=list(letter.addresses),
-                message_id=letter.message_id,
-                attempt=st.attempts + 1,
-                content_hash=letter.content_hash,
-                sha256=letter.sha256,
-                size=letter.size,
-                transport=TRANSPORT,
+            w.write(
+                attempt_record(
+                    run=run_id,
+                    recipient=rid,
+                    addresses=addresses,
+                    all_addresses=letter.addresses,
+                    message_id=letter.message_id,
+                    attempt=st.attempts + 1,
+                    content_hash=letter.content_hash,
+                    sha256=letter.sha256,
+                    size=letter.size,
+                    transport=TRANSPORT,
+                )
             )
             st.attempts += 1  # after the write: a killed run never wrote what it did not do
             st.open = True
@@ -355,50 +372,42 @@ def _run(
         w.tick(step)
         letter = by_id[rid]
         st = states[rid]
-        replies: dict[str, dict[str, Any]] = {}
+        replies: dict[str, AddressReply] = {}
         if accepted >= per_run_quota:
-            code, text = QUOTA_REPLY
-            replies = {a: {"outcome": "deferred", "code": code, "reply": text} for a in addresses}
+            replies = dict.fromkeys(addresses, AddressReply(Outcome.DEFERRED, *QUOTA_REPLY))
         elif rng.random() < greylist:
-            code, text = GREYLIST_REPLY
-            replies = {a: {"outcome": "deferred", "code": code, "reply": text} for a in addresses}
+            replies = dict.fromkeys(addresses, AddressReply(Outcome.DEFERRED, *GREYLIST_REPLY))
         else:
             # The transport lists refused RCPTs first, then the accepted ones (one DATA reply).
             bad = [a for a in addresses if refused.get(rid) == a]
             for a in bad:
-                replies[a] = {
-                    "outcome": "refused",
-                    "code": 550,
-                    "reply": UNKNOWN_USER.format(address=a),
-                }
+                replies[a] = AddressReply(Outcome.REFUSED, 550, UNKNOWN_USER.format(address=a))
             good = [a for a in addresses if a not in bad]
             for a in good:
-                replies[a] = {
-                    "outcome": "accepted",
-                    "code": ACCEPTED_REPLY[0],
-                    "reply": ACCEPTED_REPLY[1],
-                }
+                replies[a] = AddressReply(Outcome.ACCEPTED, *ACCEPTED_REPLY)
             if good:
                 accepted += 1
         after = dict(st.outcomes)
-        after.update((a, r["outcome"]) for a, r in replies.items())
-        extra: dict[str, Any] = {}
-        if any(r["outcome"] == "accepted" for r in replies.values()):
-            extra = {"archive": f"sent/{letter.filename}", "sha256": letter.sha256}
-        w.append(
-            "result",
-            run=run_id,
-            recipient=rid,
-            attempt=attempt,
-            message_id=letter.message_id,
-            replies=replies,
-            status=status_of(after, False),
-            transport=TRANSPORT,
-            **extra,
+        after.update((a, str(r.outcome)) for a, r in replies.items())
+        archive = None
+        if any(r.outcome == Outcome.ACCEPTED for r in replies.values()):
+            archive = f"sent/{letter.filename}"
+        w.write(
+            result_record(
+                run=run_id,
+                recipient=rid,
+                attempt=attempt,
+                message_id=letter.message_id,
+                replies=replies,
+                status=Status(status_of(after, False)),
+                transport=TRANSPORT,
+                archive=archive,
+                sha256=letter.sha256 if archive else None,
+            )
         )
         st.outcomes = after
         st.open = False
-        retry = tuple(a for a, r in replies.items() if r["outcome"] == "deferred")
+        retry = tuple(a for a, r in replies.items() if r.outcome == Outcome.DEFERRED)
         tries += 1
         if retry and tries <= retries:
             delay = 2.0 * 2 ** (tries - 1) * rng.uniform(0.5, 1.5)

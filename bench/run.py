@@ -60,7 +60,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.generate import Generated, generate, mailmerge_config
-from bench.sink import SinkProcess, measure_ceiling
+from bench.sink import SinkCounts, SinkProcess, measure_ceiling
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -618,6 +618,7 @@ def run_once(
     sink = SinkProcess(run_dir / "sink-report.json", latency=latency, max_seconds=7200)
     sink.start()
     error = ""
+    counts: SinkCounts | None
     try:
         ctx = RunContext(
             python=cfg.python,

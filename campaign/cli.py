@@ -6,14 +6,12 @@ import argparse
 import contextlib
 import dataclasses
 import getpass
-import multiprocessing
 import os
 import signal
 import sys
 import threading
-import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -30,36 +28,21 @@ from campaign.errors import (
     ValidationErrors,
 )
 from campaign.loading import Options, load_campaign
-from campaign.models import CampaignFile, Mailbox
-from campaign.pipeline import (
-    Plan,
-    RunResult,
-    SendOptions,
-    execute,
-    make_plan,
-    read_history,
-    resolve,
-)
-from campaign.prepare import Clock, Prepared, prepare, utc_now
+from campaign.models import CampaignFile, Mailbox, require_known
+from campaign.pipeline import Plan, SendOptions, SendSession, resolve
+from campaign.prepare import Clock, prepare, utc_now
 from campaign.review import (
     LogFollower,
-    RosterEntry,
+    Review,
     as_json_lines,
     build_review,
     check_log,
     history_of,
     load_roster,
+    send_summary,
     write_csv,
 )
-from campaign.sendlog import (
-    PENDING,
-    SENT,
-    STATUSES,
-    UNKNOWN,
-    LogLock,
-    Replay,
-    replay,
-)
+from campaign.sendlog import Status, replay
 from campaign.settings import PASSWORD_VARIABLE, SECURITY_MODES, SmtpSettings, resolve_settings
 from campaign.store import MessageStore
 from campaign.transports.memory import MemoryTransport
@@ -68,7 +51,7 @@ from campaign.ui import (
     PlainProgress,
     RichProgress,
     Ui,
-    review_table,
+    follow,
     show_history,
     show_plan,
     show_review,
@@ -231,7 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     resolve = command("resolve", "settle an unknown outcome after checking the server's log")
     resolve.add_argument("recipient", metavar="ID")
-    resolve.add_argument("--as", dest="settle_as", choices=("sent", "pending"), required=True)
+    resolve.add_argument(
+        "--as",
+        dest="settle_as",
+        choices=(Status.SENT, Status.PENDING),
+        type=Status,
+        required=True,
+        help="sent: the server's log shows it took the letter; pending: send it again",
+    )
     resolve.add_argument("--reason", required=True, help="what you checked, for the record")
     resolve.add_argument("--log", type=Path, help="the send log (default: outbox/send-log.jsonl)")
     resolve.set_defaults(handler=run_resolve)
@@ -240,9 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument(
         "--status",
         nargs="+",
-        choices=STATUSES,
+        choices=list(Status),
+        type=Status,
         metavar="STATUS",
-        help=f"only these statuses ({', '.join(STATUSES)})",
+        help=f"only these statuses ({', '.join(Status)})",
     )
     log.add_argument("--recipient", nargs="+", metavar="ID", help="only these recipients")
     log.add_argument("--history", metavar="ID", help="every event of one recipient, in order")
@@ -349,16 +340,13 @@ def run_drafts(ctx: Context) -> ExitStatus:
 
 def run_send(ctx: Context) -> ExitStatus:
     args = ctx.args
+    if not args.dry_run and not args.yes:
+        _require_confirmation_channel(ctx)
+    if args.test_to is not None and args.from_outbox:
+        raise UsageError("--test-to and --from-outbox cannot be combined")
     source = ctx.load()
     recipients = source.select(args.only)
     test_to = _test_mailbox(args.test_to) if args.test_to else None
-    if not args.dry_run and not args.yes and ctx.env.prompt is None and not ctx.env.is_terminal():
-        raise RunRefused(
-            "no terminal to confirm on, so nothing was sent",
-            hint="pass --yes to send without confirmation, or --dry-run to see the plan",
-        )
-    if test_to is not None and args.from_outbox:
-        raise UsageError("--test-to and --from-outbox cannot be combined")
     options = SendOptions(
         concurrency=args.concurrency,
         rate=args.rate,
@@ -387,16 +375,19 @@ def run_send(ctx: Context) -> ExitStatus:
             # Every recipient, even with --only: nothing leaves before all of them render,
             # and a change to anyone's letter is noticed.
             prepared = prepare(
-                source, source.recipients, store, clock=ctx.env.clock, test_to=test_to
+                source,
+                source.recipients,
+                store,
+                clock=ctx.env.clock,
+                test_to=test_to,
+                test_run=uuid.uuid4().hex[:8] if test_to else "",
             )
-        lock = LogLock(ctx.log_path)
-        if not args.dry_run:
-            lock.acquire(f"campaign send of {source.campaign.id}")
-        try:
+        with SendSession(
+            ctx.log_path, prepared, options, clock=ctx.env.clock, lock=not args.dry_run
+        ) as session:
             only = {r.id for r in recipients} if args.only else None
-            return _send_locked(ctx, prepared, options, settings, only)
-        finally:
-            lock.release()
+            plan = session.plan(only)
+            return _send_planned(ctx, session, plan, settings)
 
 
 def _test_mailbox(text: str) -> Mailbox:
@@ -406,17 +397,12 @@ def _test_mailbox(text: str) -> Mailbox:
         raise UsageError(f"--test-to {text!r} is not a valid address: {err}") from None
 
 
-def _send_locked(
-    ctx: Context,
-    prepared: Prepared,
-    options: SendOptions,
-    settings: SmtpSettings | None,
-    only: set[str] | None,
+def _send_planned(
+    ctx: Context, session: SendSession, plan: Plan, settings: SmtpSettings | None
 ) -> ExitStatus:
-    campaign = prepared.source.campaign
-    history = read_history(ctx.log_path, campaign.id)
-    plan = make_plan(prepared, history, options, only)
-    earlier_done = all(status == SENT for status in plan.skipped)
+    campaign = session.prepared.source.campaign
+    options = session.options
+    earlier_done = all(status == Status.SENT for status in plan.skipped)
     skipped = ", ".join(f"{len(ids)} {status}" for status, ids in sorted(plan.skipped.items()))
     show_plan(
         ctx.ui,
@@ -429,7 +415,7 @@ def _send_locked(
             ("log", str(ctx.log_path)),
         ],
     )
-    unknown = len(plan.skipped.get(UNKNOWN, []))
+    unknown = len(plan.skipped.get(Status.UNKNOWN, []))
     if unknown:
         ctx.ui.note(
             f"{unknown} recipient(s) are unknown: the server may hold their letter."
@@ -450,17 +436,24 @@ def _send_locked(
         SmtpTransport(settings, timeout=ctx.args.timeout)
         for _ in range(min(options.concurrency, len(plan.messages)))
     ]
-    result = execute(
-        prepared,
-        plan,
-        history,
-        transports,
-        options,
-        log_path=ctx.log_path,
-        progress=progress,
-        clock=ctx.env.clock,
+    result = session.run(plan, transports, progress)
+    rows, left_out = send_summary(plan, session.history, result, test=options.test)
+    show_summary(ctx.ui, rows, left_out)
+    counts = result.counts()
+    ctx.ui.note(
+        ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+        + f" ({result.connections} connection(s))"
     )
-    _summary(ctx, plan, history, result, options)
+    if counts[Status.UNKNOWN]:
+        ctx.ui.note(
+            f"{counts[Status.UNKNOWN]} unknown: the connection was lost after the letter was"
+            " sent; the server may have it. Check with its operator, then `campaign resolve`,"
+            " or resend with --retry-unknown."
+        )
+    if counts[Status.DEFERRED]:
+        ctx.ui.note(
+            f"{counts[Status.DEFERRED]} deferred: run `campaign send` again later to retry."
+        )
     if result.stopped:
         raise RunRefused(
             f"the run stopped: {result.stopped}",
@@ -482,14 +475,18 @@ def _with_password(ctx: Context, settings: SmtpSettings) -> SmtpSettings:
     return dataclasses.replace(settings, password=password)
 
 
-def _confirm(ctx: Context, plan: Plan, settings: SmtpSettings, sender: str) -> None:
-    if ctx.args.yes:
-        return
+def _require_confirmation_channel(ctx: Context) -> None:
+    """A send that must be confirmed needs someone to answer: refused before anything."""
     if ctx.env.prompt is None and not ctx.env.is_terminal():
         raise RunRefused(
             "no terminal to confirm on, so nothing was sent",
-            hint="pass --yes to send without confirmation",
+            hint="pass --yes to send without confirmation, or --dry-run to see the plan",
         )
+
+
+def _confirm(ctx: Context, plan: Plan, settings: SmtpSettings, sender: str) -> None:
+    if ctx.args.yes:
+        return
     ask = ctx.env.prompt or input
     answer = ask(
         f"Send {len(plan.messages)} message(s) to {plan.address_count} address(es) through"
@@ -497,54 +494,6 @@ def _confirm(ctx: Context, plan: Plan, settings: SmtpSettings, sender: str) -> N
     )
     if answer.strip().lower() not in ("y", "yes"):
         raise RunRefused("not confirmed, so nothing was sent")
-
-
-SUMMARY_ROWS = 30
-
-
-def _summary(
-    ctx: Context, plan: Plan, history: Replay, result: RunResult, options: SendOptions
-) -> None:
-    rows = []
-    shown = 0
-    for message in plan.messages:
-        rid = message.draft.recipient_id
-        status = result.statuses.get(rid, PENDING)
-        if len(plan.messages) > SUMMARY_ROWS and status == SENT:
-            continue  # a large run lists what needs attention; `campaign log` lists all
-        shown += 1
-        if shown > SUMMARY_ROWS:
-            continue
-        state = history.recipients.get(rid)
-        replies = []
-        if state is not None and not options.test:
-            for address in message.addresses:
-                address_state = state.addresses.get(address)
-                if address_state is not None:
-                    code = f"{address_state.code} " if address_state.code is not None else ""
-                    replies.append(f"{address}: {code}{address_state.reply}")
-        rows.append(
-            (
-                rid,
-                result.statuses.get(rid, PENDING),
-                ", ".join(message.addresses),
-                "\n".join(replies),
-            )
-        )
-    show_summary(ctx.ui, rows)
-    counts = result.counts()
-    ctx.ui.note(
-        ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-        + f" ({result.connections} connection(s))"
-    )
-    if counts.get(UNKNOWN):
-        ctx.ui.note(
-            f"{counts[UNKNOWN]} unknown: the connection was lost after the letter was sent;"
-            " the server may have it. Check with its operator, then `campaign resolve`,"
-            " or resend with --retry-unknown."
-        )
-    if counts.get("deferred"):
-        ctx.ui.note(f"{counts['deferred']} deferred: run `campaign send` again later to retry.")
 
 
 def run_resolve(ctx: Context) -> ExitStatus:
@@ -566,21 +515,35 @@ def run_log(ctx: Context) -> ExitStatus:
     args = ctx.args
     path = ctx.log_path
     options = Options(ctx.file, args.templates)
+    if not args.follow:
+        check_log(path)
+    campaign_id, entries = load_roster(options)
+    require_known(
+        [*(args.recipient or ()), *([args.history] if args.history else [])],
+        {entry.id for entry in entries},
+        ctx.file,
+    )
     if args.follow:
-        campaign_id, entries = load_roster(options)
-        _known(ctx, entries, args.recipient)
-        return _follow(ctx, campaign_id, entries, path)
-    check_log(path)
-    campaign_id, entries, history = _roster_and_history(options, path)
-    _known(ctx, entries, args.recipient)
-    review = build_review(campaign_id, entries, path, history)
+
+        def review_of(follower: LogFollower) -> Review:
+            return build_review(campaign_id, entries, path, follower.history)
+
+        follow(
+            ctx.ui,
+            LogFollower(path),
+            review_of,
+            (args.status or (), args.recipient or ()),
+            interval=args.interval,
+            stamp=lambda: ctx.env.clock().strftime("%H:%M:%S"),
+        )
+        return ExitStatus.OK
+    review = build_review(campaign_id, entries, path, replay(path, None))
     if args.history:
-        (recipient,) = _known(ctx, entries, [args.history])
-        events = list(history_of(path, recipient))
+        events = list(history_of(path, args.history))
         if events:
-            show_history(ctx.ui, recipient, events)
+            show_history(ctx.ui, args.history, events)
         if not any(event.get("event") == "attempt" for event in events):
-            ctx.ui.note(f"{recipient} has not been attempted yet")
+            ctx.ui.note(f"{args.history} has not been attempted yet")
         return ExitStatus.OK
     rows = review.filtered(args.status or (), args.recipient or ())
     if args.json:
@@ -592,73 +555,6 @@ def run_log(ctx: Context) -> ExitStatus:
         show_review(ctx.ui, review, rows)
     for note in review.notes if (args.json or args.csv) else ():
         ctx.ui.err.print(f"note: {note}", markup=False)
-    return ExitStatus.OK
-
-
-def _known(ctx: Context, entries: Sequence[RosterEntry], ids: Sequence[str] | None) -> list[str]:
-    known = {entry.id for entry in entries}
-    unknown = [rid for rid in ids or () if rid not in known]
-    if unknown:
-        raise UsageError(
-            f"no recipient with id {', '.join(repr(rid) for rid in unknown)}",
-            path=ctx.file,
-            hint="`campaign check` lists the ids",
-        )
-    return list(ids or ())
-
-
-def _roster_and_history(
-    options: Options, path: Path
-) -> tuple[str, tuple[RosterEntry, ...], Replay]:
-    """Read the campaign file and the log; side by side in two processes when both are big."""
-    big = options.path.is_file() and options.path.stat().st_size > PARALLEL_READ_BYTES
-    if not big or "fork" not in multiprocessing.get_all_start_methods():
-        campaign_id, entries = load_roster(options)
-        return campaign_id, entries, replay(path, None)
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        future = pool.submit(load_roster, options)
-        history = replay(path, None)
-        campaign_id, entries = future.result()
-    return campaign_id, entries, history
-
-
-PARALLEL_READ_BYTES = 2 * 1024 * 1024
-
-
-def _follow(
-    ctx: Context, campaign_id: str, entries: Sequence[RosterEntry], path: Path
-) -> ExitStatus:
-    """Refresh the table as the log grows, until interrupted (Ctrl-C)."""
-    follower = LogFollower(path)
-    filters = (ctx.args.status or (), ctx.args.recipient or ())
-    last_counts: dict[str, int] | None = None
-    live = None
-    if ctx.ui.terminal:
-        from rich.live import Live
-
-        live = Live(console=ctx.ui.out, auto_refresh=False)
-        live.start()
-    try:
-        while True:
-            follower.poll()
-            review = build_review(campaign_id, entries, path, follower.history)
-            if live is not None:
-                live.update(review_table(review, list(review.filtered(*filters))), refresh=True)
-            else:
-                counts = dict(review.counts())
-                if counts != last_counts:
-                    last_counts = counts
-                    stamp = ctx.env.clock().strftime("%H:%M:%S")
-                    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-                    ctx.ui.out.print(f"{stamp} {parts}", markup=False)
-                    ctx.env.stdout.flush()
-            time.sleep(ctx.args.interval)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if live is not None:
-            live.stop()
     return ExitStatus.OK
 
 

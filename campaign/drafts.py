@@ -83,6 +83,8 @@ def read_outbox(
             )
             continue
         data = path.read_bytes()
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"  # an editor's save may drop the last line end; SMTP needs it
         try:
             draft = _check_draft(campaign, recipient, path, data)
         except CampaignError as err:
@@ -91,7 +93,7 @@ def read_outbox(
         drafts.append(replace(draft, offset=store.put(data)))
     if errors:
         raise ValidationErrors(errors)
-    return Prepared(source, tuple(drafts), store)
+    return Prepared(source, drafts, store)
 
 
 def _check_draft(campaign: Campaign, recipient: Recipient, path: Path, data: bytes) -> Draft:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 
 class CampaignError(Exception):
@@ -31,19 +30,6 @@ class CampaignError(Exception):
         self.field = field
         self.hint = hint
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keyword-only fields: rebuild from plain values when crossing a process boundary.
-        return (_rebuild, (type(self), self.to_tuple()))
-
-    def to_tuple(self) -> tuple[Any, ...]:
-        """Plain values, to carry the error across a process boundary."""
-        return (self.message, self.path, self.line, self.recipient, self.field, self.hint)
-
-    @classmethod
-    def from_tuple(cls, values: tuple[Any, ...]) -> CampaignError:
-        message, path, line, recipient, field, hint = values
-        return cls(message, path=path, line=line, recipient=recipient, field=field, hint=hint)
-
     def location(self) -> str:
         """`file:line: recipient 'x', field 'y'` with whatever parts are known."""
         parts: list[str] = []
@@ -66,17 +52,8 @@ class CampaignError(Exception):
         return text
 
 
-def _rebuild(kind: type[CampaignError], values: tuple[Any, ...]) -> CampaignError:
-    error = CampaignError.from_tuple(values)
-    error.__class__ = kind
-    return error
-
-
 class ValidationErrors(CampaignError):
     """Several input problems found in one pass, reported together."""
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (ValidationErrors, (self.errors,))
 
     def __init__(self, errors: list[CampaignError]) -> None:
         self.errors = errors

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from campaign.errors import UsageError
 
 
 def data_line(data: Mapping[str, Any], key: str) -> int | None:
@@ -90,22 +92,24 @@ class CampaignFile:
     recipients: tuple[Recipient, ...]
     notices: tuple[Notice, ...] = ()
 
-    def select(self, ids: list[str] | None) -> tuple[Recipient, ...]:
+    def select(self, ids: Sequence[str] | None) -> tuple[Recipient, ...]:
         """The recipients with these ids, in file order; all of them when `ids` is empty."""
         if not ids:
             return self.recipients
-        from campaign.errors import UsageError
-
-        known = {recipient.id for recipient in self.recipients}
-        unknown = [rid for rid in ids if rid not in known]
-        if unknown:
-            raise UsageError(
-                f"no recipient with id {', '.join(repr(rid) for rid in unknown)}",
-                path=self.campaign.source,
-                hint="`campaign check` lists the ids",
-            )
+        require_known(ids, {recipient.id for recipient in self.recipients}, self.campaign.source)
         wanted = set(ids)
         return tuple(r for r in self.recipients if r.id in wanted)
+
+
+def require_known(ids: Iterable[str], known: Collection[str], source: Path) -> None:
+    """Refuse recipient ids that are not in the campaign file (the one place this is said)."""
+    unknown = [rid for rid in ids if rid not in known]
+    if unknown:
+        raise UsageError(
+            f"no recipient with id {', '.join(repr(rid) for rid in unknown)}",
+            path=source,
+            hint="`campaign check` lists the ids",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,4 +139,3 @@ class Draft:
     sha256: str
     size: int
     offset: int
-    segment: int = 0

@@ -1,7 +1,8 @@
 """Sending a campaign: plan from the log (skip what is done), deliver concurrently, record.
 
-preflight (elsewhere: load, render, build) -> plan -> deliver with bounded concurrency,
-a shared rate limit and retries with backoff -> every attempt and result in the send log.
+preflight (elsewhere: load, render, build) -> lock the log, replay it -> plan -> deliver
+with bounded concurrency, a shared rate limit and retries with backoff -> every attempt and
+result in the send log.
 """
 
 from __future__ import annotations
@@ -12,32 +13,36 @@ import os
 import random
 import time
 import uuid
-from array import array
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, overload
+from types import TracebackType
+from typing import Protocol
 
 from campaign.errors import RunRefused, UsageError
 from campaign.models import Draft
+from campaign.outcomes import RunEffect, address_outcome, connect_effect, run_effect
 from campaign.prepare import Prepared
 from campaign.sendlog import (
-    ACCEPTED,
-    IN_FLIGHT,
-    NOT_YET,
-    PENDING,
-    SENT,
-    UNKNOWN,
+    AddressReply,
     LogLock,
+    Outcome,
+    Record,
     Replay,
     SendLog,
-    address_outcome,
+    Status,
+    attempt_record,
+    planned_record,
     replay,
+    resolve_record,
+    result_record,
+    run_end_record,
+    run_start_record,
     status_of,
 )
-from campaign.transports.base import Reply, RunStopped, TemporaryFailure, Transport, UnknownOutcome
+from campaign.transports.base import ConnectFailure, Transport
 from campaign.transports.files import write_atomically
 
 
@@ -59,48 +64,10 @@ class PlannedMessage:
     reuse: Path | None = None  # an earlier send's exact bytes, for a partial resumed
 
 
-class PlannedMessages(Sequence[PlannedMessage]):
-    """The messages of a plan, built from the drafts when asked for.
-
-    A plan names positions in the drafts, plus the few messages that go to fewer
-    addresses than the draft's (a partial resumed): a run of many recipients then
-    holds no object per message until the message is being sent.
-    """
-
-    def __init__(
-        self,
-        drafts: Sequence[Draft],
-        positions: array[int],
-        partial: dict[int, tuple[tuple[str, ...], Path | None]],
-    ) -> None:
-        self._drafts = drafts
-        self._positions = positions
-        self._partial = partial
-
-    def __len__(self) -> int:
-        return len(self._positions)
-
-    @overload
-    def __getitem__(self, index: int) -> PlannedMessage: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[PlannedMessage]: ...
-
-    def __getitem__(self, index: int | slice) -> PlannedMessage | list[PlannedMessage]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        position = self._positions[index]
-        draft = self._drafts[position]
-        partial = self._partial.get(position)
-        if partial is None:
-            return PlannedMessage(draft, draft.addresses)
-        return PlannedMessage(draft, *partial)
-
-
 @dataclass(frozen=True)
 class Plan:
-    messages: Sequence[PlannedMessage]
-    skipped: dict[str, list[str]]
+    messages: list[PlannedMessage]
+    skipped: dict[Status, list[str]]
     changed: tuple[str, ...]
     address_count: int
 
@@ -122,60 +89,60 @@ def make_plan(
     even for recipients this run (`only`) leaves out.
     """
     drafts = prepared.drafts
-    positions: array[int] = array("Q")
-    partial: dict[int, tuple[tuple[str, ...], Path | None]] = {}
-    address_count = 0
+    wanted = [d for d in drafts if not only or d.recipient_id in only]
     if options.test:
-        for position, draft in enumerate(drafts):
-            if not only or draft.recipient_id in only:
-                positions.append(position)
-                address_count += len(draft.addresses)
-        return Plan(PlannedMessages(drafts, positions, partial), {}, (), address_count)
-    began = any(state.delivered_somewhere for state in history.recipients.values())
-    changed = tuple(
-        draft.recipient_id
-        for draft in (drafts if history.recipients else ())
-        if (state := history.recipients.get(draft.recipient_id)) is not None
-        and state.content_hash is not None
-        and state.content_hash != draft.content_hash
-    )
-    if began and changed and not options.allow_changes:
-        sent = [r for r in changed if history.recipients[r].delivered_somewhere]
-        waiting = [r for r in changed if r not in sent]
-        parts = []
-        if waiting:
-            parts.append(
-                f"{len(waiting)} recipient(s) not yet sent would get a different letter from"
-                f" the one recorded: {_listed(waiting)}"
-            )
-        if sent:
-            parts.append(f"{len(sent)} already sent had the earlier letter: {_listed(sent)}")
-        raise RunRefused(
-            "the letter changed since part of the campaign was sent; " + "; ".join(parts),
-            hint="undo the change to the template or data, or pass --allow-changes if it is meant",
-        )
-    skipped: dict[str, list[str]] = {}
-    for position, draft in enumerate(drafts):
-        if only and draft.recipient_id not in only:
-            continue
+        tests = [PlannedMessage(d, d.addresses) for d in wanted]
+        return Plan(tests, {}, (), sum(len(d.addresses) for d in wanted))
+    _refuse_changed_letters(drafts, history, options)
+    messages: list[PlannedMessage] = []
+    skipped: dict[Status, list[str]] = {}
+    for draft in wanted:
         state = history.recipients.get(draft.recipient_id)
         if state is None or not state.addresses:
-            positions.append(position)
-            address_count += len(draft.addresses)
+            messages.append(PlannedMessage(draft, draft.addresses))
             continue
-        wanted = set(state.to_send(retry_unknown=options.retry_unknown))
-        addresses = tuple(a for a in draft.addresses if a in wanted or a not in state.addresses)
+        to_send = set(state.to_send(retry_unknown=options.retry_unknown))
+        addresses = tuple(a for a in draft.addresses if a in to_send or a not in state.addresses)
         if not addresses:
             skipped.setdefault(state.status(), []).append(draft.recipient_id)
             continue
         reuse = None
-        if state.archive and any(s.outcome == ACCEPTED for s in state.addresses.values()):
+        if state.archive and any(s.outcome == Outcome.ACCEPTED for s in state.addresses.values()):
             reuse = Path(state.archive)
-        positions.append(position)
-        address_count += len(addresses)
-        if addresses != draft.addresses or reuse is not None:
-            partial[position] = (addresses, reuse)
-    return Plan(PlannedMessages(drafts, positions, partial), skipped, changed, address_count)
+        messages.append(PlannedMessage(draft, addresses, reuse))
+    changed = tuple(_changed(drafts, history))
+    return Plan(messages, skipped, changed, sum(len(m.addresses) for m in messages))
+
+
+def _changed(drafts: Sequence[Draft], history: Replay) -> Iterator[str]:
+    for draft in drafts:
+        state = history.recipients.get(draft.recipient_id)
+        if state is not None and state.content_hash not in (None, draft.content_hash):
+            yield draft.recipient_id
+
+
+def _refuse_changed_letters(drafts: Sequence[Draft], history: Replay, options: SendOptions) -> None:
+    """A letter changed after part of the campaign went out is sent only when meant."""
+    began = any(state.delivered_somewhere for state in history.recipients.values())
+    if not began or options.allow_changes:
+        return
+    changed = list(_changed(drafts, history))
+    if not changed:
+        return
+    sent = [r for r in changed if history.recipients[r].delivered_somewhere]
+    waiting = [r for r in changed if r not in sent]
+    parts = []
+    if waiting:
+        parts.append(
+            f"{len(waiting)} recipient(s) not yet sent would get a different letter from"
+            f" the one recorded: {_listed(waiting)}"
+        )
+    if sent:
+        parts.append(f"{len(sent)} already sent had the earlier letter: {_listed(sent)}")
+    raise RunRefused(
+        "the letter changed since part of the campaign was sent; " + "; ".join(parts),
+        hint="undo the change to the template or data, or pass --allow-changes if it is meant",
+    )
 
 
 class Progress(Protocol):
@@ -206,16 +173,16 @@ class RateLimiter:
 
 @dataclass
 class RunResult:
-    statuses: dict[str, str] = field(default_factory=dict)
+    statuses: dict[str, Status] = field(default_factory=dict)
     stopped: str | None = None
     connections: int = 0
 
-    def counts(self) -> Counter[str]:
+    def counts(self) -> Counter[Status]:
         return Counter(self.statuses.values())
 
     @property
     def complete(self) -> bool:
-        return self.stopped is None and all(s == SENT for s in self.statuses.values())
+        return self.stopped is None and all(s == Status.SENT for s in self.statuses.values())
 
 
 @dataclass(slots=True)
@@ -225,7 +192,7 @@ class _Job:
     tries: int = 0
 
 
-class Delivery:
+class SendRun:
     """One run of deliveries through `transports`, recorded in `log`, folded into `history`."""
 
     def __init__(
@@ -258,6 +225,7 @@ class Delivery:
         self._released = False
         self._workers = 0
         self._first_answer = asyncio.Event()
+        self._connect_failures = 0
         self._archive_name = ""  # the archive folder as the log names it
         if archive_dir is not None:
             try:
@@ -265,14 +233,12 @@ class Delivery:
             except ValueError:
                 self._archive_name = str(archive_dir)
 
-    def _record(self, event: str, **fields: object) -> None:
-        if self.options.test:
-            fields["test"] = True
-        self.history.apply(self.log.append(event, run=self.run_id, **fields))
+    def _record(self, record: Record) -> None:
+        self.history.apply(self.log.write(record))
 
     async def run(self, transports: Sequence[Transport]) -> RunResult:
         for message in self.plan.messages:
-            self.result.statuses[message.draft.recipient_id] = PENDING
+            self.result.statuses[message.draft.recipient_id] = Status.PENDING
         self._fresh = iter(self.plan.messages)
         self._outstanding = len(self.plan.messages)
         if not self._outstanding:
@@ -311,10 +277,36 @@ class Delivery:
             job = self._next_fresh()  # messages not tried yet go before retries
             if job is None:
                 job = await self._queue.get()
-            if job is None or self.result.stopped is not None:
+            if job is None or not await self._open(transport):
                 return
             await self.rate.wait()
             await self._attempt(transport, job)
+            self._first_answer.set()
+
+    async def _open(self, transport: Transport) -> bool:
+        """Connect if needed; False when this worker should stop (the run stopped)."""
+        while self.result.stopped is None:
+            try:
+                await transport.open()
+            except ConnectFailure as failure:
+                self._connect_failures += 1
+                if (
+                    connect_effect(failure) == RunEffect.STOP
+                    or self._connect_failures > self.options.retries
+                ):
+                    self._stop(str(failure))
+                    return False
+                await asyncio.sleep(self.options.backoff * 2 ** (self._connect_failures - 1))
+                continue
+            self._connect_failures = 0
+            return True
+        return False
+
+    def _stop(self, reason: str) -> None:
+        if self.result.stopped is None:
+            self.result.stopped = reason
+        self._first_answer.set()
+        self._release_workers()
 
     def _next_fresh(self) -> _Job | None:
         """The next message not tried yet: taken when needed, so few are held at once."""
@@ -334,93 +326,83 @@ class Delivery:
             self._release_workers()
 
     async def _attempt(self, transport: Transport, job: _Job) -> None:
+        """Record the attempt, send, record the result, decide what comes next."""
         draft = job.message.draft
-        state = self.history.state(draft.recipient_id)
         data = self._bytes(job.message)
         # Reused bytes (a partial resumed) are hashed again: the log names what went out.
         digest = draft.sha256 if job.message.reuse is None else hashlib.sha256(data).hexdigest()
-        attempt = state.attempts + 1
+        attempt = self.history.state(draft.recipient_id).attempts + 1
         job.tries += 1
         self._record(
-            "attempt",
-            recipient=draft.recipient_id,
-            addresses=list(job.addresses),
-            all_addresses=list(draft.addresses),
-            message_id=draft.message_id,
-            attempt=attempt,
-            content_hash=draft.content_hash,
-            sha256=digest,
-            size=len(data),
-            transport=transport.name,
+            attempt_record(
+                run=self.run_id,
+                recipient=draft.recipient_id,
+                addresses=job.addresses,
+                all_addresses=draft.addresses,
+                message_id=draft.message_id,
+                attempt=attempt,
+                content_hash=draft.content_hash,
+                sha256=digest,
+                size=len(data),
+                transport=transport.name,
+                test=self.options.test,
+            )
         )
-        replies: dict[str, tuple[str, Reply]] = {}
-        try:
-            delivery = await transport.send(draft, data, job.addresses, self.log.durable)
-            for address, reply in delivery.replies.items():
-                replies[address] = (address_outcome(reply.code, reply.accepted), reply)
-        except TemporaryFailure as err:
-            for address in job.addresses:
-                reply = err.replies.get(address, err.reply)
-                replies[address] = (address_outcome(reply.code, False), reply)
-        except UnknownOutcome as err:
-            for address in job.addresses:
-                if address in err.replies:
-                    reply = err.replies[address]
-                    replies[address] = (address_outcome(reply.code, False), reply)
-                else:
-                    replies[address] = (IN_FLIGHT, Reply(None, err.reason))
-        except RunStopped as err:
-            self.result.stopped = err.reason
-            reply = err.reply or Reply(None, err.reason)
-            for address in job.addresses:
-                replies[address] = (NOT_YET, Reply(reply.code, f"run stopped: {err.reason}"))
-            self._release_workers()
-        self._first_answer.set()
+        delivery = await transport.send(draft, data, job.addresses, self.log.durable)
+        replies = {
+            address: AddressReply(address_outcome(reply), reply.code, reply.text)
+            for address, reply in delivery.replies.items()
+        }
+        stop = next((r for r in delivery.replies.values() if run_effect(r) == RunEffect.STOP), None)
         archive = None
-        if any(outcome == ACCEPTED for outcome, _ in replies.values()):
-            archive = await self._archive(job.message, data)
+        if any(r.outcome == Outcome.ACCEPTED for r in replies.values()):
+            archive = self._archive(job.message, data)
         self._record(
-            "result",
-            recipient=draft.recipient_id,
-            attempt=attempt,
-            message_id=draft.message_id,
-            replies={
-                address: {"outcome": outcome, "code": reply.code, "reply": reply.text}
-                for address, (outcome, reply) in replies.items()
-            },
-            status=self._status_after(draft.recipient_id, replies),
-            transport=transport.name,
-            **({"archive": archive, "sha256": digest} if archive else {}),
+            result_record(
+                run=self.run_id,
+                recipient=draft.recipient_id,
+                attempt=attempt,
+                message_id=draft.message_id,
+                replies=replies,
+                status=self._status_after(draft.recipient_id, replies),
+                transport=transport.name,
+                archive=archive,
+                sha256=digest if archive else None,
+                test=self.options.test,
+            )
         )
-        retry = tuple(a for a, (outcome, _) in replies.items() if outcome == "deferred")
+        if stop is not None:
+            self._stop(f"{transport.name} refused the sender {draft.sender}: {stop}")
+        self._decide(job, replies)
+
+    def _decide(self, job: _Job, replies: dict[str, AddressReply]) -> None:
+        """Retry what may pass later (with backoff), or settle the recipient's status."""
+        recipient = job.message.draft.recipient_id
+        retry = tuple(a for a, r in replies.items() if r.outcome == Outcome.DEFERRED)
         if retry and job.tries <= self.options.retries and self.result.stopped is None:
-            self.progress.update(draft.recipient_id, "retrying")
+            self.progress.update(recipient, "retrying")
             delay = self.options.backoff * 2 ** (job.tries - 1) * self.rng.uniform(0.5, 1.5)
             job.addresses = retry
             asyncio.get_running_loop().call_later(delay, self._queue.put_nowait, job)
             return
-        status = self._status(draft.recipient_id, replies)
-        self.result.statuses[draft.recipient_id] = status
-        if status == SENT and not self.options.test:
-            # Done with: its state is in the log; a long run keeps only what needs attention.
-            self.history.recipients.pop(draft.recipient_id, None)
-        self.progress.update(draft.recipient_id, status)
+        status = self._status(recipient, replies)
+        self.result.statuses[recipient] = status
+        self.progress.update(recipient, status)
         self._finish_job()
 
-    def _status_after(self, recipient: str, replies: dict[str, tuple[str, Reply]]) -> str:
+    def _status_after(self, recipient: str, replies: dict[str, AddressReply]) -> Status:
         """The status this result gives the recipient, for the result record itself."""
         if self.options.test:
             return self._status(recipient, replies)
         outcomes = {a: s.outcome for a, s in self.history.state(recipient).addresses.items()}
-        outcomes.update((address, outcome) for address, (outcome, _) in replies.items())
+        outcomes.update((address, r.outcome) for address, r in replies.items())
         return status_of(list(outcomes.values()))
 
-    def _status(self, recipient: str, replies: dict[str, tuple[str, Reply]]) -> str:
+    def _status(self, recipient: str, replies: dict[str, AddressReply]) -> Status:
         """The recipient's status as the log now says; test sends are tracked here alone."""
         if not self.options.test:
             return self.history.state(recipient).status()
-        outcomes = {outcome for outcome, _ in replies.values()}
-        return SENT if outcomes == {ACCEPTED} else next(iter(outcomes - {ACCEPTED}), PENDING)
+        return status_of([r.outcome for r in replies.values()])
 
     def _bytes(self, message: PlannedMessage) -> bytes:
         if message.reuse is not None:
@@ -433,7 +415,7 @@ class Delivery:
                 return path.read_bytes()
         return self.prepared.data(message.draft)
 
-    async def _archive(self, message: PlannedMessage, data: bytes) -> str | None:
+    def _archive(self, message: PlannedMessage, data: bytes) -> str | None:
         """Keep the exact bytes a server accepted; the log records where and their SHA-256."""
         if self.archive_dir is None:
             return None
@@ -442,60 +424,6 @@ class Delivery:
         if message.reuse is None or not path.exists():
             write_atomically(path, data)
         return os.path.join(self._archive_name, name)
-
-
-def execute(
-    prepared: Prepared,
-    plan: Plan,
-    history: Replay,
-    transports: Sequence[Transport],
-    options: SendOptions,
-    *,
-    log_path: Path,
-    progress: Progress,
-    clock: Callable[[], datetime],
-) -> RunResult:
-    """One run: recorded from start to end in the log, the letters through `transports`."""
-    campaign = prepared.source.campaign
-    log = SendLog(log_path, campaign.id, clock=clock)
-    run_id = uuid.uuid4().hex[:12]
-    try:
-        log.append(
-            "run-start",
-            run=run_id,
-            pid=os.getpid(),
-            transport=transports[0].name if transports else "",
-            planned=len(plan.messages),
-            test=options.test,
-        )
-        if not options.test:
-            # Every recipient's letter as of this run, for the next run's replay: a later
-            # change is then noticed for recipients not sent yet too.
-            for draft in prepared.drafts:
-                state = history.recipients.get(draft.recipient_id)
-                if state is None or state.content_hash != draft.content_hash:
-                    log.append(
-                        "planned",
-                        run=run_id,
-                        recipient=draft.recipient_id,
-                        addresses=list(draft.addresses),
-                        content_hash=draft.content_hash,
-                    )
-        delivery = Delivery(
-            prepared,
-            plan,
-            log,
-            history,
-            options,
-            archive_dir=None if options.test else log_path.parent / "sent",
-            progress=progress,
-            run_id=run_id,
-        )
-        result = asyncio.run(delivery.run(transports))
-        log.append("run-end", run=run_id, counts=dict(result.counts()), stopped=result.stopped)
-    finally:
-        log.close()
-    return result
 
 
 def read_history(path: Path, campaign_id: str) -> Replay:
@@ -511,12 +439,100 @@ def read_history(path: Path, campaign_id: str) -> Replay:
     return history
 
 
+class SendSession:
+    """One `campaign send`: the log locked (unless only looked at), replayed, planned, run."""
+
+    def __init__(
+        self,
+        log_path: Path,
+        prepared: Prepared,
+        options: SendOptions,
+        *,
+        clock: Callable[[], datetime],
+        lock: bool = True,
+    ) -> None:
+        self.log_path = log_path
+        self.prepared = prepared
+        self.options = options
+        self.clock = clock
+        self._lock = LogLock(log_path) if lock else None
+        self.history = Replay()
+
+    def __enter__(self) -> SendSession:
+        campaign = self.prepared.source.campaign
+        if self._lock is not None:
+            self._lock.acquire(f"campaign send of {campaign.id}")
+        try:
+            self.history = read_history(self.log_path, campaign.id)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+    def plan(self, only: Collection[str] | None = None) -> Plan:
+        return make_plan(self.prepared, self.history, self.options, only)
+
+    def run(self, plan: Plan, transports: Sequence[Transport], progress: Progress) -> RunResult:
+        """One run, recorded from start to end in the log, the letters through `transports`."""
+        if self._lock is None:
+            raise UsageError("a run needs the log locked")
+        prepared, options, history = self.prepared, self.options, self.history
+        log = SendLog(self.log_path, prepared.source.campaign.id, clock=self.clock)
+        run_id = uuid.uuid4().hex[:12]
+        try:
+            log.write(
+                run_start_record(
+                    run=run_id,
+                    pid=os.getpid(),
+                    transport=transports[0].name if transports else "",
+                    planned=len(plan.messages),
+                    test=options.test,
+                )
+            )
+            if not options.test:
+                for draft in prepared.drafts:
+                    state = history.recipients.get(draft.recipient_id)
+                    if state is None or state.content_hash != draft.content_hash:
+                        log.write(
+                            planned_record(
+                                run=run_id,
+                                recipient=draft.recipient_id,
+                                addresses=draft.addresses,
+                                content_hash=draft.content_hash,
+                            )
+                        )
+            send_run = SendRun(
+                prepared,
+                plan,
+                log,
+                history,
+                options,
+                archive_dir=None if options.test else self.log_path.parent / "sent",
+                progress=progress,
+                run_id=run_id,
+            )
+            result = asyncio.run(send_run.run(transports))
+            log.write(run_end_record(run=run_id, counts=result.counts(), stopped=result.stopped))
+        finally:
+            log.close()
+        return result
+
+
 def resolve(
     log_path: Path,
     campaign_id: str,
     recipient: str,
     *,
-    settle_as: str,
+    settle_as: Status,
     reason: str,
     clock: Callable[[], datetime],
 ) -> None:
@@ -525,14 +541,14 @@ def resolve(
     lock.acquire(f"campaign resolve {recipient}")
     try:
         state = read_history(log_path, campaign_id).recipients.get(recipient)
-        status = state.status() if state is not None else PENDING
-        if status != UNKNOWN:
+        status = state.status() if state is not None else Status.PENDING
+        if status != Status.UNKNOWN:
             raise UsageError(
                 f"recipient '{recipient}' is {status}, not unknown; there is nothing to settle"
             )
         log = SendLog(log_path, campaign_id, clock=clock)
         try:
-            log.append("resolve", recipient=recipient, reason=reason, **{"as": settle_as})
+            log.write(resolve_record(recipient=recipient, settled_as=settle_as, reason=reason))
         finally:
             log.close()
     finally:

@@ -8,21 +8,24 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from campaign.errors import CampaignError
 from campaign.loading import Options, load_campaign
 from campaign.models import CampaignFile, Recipient
 from campaign.sendlog import (
-    PENDING,
-    UNKNOWN,
     LogLock,
     LogReader,
+    Outcome,
     RecipientState,
     Replay,
+    Status,
     read_records,
     replay,
 )
+
+if TYPE_CHECKING:
+    from campaign.pipeline import Plan, RunResult
 
 CSV_COLUMNS = (
     "recipient",
@@ -44,7 +47,7 @@ CSV_COLUMNS = (
 @dataclass(frozen=True)
 class AddressRow:
     address: str
-    outcome: str
+    outcome: Outcome
     code: int | None
     reply: str
 
@@ -54,7 +57,7 @@ class RecipientRow:
     recipient: str
     name: str
     organisation: str
-    status: str
+    status: Status
     attempts: int
     addresses: tuple[AddressRow, ...]
     last_code: int | None
@@ -145,11 +148,11 @@ class Review:
         for entry in self.entries:
             yield _row(entry, self.history.recipients.get(entry.id), self._live_runs)
 
-    def status_of(self, entry: RosterEntry) -> str:
+    def status_of(self, entry: RosterEntry) -> Status:
         state = self.history.recipients.get(entry.id)
-        return state.status(self._live_runs) if state is not None else PENDING
+        return state.status(self._live_runs) if state is not None else Status.PENDING
 
-    def counts(self) -> Counter[str]:
+    def counts(self) -> Counter[Status]:
         return Counter(self.status_of(entry) for entry in self.entries)
 
     def filtered(
@@ -164,19 +167,21 @@ class Review:
     def next_steps(self) -> list[str]:
         counts = self.counts()
         steps = []
-        if counts.get(UNKNOWN):
+        if counts[Status.UNKNOWN]:
             steps.append(
-                f"{counts[UNKNOWN]} unknown: check with the server's operator, then"
+                f"{counts[Status.UNKNOWN]} unknown: check with the server's operator, then"
                 " `campaign resolve ID --as sent|pending --reason ...`, or resend with"
                 " `campaign send --retry-unknown`"
             )
-        if counts.get("deferred"):
-            steps.append(f"{counts['deferred']} deferred: run `campaign send` again to retry them")
-        if counts.get(PENDING):
-            steps.append(f"{counts[PENDING]} pending: `campaign send` will send them")
-        if counts.get("failed") or counts.get("partial"):
+        if counts[Status.DEFERRED]:
             steps.append(
-                f"{counts.get('failed', 0)} failed, {counts.get('partial', 0)} partial: the server"
+                f"{counts[Status.DEFERRED]} deferred: run `campaign send` again to retry them"
+            )
+        if counts[Status.PENDING]:
+            steps.append(f"{counts[Status.PENDING]} pending: `campaign send` will send them")
+        if counts[Status.FAILED] or counts[Status.PARTIAL]:
+            steps.append(
+                f"{counts[Status.FAILED]} failed, {counts[Status.PARTIAL]} partial: the server"
                 " refused some addresses for good; check them (see --history ID)"
             )
         return steps
@@ -200,7 +205,7 @@ def _row(
     for address in (*recipient.addresses, *(a for a in known if a not in recipient.addresses)):
         address_state = known.get(address)
         if address_state is None:
-            addresses.append(AddressRow(address, PENDING, None, ""))
+            addresses.append(AddressRow(address, Outcome.PENDING, None, ""))
         else:
             addresses.append(
                 AddressRow(address, address_state.outcome, address_state.code, address_state.reply)
@@ -281,6 +286,50 @@ def write_csv(stream: IO[str], rows: Iterable[RecipientRow]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow(row.as_csv())
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryRow:
+    """One recipient of a finished run: status, addresses tried, what the server said."""
+
+    recipient: str
+    status: Status
+    addresses: tuple[str, ...]
+    replies: tuple[str, ...]
+
+
+SUMMARY_ROWS = 30
+
+
+def send_summary(
+    plan: Plan, history: Replay, result: RunResult, *, test: bool, limit: int = SUMMARY_ROWS
+) -> tuple[list[SummaryRow], int]:
+    """The rows of a run's summary, and how many rows were left out.
+
+    A large run lists what needs attention first; `campaign log` lists everyone.
+    """
+    rows: list[SummaryRow] = []
+    left_out = 0
+    large = len(plan.messages) > limit
+    for message in plan.messages:
+        rid = message.draft.recipient_id
+        status = result.statuses.get(rid, Status.PENDING)
+        if large and status == Status.SENT:
+            left_out += 1
+            continue
+        if len(rows) >= limit:
+            left_out += 1
+            continue
+        state = history.recipients.get(rid)
+        replies = []
+        if state is not None and not test:
+            for address in message.addresses:
+                address_state = state.addresses.get(address)
+                if address_state is not None:
+                    code = f"{address_state.code} " if address_state.code is not None else ""
+                    replies.append(f"{address}: {code}{address_state.reply}")
+        rows.append(SummaryRow(rid, status, message.addresses, tuple(replies)))
+    return rows, left_out
 
 
 class LogFollower:

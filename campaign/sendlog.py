@@ -12,30 +12,50 @@ import asyncio
 import fcntl
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from campaign.errors import CampaignError, RunRefused
 
-# Recipient statuses, in the order a person reads them.
-SENT = "sent"
-PARTIAL = "partial"
-DEFERRED = "deferred"
-FAILED = "failed"
-UNKNOWN = "unknown"
-PENDING = "pending"
-SENDING = "sending"
-STATUSES = (SENT, PARTIAL, DEFERRED, FAILED, UNKNOWN, PENDING, SENDING)
+Record = dict[str, Any]
 
-# Address outcomes.
-ACCEPTED = "accepted"
-REFUSED = "refused"
-TRY_AGAIN = "deferred"
-NOT_YET = "pending"
-IN_FLIGHT = "unknown"
+
+class Status(StrEnum):
+    """A recipient's status, in the order a person reads them."""
+
+    SENT = "sent"
+    PARTIAL = "partial"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    PENDING = "pending"
+    SENDING = "sending"
+
+
+class Outcome(StrEnum):
+    """What became of one address of a letter."""
+
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    DEFERRED = "deferred"
+    PENDING = "pending"
+    UNKNOWN = "unknown"
+
+
+class Event(StrEnum):
+    """The kinds of record in the send log."""
+
+    RUN_START = "run-start"
+    PLANNED = "planned"
+    ATTEMPT = "attempt"
+    RESULT = "result"
+    RUN_END = "run-end"
+    RESOLVE = "resolve"
+    LOG_REPAIRED = "log-repaired"
 
 
 def now_iso(moment: datetime | None = None) -> str:
@@ -44,25 +64,25 @@ def now_iso(moment: datetime | None = None) -> str:
 
 @dataclass(slots=True)
 class AddressState:
-    outcome: str = NOT_YET
+    outcome: Outcome = Outcome.PENDING
     code: int | None = None
     reply: str = ""
     time: str = ""
 
 
-def status_of(outcomes: Sequence[str]) -> str:
+def status_of(outcomes: Collection[Outcome]) -> Status:
     """A recipient's status from its addresses' outcomes (no attempt left open)."""
-    if not outcomes or all(o == NOT_YET for o in outcomes):
-        return PENDING
-    if IN_FLIGHT in outcomes:
-        return UNKNOWN
-    if all(o == ACCEPTED for o in outcomes):
-        return SENT
-    if TRY_AGAIN in outcomes or NOT_YET in outcomes:
-        return DEFERRED
-    if ACCEPTED in outcomes:
-        return PARTIAL
-    return FAILED
+    if not outcomes or all(o == Outcome.PENDING for o in outcomes):
+        return Status.PENDING
+    if Outcome.UNKNOWN in outcomes:
+        return Status.UNKNOWN
+    if all(o == Outcome.ACCEPTED for o in outcomes):
+        return Status.SENT
+    if Outcome.DEFERRED in outcomes or Outcome.PENDING in outcomes:
+        return Status.DEFERRED
+    if Outcome.ACCEPTED in outcomes:
+        return Status.PARTIAL
+    return Status.FAILED
 
 
 @dataclass(slots=True)
@@ -83,29 +103,30 @@ class RecipientState:
     resolved: str | None = None
     events: int = 0
 
-    def status(self, live_runs: frozenset[str] = frozenset()) -> str:
+    def status(self, live_runs: frozenset[str] = frozenset()) -> Status:
         if self.open_attempt is not None:
-            return SENDING if self.open_attempt in live_runs else UNKNOWN
+            return Status.SENDING if self.open_attempt in live_runs else Status.UNKNOWN
         return status_of([state.outcome for state in self.addresses.values()])
 
     def to_send(self, *, retry_unknown: bool) -> list[str]:
         """The addresses a new run should offer the message to (none while it is unknown)."""
         unknown = self.open_attempt is not None or any(
-            state.outcome == IN_FLIGHT for state in self.addresses.values()
+            state.outcome == Outcome.UNKNOWN for state in self.addresses.values()
         )
         if unknown and not retry_unknown:
             return []
         return [
             address
             for address, state in self.addresses.items()
-            if state.outcome not in (ACCEPTED, REFUSED)
+            if state.outcome not in (Outcome.ACCEPTED, Outcome.REFUSED)
         ]
 
     @property
     def delivered_somewhere(self) -> bool:
         """True when some server may hold this letter: accepted or unknown."""
         return self.open_attempt is not None or any(
-            state.outcome in (ACCEPTED, IN_FLIGHT) for state in self.addresses.values()
+            state.outcome in (Outcome.ACCEPTED, Outcome.UNKNOWN)
+            for state in self.addresses.values()
         )
 
 
@@ -142,20 +163,18 @@ class Replay:
         self.events += 1
         time = record.get("time", self.last_time)
         self.last_time = time
-        if event == "run-start":
+        if event == Event.RUN_START:
             self.runs.append(str(record.get("run")))
             return
         recipient = record.get("recipient")
         if record.get("test") or not isinstance(recipient, str):
             return
-        state = self.recipients.get(recipient)
-        if state is None:
-            state = self.recipients[recipient] = RecipientState(recipient)
+        state = self.state(recipient)
         state.events += 1
         state.time = time
         addresses = state.addresses
-        if event == "attempt" or event == "planned":
-            if event == "attempt":
+        if event == Event.ATTEMPT or event == Event.PLANNED:
+            if event == Event.ATTEMPT:
                 state.attempts = max(state.attempts, int(record.get("attempt", 0)))
                 state.open_attempt = str(record.get("run"))
                 state.message_id = record.get("message_id", state.message_id)
@@ -163,40 +182,47 @@ class Replay:
             for address in record.get("all_addresses") or record.get("addresses", ()):
                 if address not in addresses:
                     addresses[address] = AddressState()
-        elif event == "result":
-            state.open_attempt = None
-            shown: AddressState | None = None
-            for address, reply in (record.get("replies") or {}).items():
-                address_state = addresses.get(address)
-                if address_state is None:
-                    address_state = addresses[address] = AddressState()
-                address_state.outcome = reply.get("outcome", address_state.outcome)
-                address_state.code = reply.get("code")
-                address_state.reply = reply.get("reply", "")
-                address_state.time = time
-                # The reply to show is a refusal if there is one: it is what needs reading.
-                if shown is None or (
-                    shown.outcome == ACCEPTED and address_state.outcome != ACCEPTED
-                ):
-                    shown = address_state
-            if shown is not None:
-                state.last_code = shown.code
-                state.last_reply = shown.reply
-            if record.get("archive"):
-                state.archive = record["archive"]
-                state.sha256 = record.get("sha256")
-        elif event == "resolve":
+        elif event == Event.RESULT:
+            self._apply_result(state, record, time)
+        elif event == Event.RESOLVE:
             settled_as = record.get("as")
             note = f"resolved as {settled_as}: {record.get('reason', '')}"
             state.open_attempt = None
             state.resolved = f"{settled_as}: {record.get('reason', '')}"
+            unsettled = (Outcome.UNKNOWN, Outcome.PENDING, Outcome.DEFERRED)
             for address_state in addresses.values():
-                if address_state.outcome in (IN_FLIGHT, NOT_YET, TRY_AGAIN):
-                    address_state.outcome = ACCEPTED if settled_as == SENT else NOT_YET
+                if address_state.outcome in unsettled:
+                    address_state.outcome = (
+                        Outcome.ACCEPTED if settled_as == Status.SENT else Outcome.PENDING
+                    )
                     address_state.reply = note
                     address_state.code = None
             state.last_reply = note
             state.last_code = None
+
+    @staticmethod
+    def _apply_result(state: RecipientState, record: dict[str, Any], time: str) -> None:
+        state.open_attempt = None
+        shown: AddressState | None = None
+        for address, reply in (record.get("replies") or {}).items():
+            address_state = state.addresses.get(address)
+            if address_state is None:
+                address_state = state.addresses[address] = AddressState()
+            address_state.outcome = Outcome(reply.get("outcome", address_state.outcome))
+            address_state.code = reply.get("code")
+            address_state.reply = reply.get("reply", "")
+            address_state.time = time
+            # The reply to show is a refusal if there is one: it is what needs reading.
+            if shown is None or (
+                shown.outcome == Outcome.ACCEPTED and address_state.outcome != Outcome.ACCEPTED
+            ):
+                shown = address_state
+        if shown is not None:
+            state.last_code = shown.code
+            state.last_reply = shown.reply
+        if record.get("archive"):
+            state.archive = record["archive"]
+            state.sha256 = record.get("sha256")
 
 
 class LogFormatError(CampaignError):
@@ -256,7 +282,7 @@ class LogReader:
             record = None
         valid = isinstance(record, dict) and "event" in record
         if self._bad_line is not None:
-            if not valid or record.get("event") != "log-repaired":
+            if not valid or record.get("event") != Event.LOG_REPAIRED:
                 raise LogFormatError(
                     f"line {self._bad_line} is not a valid JSON record; the log may have been"
                     " edited by hand",
@@ -270,7 +296,7 @@ class LogReader:
         if not valid:
             self._bad_line = self._line
             return None
-        return record if record.get("event") != "log-repaired" else None
+        return record if record.get("event") != Event.LOG_REPAIRED else None
 
 
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -288,10 +314,137 @@ def replay(path: Path, campaign_id: str | None = None) -> Replay:
     return result
 
 
+# The records, one function each: the send pipeline and bench/genlog.py write these shapes.
+
+
+def run_start_record(*, run: str, pid: int, transport: str, planned: int, test: bool) -> Record:
+    return {
+        "event": Event.RUN_START,
+        "run": run,
+        "pid": pid,
+        "transport": transport,
+        "planned": planned,
+        "test": test,
+    }
+
+
+def planned_record(
+    *, run: str, recipient: str, addresses: Sequence[str], content_hash: str
+) -> Record:
+    """Every recipient's letter as of a run: a later change is then seen for all of them."""
+    return {
+        "event": Event.PLANNED,
+        "run": run,
+        "recipient": recipient,
+        "addresses": list(addresses),
+        "content_hash": content_hash,
+    }
+
+
+def attempt_record(
+    *,
+    run: str,
+    recipient: str,
+    addresses: Sequence[str],
+    all_addresses: Sequence[str],
+    message_id: str,
+    attempt: int,
+    content_hash: str,
+    sha256: str,
+    size: int,
+    transport: str,
+    test: bool = False,
+) -> Record:
+    """Written and made durable before the message data leaves."""
+    record: Record = {
+        "event": Event.ATTEMPT,
+        "run": run,
+        "recipient": recipient,
+        "addresses": list(addresses),
+        "all_addresses": list(all_addresses),
+        "message_id": message_id,
+        "attempt": attempt,
+        "content_hash": content_hash,
+        "sha256": sha256,
+        "size": size,
+        "transport": transport,
+    }
+    if test:
+        record["test"] = True
+    return record
+
+
+@dataclass(frozen=True, slots=True)
+class AddressReply:
+    """One address's outcome and the server's answer, as a result record holds it."""
+
+    outcome: Outcome
+    code: int | None
+    reply: str
+
+
+def result_record(
+    *,
+    run: str,
+    recipient: str,
+    attempt: int,
+    message_id: str,
+    replies: Mapping[str, AddressReply],
+    status: Status,
+    transport: str,
+    archive: str | None = None,
+    sha256: str | None = None,
+    test: bool = False,
+) -> Record:
+    record: Record = {
+        "event": Event.RESULT,
+        "run": run,
+        "recipient": recipient,
+        "attempt": attempt,
+        "message_id": message_id,
+        "replies": {
+            address: {"outcome": r.outcome, "code": r.code, "reply": r.reply}
+            for address, r in replies.items()
+        },
+        "status": status,
+        "transport": transport,
+    }
+    if archive is not None:
+        record["archive"] = archive
+        record["sha256"] = sha256
+    if test:
+        record["test"] = True
+    return record
+
+
+def run_end_record(*, run: str, counts: Mapping[Status, int], stopped: str | None) -> Record:
+    return {"event": Event.RUN_END, "run": run, "counts": dict(counts), "stopped": stopped}
+
+
+def resolve_record(*, recipient: str, settled_as: Status, reason: str) -> Record:
+    return {"event": Event.RESOLVE, "recipient": recipient, "reason": reason, "as": settled_as}
+
+
+def log_repaired_record(*, torn_line: int) -> Record:
+    return {"event": Event.LOG_REPAIRED, "torn_line": torn_line}
+
+
+def stamped(record: Record, *, time: str, campaign: str) -> Record:
+    """The record as the log holds it: time, event and campaign first."""
+    return {"time": time, "event": record["event"], "campaign": campaign, **record}
+
+
+def log_line(record: Record) -> bytes:
+    """One compact JSON line (UTF-8, not ASCII-escaped), as the log holds it."""
+    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
 class SendLog:
     """Appends records, one write per line; `durable()` fsyncs in groups (group commit)."""
 
-    def __init__(self, path: Path, campaign_id: str, *, clock: Any = None) -> None:
+    def __init__(
+        self, path: Path, campaign_id: str, *, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.path = path
         self.campaign_id = campaign_id
         self._clock = clock
@@ -313,17 +466,16 @@ class SendLog:
             handle.seek(0)
             lines = sum(1 for _ in handle)
         os.write(self._fd, b"\n")
-        self.append("log-repaired", torn_line=lines)
+        self.write(log_repaired_record(torn_line=lines))
         os.fsync(self._fd)
 
-    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+    def write(self, record: Record) -> Record:
         """Write one record (one write call, so `tail -f` never sees half a line); return it."""
         moment = self._clock() if self._clock is not None else None
-        record = {"time": now_iso(moment), "event": event, "campaign": self.campaign_id, **fields}
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-        os.write(self._fd, line.encode("utf-8"))
+        full = stamped(record, time=now_iso(moment), campaign=self.campaign_id)
+        os.write(self._fd, log_line(full))
         self._written += 1
-        return record
+        return full
 
     async def durable(self) -> None:
         """Return once every record appended so far is on disk; concurrent callers share fsyncs."""
@@ -389,11 +541,3 @@ class LogLock:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-def address_outcome(code: int | None, accepted: bool) -> str:
-    if accepted:
-        return ACCEPTED
-    if code is not None and 500 <= code < 600:
-        return REFUSED
-    return TRY_AGAIN

@@ -4,59 +4,34 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 from typing import IO
 
 
 class MessageStore:
-    """Append-only bytes in temporary files (segments), read back by segment and offset.
+    """Append-only bytes in an anonymous temporary file, read back by offset and size."""
 
-    Segment 0 is the store's own anonymous file; worker processes that build part of a
-    campaign write segments of their own, which the store adopts without copying.
-    """
-
-    def __init__(self, directory: str | None = None, *, path: Path | None = None) -> None:
+    def __init__(self, directory: str | None = None) -> None:
         # Closed by close() / __exit__: the store outlives any one `with` block.
-        own: IO[bytes] = (
-            open(path, "w+b")  # noqa: SIM115
-            if path is not None
-            else tempfile.TemporaryFile(prefix="campaign-spool-", dir=directory)  # noqa: SIM115
-        )
-        self._segments: list[IO[bytes]] = [own]
+        self._file: IO[bytes] = tempfile.TemporaryFile(prefix="campaign-spool-", dir=directory)  # noqa: SIM115
         self._end = 0
         self._dirty = False
 
-    @property
-    def next_segment(self) -> int:
-        return len(self._segments)
-
-    def adopt(self, path: Path) -> int:
-        """Take another store's file (built by a worker process) as the next segment."""
-        handle = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self._segments.append(handle)
-        return len(self._segments) - 1
-
-    def flush_and_close(self) -> None:
-        self._segments[0].flush()
-        self.close()
-
     def put(self, data: bytes) -> int:
-        """Store `data` in segment 0; return the offset to read it back with."""
+        """Store `data`; return the offset to read it back with."""
         offset = self._end
-        self._segments[0].write(data)
+        self._file.write(data)
         self._end += len(data)
         self._dirty = True
         return offset
 
-    def get(self, offset: int, size: int, segment: int = 0) -> bytes:
+    def get(self, offset: int, size: int) -> bytes:
         if self._dirty:
-            self._segments[0].flush()
+            self._file.flush()
             self._dirty = False
-        return os.pread(self._segments[segment].fileno(), size, offset)
+        return os.pread(self._file.fileno(), size, offset)
 
     def close(self) -> None:
-        for handle in self._segments:
-            handle.close()
+        self._file.close()
 
     def __enter__(self) -> MessageStore:
         return self

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import (
@@ -29,7 +30,8 @@ from rich.text import Text
 from campaign.drafts import DraftsReport
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.models import CampaignFile, Draft
-from campaign.review import RecipientRow, Review
+from campaign.review import LogFollower, RecipientRow, Review, SummaryRow
+from campaign.sendlog import Outcome, Status
 
 TABLE_LIMIT = 200
 PREVIEW_HEADERS = ("From", "To", "Reply-To", "Subject", "Date", "Message-ID")
@@ -164,18 +166,17 @@ class Ui:
 
 
 STATUS_STYLES = {
-    "sent": "green",
-    "partial": "yellow",
-    "deferred": "yellow",
-    "failed": "red",
-    "unknown": "magenta",
-    "pending": "dim",
-    "sending": "cyan",
+    Status.SENT: "green",
+    Status.PARTIAL: "yellow",
+    Status.DEFERRED: "yellow",
+    Status.FAILED: "red",
+    Status.UNKNOWN: "magenta",
+    Status.PENDING: "dim",
+    Status.SENDING: "cyan",
+    Outcome.ACCEPTED: "green",
+    Outcome.REFUSED: "red",
     "retrying": "yellow",
 }
-
-
-STATUS_ORDER = ("sent", "partial", "deferred", "failed", "unknown", "pending", "sending")
 
 
 def status_text(status: str) -> Text:
@@ -258,18 +259,32 @@ def show_plan(ui: Ui, lines: Iterable[tuple[str, str]]) -> None:
     ui.out.print(table)
 
 
-def show_summary(ui: Ui, rows: Iterable[tuple[str, str, str, str]]) -> None:
-    table = Table(title="send summary")
-    for column in ("recipient", "status", "addresses", "server's reply"):
-        table.add_column(column, overflow="fold")
-    for recipient, status, addresses, reply in rows:
-        table.add_row(Text(recipient), status_text(status), Text(addresses), Text(reply))
-    ui.out.print(table)
+def show_summary(ui: Ui, rows: Sequence[SummaryRow], left_out: int) -> None:
+    if rows and not ui.terminal:
+        # Not a terminal (a pipe, a file, a CI log): one line per address, never folded.
+        ui.out.print("send summary", markup=False)
+        for row in rows:
+            for line in row.replies or (", ".join(row.addresses),):
+                ui.out.print(f"{row.recipient}  {row.status}  {line}", markup=False, soft_wrap=True)
+    elif rows:
+        table = Table(title="send summary")
+        for column in ("recipient", "status", "addresses", "server's reply"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(
+                Text(row.recipient),
+                status_text(row.status),
+                Text(", ".join(row.addresses)),
+                Text("\n".join(row.replies)),
+            )
+        ui.out.print(table)
+    if left_out:
+        ui.out.print(f"{left_out} more not listed; `campaign log` lists every recipient")
 
 
 def review_table(review: Review, rows: Sequence[RecipientRow]) -> Table:
     counts = review.counts()
-    summary = ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts.get(s))
+    summary = ", ".join(f"{counts[s]} {s}" for s in Status if counts[s])
     table = Table(title=f"{review.campaign}: {summary or 'no recipients'}")
     table.add_column("id", no_wrap=True)
     table.add_column("name / organisation", overflow="fold", ratio=2)
@@ -312,7 +327,7 @@ def show_review(ui: Ui, review: Review, rows: Iterable[RecipientRow]) -> None:
         f"[bold]campaign[/] {escape(review.campaign)}   [bold]log[/] {escape(str(review.log_path))}"
     )
     ui.out.print(
-        "  ".join(f"[{STATUS_STYLES[s]}]{counts.get(s, 0)} {s}[/]" for s in STATUS_ORDER)
+        "  ".join(f"[{STATUS_STYLES[s]}]{counts[s]} {s}[/]" for s in Status)
         + (f"   (a run is in progress: {escape(review.live)})" if review.live else "")
     )
     for note in review.notes:
@@ -372,3 +387,39 @@ def show_history(ui: Ui, recipient: str, records: Iterable[dict[str, object]]) -
         )
     ui.out.print(table)
     return count
+
+
+def follow(
+    ui: Ui,
+    follower: LogFollower,
+    review_of: Callable[[LogFollower], Review],
+    filters: tuple[Sequence[str], Sequence[str]],
+    *,
+    interval: float,
+    stamp: Callable[[], str],
+) -> None:
+    """Refresh the table as the log grows, until interrupted (Ctrl-C)."""
+    last_counts: dict[Status, int] | None = None
+    live = None
+    if ui.terminal:
+        live = Live(console=ui.out, auto_refresh=False)
+        live.start()
+    try:
+        while True:
+            follower.poll()
+            review = review_of(follower)
+            if live is not None:
+                live.update(review_table(review, list(review.filtered(*filters))), refresh=True)
+            else:
+                counts = dict(review.counts())
+                if counts != last_counts:
+                    last_counts = counts
+                    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+                    ui.out.print(f"{stamp()} {parts}", markup=False)
+                    ui.out.file.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if live is not None:
+            live.stop()

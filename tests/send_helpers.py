@@ -77,9 +77,14 @@ def run_cli(
     environ: dict[str, str] | None = None,
     terminal: bool = False,
     prompt: Callable[[str], str] | None = None,
-    clock: datetime | None = None,
+    clock: datetime | Callable[[], datetime] | None = None,
 ) -> Run:
-    """`campaign --file FILE ARGV` in-process, with only `environ` as its environment."""
+    """`campaign --file FILE ARGV` in-process, with only `environ` as its environment.
+
+    The clock is fixed unless a test gives one (a time, or a function such as `real_clock`):
+    a message's Date then does not move when a second passes between two runs, so a
+    resend can be compared byte for byte.
+    """
     stdout, stderr = io.StringIO(), io.StringIO()
     prompts: list[str] = []
 
@@ -95,17 +100,21 @@ def run_cli(
         environ=dict(environ or {}),
         terminal=terminal,
         prompt=asked if prompt is not None else None,
-        clock=(lambda: clock) if clock is not None else (lambda: datetime.now(UTC)),
+        clock=clock if callable(clock) else (lambda: clock or FIXED_NOW),
     )
     status = main(["--file", str(file), *(str(arg) for arg in argv)], env)
     return Run(status, stdout.getvalue(), stderr.getvalue(), tuple(prompts))
+
+
+def real_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 def send(
     file: Path,
     server: SmtpServer,
     *argv: str | Path,
-    clock: datetime | None = None,
+    clock: datetime | Callable[[], datetime] | None = None,
     extra: dict[str, str] | None = None,
 ) -> Run:
     """`campaign send --yes ARGV` against the loopback test server (`extra`: more variables)."""

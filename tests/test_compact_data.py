@@ -17,7 +17,6 @@ from campaign_factory import (
     write_campaign,
 )
 
-from campaign import strictyaml
 from campaign.loading import Options, load_campaign
 from campaign.render import LetterRenderer
 from campaign.strictyaml import YamlMapping, parse_yaml
@@ -65,30 +64,6 @@ def test_each_key_keeps_its_own_line() -> None:
     assert (first.line, first.line_of("country"), first.line_of("emails")) == (2, 3, 4)
     assert (second.line, second.line_of("country"), second.line_of("emails")) == (5, 6, 7)
     assert first.line_of("missing") == 2
-
-
-def test_mappings_written_alike_share_their_keys() -> None:
-    document = parse_yaml(GOOD_YAML, Path("good.yaml"))
-    alice, bob = document["recipients"]
-    assert alice._shape is bob._shape
-
-
-def test_a_value_repeated_under_one_key_is_one_string() -> None:
-    first, second = people()
-    assert first["country"] == second["country"]
-    assert first["country"] is second["country"]
-
-
-def test_a_key_with_many_different_values_is_no_longer_tracked(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(strictyaml, "SHARED_VALUES_LIMIT", 3)
-    rows = "".join(f'  - {{id: "r{i}", city: "Almaty"}}\n' for i in range(8))
-    items = parse_yaml("rows:\n" + rows + '  - {id: "r1", city: "Almaty"}\n', Path("x.yaml"))
-    ids = [item["id"] for item in items["rows"]]
-    assert ids[-1] == ids[1] and ids[-1] is not ids[1]  # no longer shared past the limit
-    cities = [item["city"] for item in items["rows"]]
-    assert all(city is cities[0] for city in cities)  # few different values: still shared
 
 
 def test_a_list_on_its_key_line_is_a_list_like_a_block_list() -> None:

@@ -39,7 +39,16 @@ from log_helpers import (
 )
 from smtp_server import DROP, FaultScript, Received, SmtpServer
 
-from campaign.sendlog import SendLog
+from campaign.sendlog import (
+    AddressReply,
+    Outcome,
+    SendLog,
+    Status,
+    attempt_record,
+    result_record,
+    run_end_record,
+    run_start_record,
+)
 
 CAMPAIGN_ID = "kz-open-letter-2017-10"
 GREYLISTED = "4.7.1 <procuror@nursat.kz>: greylisted, try again later"
@@ -751,7 +760,6 @@ def test_records_of_another_campaign_in_the_log_are_ignored_with_a_note(
 # ------------------------------------------------------------------- a large synthetic log
 
 KINDS = ("sent", "partial", "deferred", "failed", "unknown")
-Reply = dict[str, Any]  # one address's entry in a result record's `replies`
 
 
 def _synthetic_campaign(folder: Path, attempted: int, untouched: int) -> Path:
@@ -775,57 +783,60 @@ def _synthetic_campaign(folder: Path, attempted: int, untouched: int) -> Path:
 
 
 def _synthetic_log(path: Path, attempted: int, tries: int) -> None:
-    """`tries` attempt+result pairs per recipient, built like a real run writes them."""
+    """`tries` attempt+result pairs per recipient, built with the records a real run writes."""
     start = datetime(2024, 1, 2, tzinfo=UTC)
     ticks = iter(range(10**9))
     log = SendLog(path, "synthetic-20k", clock=lambda: start + timedelta(milliseconds=next(ticks)))
     run, transport = "synthetic0001", "smtp://127.0.0.1:2525"
-    log.append("run-start", run=run, pid=1, transport=transport, planned=attempted, test=False)
-    wait: Reply = {"outcome": "deferred", "code": 451, "reply": "4.7.1 try again later"}
+    log.write(run_start_record(run=run, pid=1, transport=transport, planned=attempted, test=False))
+    wait = AddressReply(Outcome.DEFERRED, 451, "4.7.1 try again later")
     for i in range(attempted):
         rid, kind = f"r{i:05d}", KINDS[i % len(KINDS)]
         first = f"r{i}@example.com"
         addresses = [first] + ([f"r{i}.b@example.net"] if kind in ("partial", "deferred") else [])
         digest = f"{i:064x}"
+        message_id = f"<synthetic-20k.{rid}@example.org>"
         for attempt in range(1, tries + 1):
-            log.append(
-                "attempt",
-                run=run,
-                recipient=rid,
-                addresses=addresses,
-                all_addresses=addresses,
-                message_id=f"<synthetic-20k.{rid}@example.org>",
-                attempt=attempt,
-                content_hash=digest,
-                sha256=digest,
-                size=4096,
-                transport=transport,
+            log.write(
+                attempt_record(
+                    run=run,
+                    recipient=rid,
+                    addresses=addresses,
+                    all_addresses=addresses,
+                    message_id=message_id,
+                    attempt=attempt,
+                    content_hash=digest,
+                    sha256=digest,
+                    size=4096,
+                    transport=transport,
+                )
             )
             replies = dict.fromkeys(addresses, wait)
-            archive: dict[str, str] = {}
+            archive = None
             if attempt == tries:
-                queued = f"2.0.0 Ok: queued as S{i}"
-                ok: Reply = {"outcome": "accepted", "code": 250, "reply": queued}
-                no: Reply = {"outcome": "refused", "code": 550, "reply": "5.1.1 no such mailbox"}
-                lost: Reply = {"outcome": "unknown", "code": None, "reply": "no answer after data"}
+                ok = AddressReply(Outcome.ACCEPTED, 250, f"2.0.0 Ok: queued as S{i}")
+                no = AddressReply(Outcome.REFUSED, 550, "5.1.1 no such mailbox")
+                lost = AddressReply(Outcome.UNKNOWN, None, "no answer after data")
                 final = {"sent": ok, "partial": ok, "deferred": ok, "failed": no, "unknown": lost}
                 replies[first] = final[kind]
                 if kind == "partial":
                     replies[addresses[1]] = no
                 if replies[first] is ok:
-                    archive = {"archive": f"sent/{rid}.eml", "sha256": digest}
-            log.append(
-                "result",
-                run=run,
-                recipient=rid,
-                attempt=attempt,
-                message_id=f"<synthetic-20k.{rid}@example.org>",
-                replies=replies,
-                status=kind if attempt == tries else "deferred",
-                transport=transport,
-                **archive,
+                    archive = f"sent/{rid}.eml"
+            log.write(
+                result_record(
+                    run=run,
+                    recipient=rid,
+                    attempt=attempt,
+                    message_id=message_id,
+                    replies=replies,
+                    status=Status(kind) if attempt == tries else Status.DEFERRED,
+                    transport=transport,
+                    archive=archive,
+                    sha256=digest if archive else None,
+                )
             )
-    log.append("run-end", run=run, counts={}, stopped=None)
+    log.write(run_end_record(run=run, counts={}, stopped=None))
     log.close()
 
 

@@ -1,19 +1,32 @@
-"""The fast MessageBuilder writes exactly the bytes of the email-package reference build."""
+"""MessageBuilder's messages read, through the `email` package, as an EmailMessage build does.
+
+The reference is independent of the builder: the same letter built with `EmailMessage`
+and serialised unfolded (`max_line_length=10_000`), so that Python 3.11's folding bugs
+(CPython gh-144156, dropped spaces between encoded words; a comma folded into the next
+name) cannot make the reference itself wrong. Both are parsed with `policy.default` and
+compared by what a reader sees: addresses, display names, subject, decoded bodies.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import format_datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from campaign.message import MessageBuilder, build_message, subject_header, to_header
+from campaign.errors import CampaignError
+from campaign.message import MessageBuilder, address_header, decoded, subject_header
 from campaign.models import Campaign, Mailbox, Recipient, Rendered
 
 DATE = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+UNFOLDED = policy.SMTP.clone(max_line_length=10_000)
 WORDS = [
     "Zoë",
     "Ångström",
@@ -25,59 +38,37 @@ WORDS = [
     "Łukasz",
     "Żółć",
     "José",
-    "María",
     "de",
-    "la",
     "Peña",
     "Smith",
     "Jr.",
-    "Dr.",
     "(x)",
     '"Q"',
     "Rossi,",
-    "Ng",
     "a.b",
     "Šimková",
-    "François",
     "¿Qué?",
     "100%",
     "back\\slash",
+    "字",
+    "😀",
+    "Supercalifragilisticexpialidocious" * 3,
 ]
 LOCALS = ["a", "ioana.rossi", "francois.simkova-000001", "x.very.long.local.part.name.here"]
 
-names = st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(" ".join)
-mailboxes = st.lists(
-    st.tuples(names, st.sampled_from(LOCALS)), min_size=1, max_size=3, unique_by=lambda t: t[1]
-).map(
-    lambda items: tuple(
-        Mailbox(name, f"{local}{i}@example.org") for i, (name, local) in enumerate(items)
-    )
-)
-subjects = st.lists(st.sampled_from(WORDS), min_size=1, max_size=14).map(" ".join)
-bodies = st.text(alphabet=st.sampled_from([*"abc xyzÅöü€ =.\t\n-", "é", "字", "😀"]), max_size=400)
-
-
-def package_fold(name: str, boxes: tuple[Mailbox, ...]) -> str:
-    value = tuple(
-        Address(display_name=m.display_name, username=m.address.split("@")[0], domain="example.org")
-        for m in boxes
-    )
-    return str(policy.SMTP.header_factory(name, value).fold(policy=policy.SMTP))
-
-
-def reads_back(line: str, boxes: tuple[Mailbox, ...]) -> bool:
-    name, _, value = line.partition(":")
-    header = policy.default.header_factory(name, value.replace("\r\n", "").strip())
-    return [(a.display_name, a.addr_spec) for a in header.addresses] == [
-        (m.display_name, m.address) for m in boxes
-    ]
+names = st.lists(st.sampled_from(WORDS), min_size=1, max_size=5).map(" ".join)
+subjects = st.lists(st.sampled_from(WORDS), min_size=1, max_size=16).map(" ".join)
+local_parts = st.lists(st.sampled_from(LOCALS), min_size=1, max_size=3, unique=True)
+bodies = st.lists(
+    st.sampled_from([*"abc xyzÅöü€ =.\t\n-", "\r", "é", "字", "😀", "x" * 120]), max_size=200
+).map("".join)
 
 
 def campaign(tmp: Path, reply_to: tuple[Mailbox, ...] = ()) -> Campaign:
     return Campaign(
         id="builder-test",
         subject="s",
-        sender=Mailbox("Campaign Office", "office@example.org"),
+        sender=Mailbox("Campaign Office Zoë", "office@example.org"),
         reply_to=reply_to,
         template="letter",
         data={},
@@ -86,71 +77,144 @@ def campaign(tmp: Path, reply_to: tuple[Mailbox, ...] = ()) -> Campaign:
     )
 
 
-@settings(max_examples=400, deadline=None)
-@given(mailboxes)
-def test_to_header_reads_back_and_is_the_package_line_when_one_line(
-    boxes: tuple[Mailbox, ...],
+def _address(mailbox: Mailbox) -> Address:
+    username, _, domain = mailbox.address.rpartition("@")
+    return Address(display_name=mailbox.display_name, username=username, domain=domain)
+
+
+def reference(source: Campaign, recipient: Recipient, rendered: Rendered) -> bytes:
+    """The same letter, built the plain way with the `email` package."""
+    message = EmailMessage(policy=UNFOLDED)
+    message["From"] = _address(source.sender)
+    message["To"] = tuple(_address(m) for m in recipient.mailboxes)
+    if source.reply_to:
+        message["Reply-To"] = tuple(_address(m) for m in source.reply_to)
+    message["Subject"] = rendered.subject
+    message["Date"] = format_datetime(DATE)
+    message["Message-ID"] = f"<{source.id}.{recipient.id}@example.org>"
+    message.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    if rendered.html is not None:
+        message.add_alternative(
+            rendered.html, subtype="html", charset="utf-8", cte="quoted-printable"
+        )
+    return message.as_bytes(policy=UNFOLDED)
+
+
+def gh128110(display_name: str) -> str:
+    """A display name as an RFC 2047 reader shows it, from what Python 3.11 parsed.
+
+    CPython gh-128110 (fixed by python/cpython#130749, after 3.13): the structured-header
+    parser keeps a space between two adjacent encoded words of a display name, where
+    RFC 2047 6.2 drops it. The builder splits a long run of encoded words after a space
+    (kept inside the word), so Python reads one space as two there; collapsing runs of
+    spaces undoes exactly that and nothing else a name can hold (names are collapsed).
+    """
+    return " ".join(display_name.split())
+
+
+def as_read(data: bytes) -> dict[str, object]:
+    """What a reader sees of a message."""
+    message = BytesParser(policy=policy.default).parsebytes(data)
+    assert isinstance(message, EmailMessage)
+    seen: dict[str, object] = {
+        name: [(gh128110(a.display_name), a.addr_spec) for a in message[name].addresses]
+        for name in ("From", "To", "Reply-To")
+        if message[name] is not None
+    }
+    seen["Subject"] = str(message["Subject"])
+    seen["Message-ID"] = str(message["Message-ID"])
+    seen["Date"] = message["Date"].datetime
+    for kind in ("plain", "html"):
+        part = message.get_body(preferencelist=(kind,))
+        seen[kind] = None if part is None else part.get_content().replace("\r\n", "\n")
+    return seen
+
+
+def recipient_for(name: str, locals_: list[str]) -> Recipient:
+    return Recipient(
+        id="r1",
+        name=name,
+        addresses=tuple(f"{local}@example.org" for local in locals_),
+        index=1,
+        line=1,
+        data={},
+    )
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=names,
+    locals_=local_parts,
+    subject=subjects,
+    text=bodies,
+    html=st.none() | st.just("") | bodies,
+)
+def test_builder_reads_as_the_email_package_build(
+    tmp_path: Path, name: str, locals_: list[str], subject: str, text: str, html: str | None
 ) -> None:
-    ours = to_header(boxes)
-    assert reads_back(ours, boxes)
-    assert all(len(line) <= 78 for line in ours.split("\r\n"))
-    theirs = package_fold("To", boxes)
-    if theirs.count("\r\n") == 1:
-        assert ours == theirs
+    source = campaign(tmp_path, reply_to=(Mailbox("Press Desk, Ångström", "press@example.org"),))
+    recipient = recipient_for(name, locals_)
+    rendered = Rendered(subject=subject, text=text + "\n", html=html)
+    built = MessageBuilder(source, DATE).build(recipient, rendered)
+    ours, theirs = as_read(built.data), as_read(reference(source, recipient, rendered))
+    assert ours == theirs
 
 
-def test_to_header_keeps_the_comma_python_would_encode_into_the_next_name() -> None:
-    boxes = (
-        Mailbox("Smith Zoë", "x.very.long.local.part.name.here0@example.org"),
-        Mailbox("de", "francois.simkova-0000011@example.org"),
-    )
-    assert not reads_back(package_fold("To", boxes), boxes)  # CPython 3.11.7 loses "de"
-    assert to_header(boxes) == (
-        "To: Smith =?utf-8?q?Zo=C3=AB?=\r\n"
-        " <x.very.long.local.part.name.here0@example.org>,\r\n"
-        " de <francois.simkova-0000011@example.org>\r\n"
-    )
-    assert reads_back(to_header(boxes), boxes)
+@settings(max_examples=300, deadline=None)
+@given(names, local_parts)
+def test_to_header_reads_back_every_mailbox_within_78_columns_where_words_allow(
+    name: str, locals_: list[str]
+) -> None:
+    boxes = recipient_for(name, locals_).mailboxes
+    line = address_header("To", boxes)
+    header = policy.default.header_factory("To", line[3:].replace("\r\n", "").strip())
+    assert [(gh128110(a.display_name), a.addr_spec) for a in header.addresses] == [
+        (" ".join(m.display_name.split()), m.address) for m in boxes
+    ]
+    longest_token = max(len(t) for t in line.replace("\r\n", " ").split(" "))
+    assert all(len(part) <= max(78, longest_token + len("To: ")) for part in line.split("\r\n"))
 
 
 @settings(max_examples=300, deadline=None)
 @given(subjects)
 def test_subject_header_reads_back_exactly(subject: str) -> None:
     line = subject_header(subject)
-    _, _, value = line.partition(":")
-    assert str(policy.default.header_factory("Subject", value.replace("\r\n", "").strip())) == (
-        subject
-    )
-    assert all(len(part) <= 78 for part in line.split("\r\n"))
+    assert decoded(line) == subject
+    value = line.partition(":")[2].replace("\r\n", "").strip()
+    assert str(policy.default.header_factory("Subject", value)) == subject
 
 
-@settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(boxes=mailboxes, subject=subjects, text=bodies, html=st.none() | bodies, test=st.booleans())
-def test_builder_bytes_equal_the_reference_build(
-    tmp_path: Path,
-    boxes: tuple[Mailbox, ...],
-    subject: str,
-    text: str,
-    html: str | None,
-    test: bool,
-) -> None:
-    source = campaign(tmp_path, reply_to=(Mailbox("Press Desk", "press@example.org"),))
-    recipient = Recipient(
-        id="r1",
-        name=boxes[0].display_name,
-        addresses=tuple(box.address for box in boxes),
-        index=1,
-        line=1,
-        data={},
+def test_a_comma_in_a_folded_name_stays_with_its_mailbox() -> None:
+    # Python 3.11.7's folder moves the comma into the next name as an encoded word here.
+    boxes = (
+        Mailbox("Smith Zoë", "x.very.long.local.part.name.here0@example.org"),
+        Mailbox("de", "francois.simkova-0000011@example.org"),
     )
-    rendered = Rendered(subject=subject, text=text + "\n", html=html)
-    test_to = Mailbox("", "me@example.org") if test else None
-    reference = build_message(source, recipient, rendered, date=DATE, test_to=test_to)
-    builder = MessageBuilder(source, DATE)
-    builder.build(recipient, rendered, test_to=test_to)  # the first build is cross-checked
-    fast = builder.build(recipient, rendered, test_to=test_to)
-    assert fast.data == reference.data
-    assert fast.sha256 == reference.sha256
-    assert fast.content_hash == reference.content_hash
+    line = address_header("To", boxes)
+    header = policy.default.header_factory("To", line[3:].replace("\r\n", "").strip())
+    assert [a.addr_spec for a in header.addresses] == [b.address for b in boxes]
+    assert [a.display_name for a in header.addresses] == ["Smith Zoë", "de"]
+
+
+def test_a_long_non_ascii_subject_keeps_every_space() -> None:
+    subject = " ".join(["Ångström Żółć"] * 12)
+    assert decoded(subject_header(subject)) == subject
+
+
+def test_every_message_of_a_run_is_checked_not_only_the_first(tmp_path: Path) -> None:
+    builder = MessageBuilder(campaign(tmp_path), DATE)
+    rendered = Rendered(subject="Hello", text="Hi\n", html=None)
+    builder.build(recipient_for("Anna", ["a"]), rendered)
+    with pytest.raises(CampaignError, match="the name"):
+        builder.build(recipient_for("Anna\r\nBcc: x@example.net", ["a"]), rendered)
+
+
+def test_a_lone_cr_in_the_body_becomes_a_line_end_never_a_bare_cr(tmp_path: Path) -> None:
+    builder = MessageBuilder(campaign(tmp_path), DATE)
+    built = builder.build(
+        recipient_for("Anna", ["a"]), Rendered(subject="Hi", text="one\rtwo\n", html=None)
+    )
+    assert b"\r" not in built.data.replace(b"\r\n", b"")
+    assert as_read(built.data)["plain"] == "one\ntwo\n"

@@ -1,4 +1,4 @@
-"""Preparing: several processes give the very bytes one gives; each draft names its bytes."""
+"""Preparing: each draft names its bytes, its envelope and its identity."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from datetime import UTC, datetime
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
-
-import pytest
 
 from campaign.loading import Options, load_campaign
 from campaign.models import Mailbox
@@ -44,23 +42,10 @@ def write_campaign(folder: Path, count: int) -> Path:
     return path
 
 
-def test_two_worker_processes_build_the_same_messages_as_one(tmp_path: Path) -> None:
-    source = load_campaign(Options(write_campaign(tmp_path, 40)))
-    with MessageStore() as serial_store, MessageStore() as parallel_store:
-        serial = prepare(source, source.recipients, serial_store, clock=lambda: NOW, workers=1)
-        parallel = prepare(source, source.recipients, parallel_store, clock=lambda: NOW, workers=2)
-        assert [d.recipient_id for d in parallel.drafts] == [r.id for r in source.recipients]
-        assert {d.segment for d in parallel.drafts} == {1, 2}
-        assert [parallel.data(d) for d in parallel.drafts] == [
-            serial.data(d) for d in serial.drafts
-        ]
-        assert [d.sha256 for d in parallel.drafts] == [d.sha256 for d in serial.drafts]
-
-
 def test_each_draft_describes_the_bytes_it_points_to(tmp_path: Path) -> None:
     source = load_campaign(Options(write_campaign(tmp_path, 12)))
     with MessageStore() as store:
-        prepared = prepare(source, source.recipients, store, clock=lambda: NOW, workers=2)
+        prepared = prepare(source, source.recipients, store, clock=lambda: NOW)
         assert len(prepared.drafts) == 12
         for recipient, draft in zip(source.recipients, prepared.drafts, strict=True):
             data = prepared.data(draft)
@@ -75,17 +60,6 @@ def test_each_draft_describes_the_bytes_it_points_to(tmp_path: Path) -> None:
             assert len(draft.content_hash) == 64 and draft.content_hash != draft.sha256
 
 
-def test_drafts_read_like_a_sequence(tmp_path: Path) -> None:
-    source = load_campaign(Options(write_campaign(tmp_path, 5)))
-    with MessageStore() as store:
-        drafts = prepare(source, source.recipients, store, clock=lambda: NOW).drafts
-        assert drafts[-1] == drafts[4] and drafts[-1].recipient_id == "r0004"
-        assert [d.recipient_id for d in drafts[1:3]] == ["r0001", "r0002"]
-        assert list(drafts) == [drafts[i] for i in range(5)]
-        with pytest.raises(IndexError):
-            drafts[5]
-
-
 def test_a_test_send_draft_goes_to_the_test_address_under_a_test_message_id(
     tmp_path: Path,
 ) -> None:
@@ -98,3 +72,16 @@ def test_a_test_send_draft_goes_to_the_test_address_under_a_test_message_id(
         assert draft.recipient_id == "r0001"
         assert draft.addresses == ("me@example.org",) == (message["To"].addresses[0].addr_spec,)
         assert draft.message_id == message["Message-ID"] == "<test.parallel-test.r0001@example.org>"
+
+
+def test_each_test_run_gets_its_own_message_ids(tmp_path: Path) -> None:
+    source = load_campaign(Options(write_campaign(tmp_path, 2)))
+    me = Mailbox("", "me@example.org")
+    with MessageStore() as store:
+        first = prepare(source, source.recipients, store, test_to=me, test_run="run1").drafts
+        second = prepare(source, source.recipients, store, test_to=me, test_run="run2").drafts
+    assert [d.message_id for d in first] == [
+        "<test.run1.parallel-test.r0000@example.org>",
+        "<test.run1.parallel-test.r0001@example.org>",
+    ]
+    assert {d.message_id for d in first}.isdisjoint(d.message_id for d in second)

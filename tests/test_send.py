@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from send_helpers import (
     network_watch,
     parse,
     plain_body,
+    real_clock,
     run_cli,
     send,
     sha256,
@@ -36,9 +38,11 @@ from send_helpers import (
     status_of,
     write_small_campaign,
 )
-from smtp_server import SmtpServer
+from smtp_server import FaultScript, SmtpServer
 
 from campaign.sendlog import LogLock
+
+MakeServer = Callable[..., SmtpServer]
 
 
 @pytest.fixture
@@ -175,7 +179,7 @@ def test_each_connection_is_reused_for_many_messages(
 
 
 def test_rate_spaces_the_message_starts(bundled: Path, smtp_server: SmtpServer) -> None:
-    run = send(bundled, smtp_server, "--rate", "600")  # one message every 0.1 s
+    run = send(bundled, smtp_server, "--rate", "600", clock=real_clock)  # one every 0.1 s
     assert run.status == 0, run.stderr
     starts = sorted(datetime.fromisoformat(a["time"]) for a in events(bundled, "attempt"))
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
@@ -308,6 +312,34 @@ def test_from_outbox_sends_the_drafts_byte_for_byte(bundled: Path, smtp_server: 
         assert message.data == drafts[f"{n:02d}-{rid}.eml"]
         assert message.rcpt_tos == list(BUNDLED[rid][0])
     assert b"Tue, 02 Jan 2024 03:04:05" in received["president"][0].data
+
+
+def test_a_draft_saved_without_its_last_line_end_is_sent_and_recorded_sent(
+    bundled: Path, smtp_server: SmtpServer
+) -> None:
+    draft = write_drafts(bundled) / "01-president.eml"
+    data = draft.read_bytes()
+    draft.write_bytes(data.removesuffix(b"\r\n"))  # as many editors save it
+    run = send(bundled, smtp_server, "--from-outbox", "--only", "president", "--timeout", "5")
+    assert run.status == 0, run.stderr
+    [message] = smtp_server.received_by("aprk@akorda.kz")
+    assert message.data == data
+    assert status_of(bundled, "president") == "sent"
+    [result] = events(bundled, "result", "president")
+    assert result["sha256"] == sha256(data)
+
+
+def test_the_send_summary_shows_each_sent_recipients_queue_reply(
+    bundled: Path, make_smtp_server: MakeServer
+) -> None:
+    server = make_smtp_server(faults=FaultScript(data=(250, "2.0.0 Ok: queued as Q7X")))
+    run = send(bundled, server)
+    assert run.status == 0, run.stderr
+    summary = run.out.partition("send summary")[2]
+    for rid, (addresses, _) in BUNDLED.items():
+        assert rid in summary
+        for address in addresses:
+            assert f"{address}: 250 2.0.0 Ok: queued as Q7X" in summary
 
 
 def _edit_headers(path: Path, old: bytes, new: bytes) -> None:

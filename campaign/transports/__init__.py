@@ -1,19 +1,12 @@
 """The ways a message can leave: `.eml` drafts, SMTP, the terminal, memory (for tests)."""
 
 from campaign.transports.base import (
+    ConnectFailure,
+    ConnectStep,
     Delivery,
     Reply,
-    RunStopped,
-    TemporaryFailure,
+    Stage,
     Transport,
-    UnknownOutcome,
 )
 
-__all__ = [
-    "Delivery",
-    "Reply",
-    "RunStopped",
-    "TemporaryFailure",
-    "Transport",
-    "UnknownOutcome",
-]
+__all__ = ["ConnectFailure", "ConnectStep", "Delivery", "Reply", "Stage", "Transport"]

@@ -4,25 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from campaign.models import Draft
 
 
+class Stage(StrEnum):
+    """Where in the SMTP exchange an answer (or its absence) came."""
+
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A server's answer (or a transport's equivalent: code None for a file written)."""
+    """A server's answer to one address, or `code` None when the connection was lost."""
 
     code: int | None
     text: str
+    stage: Stage = Stage.DATA
 
     @property
     def accepted(self) -> bool:
-        return self.code is None or 200 <= self.code < 300
-
-    @property
-    def permanent(self) -> bool:
-        return self.code is not None and 500 <= self.code < 600
+        return self.code is not None and 200 <= self.code < 300
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}" if self.code is not None else self.text
@@ -30,49 +36,44 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """The answer for each address the message was offered to.
+    """The answer for every address the message was offered to.
 
     An address is accepted when its RCPT and the message's DATA both were; otherwise
-    its reply is the refusal (a RCPT refusal, or the DATA refusal for every address).
+    its reply is the refusal (MAIL, RCPT or DATA) or the lost connection, with its stage.
     """
 
     replies: Mapping[str, Reply]
 
 
-class TemporaryFailure(Exception):
-    """A 4xx reply or a lost connection before the message data went out: try again later.
+class ConnectStep(StrEnum):
+    """The steps of setting up a connection, each with its own ways to fail."""
 
-    `replies` holds the answers already final for some addresses (e.g. a 550 on one RCPT).
-    """
-
-    def __init__(self, reply: Reply, replies: Mapping[str, Reply] | None = None) -> None:
-        super().__init__(str(reply))
-        self.reply = reply
-        self.replies = dict(replies or {})
+    CONNECT = "connect"
+    GREETING = "greeting"
+    EHLO = "ehlo"
+    TLS = "tls"
+    LOGIN = "login"
 
 
-class UnknownOutcome(Exception):
-    """The data went out but no answer came back: the server may have taken the message."""
+class ConnectFailure(Exception):
+    """The connection could not be set up: the step that failed, the reply, what to do."""
 
     def __init__(
         self,
+        step: ConnectStep,
         reason: str,
-        addresses: Sequence[str] = (),
-        replies: Mapping[str, Reply] | None = None,
+        *,
+        code: int | None = None,
+        hint: str | None = None,
     ) -> None:
         super().__init__(reason)
+        self.step = step
         self.reason = reason
-        self.addresses = tuple(addresses)
-        self.replies = dict(replies or {})
+        self.code = code
+        self.hint = hint
 
-
-class RunStopped(Exception):
-    """A failure that concerns every message alike (sender refused, login, TLS, greeting)."""
-
-    def __init__(self, reason: str, reply: Reply | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.reply = reply
+    def __str__(self) -> str:
+        return f"{self.step}: {self.reason}" + (f" ({self.hint})" if self.hint else "")
 
 
 BeforeData = Callable[[], Awaitable[None]]
@@ -83,7 +84,9 @@ class Transport(Protocol):
 
     name: str
 
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        """Be ready to send; raise ConnectFailure when a connection cannot be set up."""
+        ...
 
     async def send(
         self,

@@ -69,7 +69,7 @@ class FileTransport:
             self.replaced.append(draft.filename)
         write_atomically(path, data, durable=self.durable)
         self.written.append(path)
-        reply = Reply(None, f"written to {path}")
+        reply = Reply(250, f"written to {path}")
         return Delivery({address: reply for address in addresses})
 
     async def close(self) -> None:

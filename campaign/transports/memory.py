@@ -32,7 +32,7 @@ class MemoryTransport:
         self.outbox.append((draft, data, tuple(addresses)))
         if self.show is not None:
             self.show(draft, data)
-        reply = Reply(None, f"kept in {self.name}")
+        reply = Reply(250, f"kept in {self.name}")
         return Delivery({address: reply for address in addresses})
 
     async def close(self) -> None:

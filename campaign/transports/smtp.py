@@ -1,8 +1,7 @@
-"""One SMTP connection through aiosmtplib, kept open for many messages, outcomes per address."""
+"""One SMTP connection through aiosmtplib's public API, kept open for many messages."""
 
 from __future__ import annotations
 
-import re
 import socket
 import ssl
 from collections.abc import Sequence
@@ -11,7 +10,10 @@ from functools import lru_cache
 import aiosmtplib
 from aiosmtplib import (
     SMTPAuthenticationError,
+    SMTPConnectError,
     SMTPConnectResponseError,
+    SMTPConnectTimeoutError,
+    SMTPDataError,
     SMTPException,
     SMTPHeloError,
     SMTPRecipientRefused,
@@ -25,15 +27,18 @@ from campaign.models import Draft
 from campaign.settings import SmtpSettings
 from campaign.transports.base import (
     BeforeData,
+    ConnectFailure,
+    ConnectStep,
     Delivery,
     Reply,
-    RunStopped,
-    TemporaryFailure,
-    UnknownOutcome,
+    Stage,
 )
 
-_LEADING_DOT = re.compile(rb"(?m)^\.")
-_SERVICE_CLOSING = 421
+SERVICE_CLOSING = 421
+# One mechanism, tried once: after a refused login aiosmtplib's login() tries every
+# other advertised mechanism, and repeated failed logins can lock the account.
+_MECHANISMS = ("plain", "login")
+_LOST = (SMTPServerDisconnected, SMTPTimeoutError, OSError)
 
 
 @lru_cache(maxsize=1)
@@ -50,7 +55,7 @@ def tls_context(settings: SmtpSettings) -> ssl.SSLContext:
     return context
 
 
-def _ssl_cause(err: BaseException) -> ssl.SSLError | None:
+def _ssl_error(err: BaseException) -> ssl.SSLError | None:
     seen: BaseException | None = err
     while seen is not None:
         if isinstance(seen, ssl.SSLError):
@@ -59,8 +64,139 @@ def _ssl_cause(err: BaseException) -> ssl.SSLError | None:
     return None
 
 
+def tls_failure(settings: SmtpSettings, error: ssl.SSLError) -> ConnectFailure:
+    """A TLS failure with the hint its cause calls for."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        reason = f"the server's certificate was not accepted: {error.verify_message}"
+        hint = (
+            "if the server uses a private CA, set CAMPAIGN_SMTP_CA_FILE to its certificate;"
+            " certificates are always verified"
+        )
+    elif error.reason == "WRONG_VERSION_NUMBER":
+        reason = "the server did not answer in TLS"
+        hint = (
+            f"port {settings.port} may expect another security mode: use tls for an"
+            " implicit-TLS port (465) and starttls for a submission port (587)"
+        )
+    else:
+        reason = f"TLS could not be set up: {error.reason or error}"
+        hint = "check CAMPAIGN_SMTP_SECURITY and the port"
+    return ConnectFailure(ConnectStep.TLS, reason, hint=hint)
+
+
+async def connect(settings: SmtpSettings, timeout: float) -> aiosmtplib.SMTP:
+    """Connect, greet, upgrade to TLS, log in: each step its own failure and hint."""
+    context = tls_context(settings) if settings.security != "none" else None
+    smtp = aiosmtplib.SMTP(
+        hostname=settings.host,
+        port=settings.port,
+        use_tls=settings.security == "tls",
+        start_tls=False,  # done below, as its own step
+        tls_context=context if settings.security == "tls" else None,
+        timeout=timeout,
+        local_hostname=local_hostname(),
+    )
+    try:
+        await _greeting(smtp, settings, timeout)
+        await _ehlo(smtp)
+        if settings.security == "starttls":
+            assert context is not None
+            await _starttls(smtp, settings, context)
+            await _ehlo(smtp)  # the server's extensions, AUTH among them, anew over TLS
+        if settings.username:
+            await _login(smtp, settings)
+    except BaseException:
+        smtp.close()
+        raise
+    return smtp
+
+
+async def _greeting(smtp: aiosmtplib.SMTP, settings: SmtpSettings, timeout: float) -> None:
+    where = settings.address
+    try:
+        await smtp.connect()
+    except SMTPConnectResponseError as err:
+        raise ConnectFailure(
+            ConnectStep.GREETING,
+            f"{where} refused the session: {err.code} {err.message}",
+            code=err.code,
+        ) from None
+    except SMTPConnectTimeoutError:
+        hint = None
+        if settings.security == "starttls":
+            hint = "if this is an implicit-TLS port (465), set the security mode to tls"
+        raise ConnectFailure(
+            ConnectStep.CONNECT, f"{where} did not greet within {timeout:g} s", hint=hint
+        ) from None
+    except (SMTPConnectError, OSError) as err:
+        cause = _ssl_error(err)
+        if cause is not None:
+            raise tls_failure(settings, cause) from None
+        reason = err.__cause__ or err
+        raise ConnectFailure(
+            ConnectStep.CONNECT,
+            f"cannot connect to {where}: {reason}",
+            hint="check CAMPAIGN_SMTP_HOST and CAMPAIGN_SMTP_PORT, and that the server is up",
+        ) from None
+
+
+async def _ehlo(smtp: aiosmtplib.SMTP) -> None:
+    try:
+        try:
+            await smtp.ehlo()
+        except SMTPHeloError:
+            await smtp.helo()
+    except SMTPResponseException as err:
+        raise ConnectFailure(ConnectStep.EHLO, f"{err.code} {err.message}", code=err.code) from None
+    except _LOST as err:
+        raise ConnectFailure(ConnectStep.EHLO, f"connection lost: {err}") from None
+
+
+async def _starttls(smtp: aiosmtplib.SMTP, settings: SmtpSettings, context: ssl.SSLContext) -> None:
+    if not smtp.supports_extension("starttls"):
+        raise ConnectFailure(
+            ConnectStep.TLS,
+            f"{settings.address} does not offer STARTTLS, and campaign never sends in clear text",
+            hint="use security tls if the server speaks implicit TLS (port 465)",
+        )
+    try:
+        await smtp.starttls(tls_context=context)
+    except SMTPResponseException as err:
+        raise ConnectFailure(
+            ConnectStep.TLS, f"STARTTLS refused: {err.code} {err.message}", code=err.code
+        ) from None
+    except (SMTPException, OSError) as err:
+        cause = _ssl_error(err)
+        if cause is not None:
+            raise tls_failure(settings, cause) from None
+        raise ConnectFailure(ConnectStep.TLS, f"connection lost: {err}") from None
+
+
+async def _login(smtp: aiosmtplib.SMTP, settings: SmtpSettings) -> None:
+    assert settings.username is not None
+    offered = [m for m in _MECHANISMS if m in smtp.server_auth_methods]
+    if not offered:
+        raise ConnectFailure(
+            ConnectStep.LOGIN,
+            f"{settings.address} offers no login method campaign uses (PLAIN or LOGIN)",
+        )
+    login = smtp.auth_plain if offered[0] == "plain" else smtp.auth_login
+    try:
+        await login(settings.username, settings.password or "")
+    except SMTPAuthenticationError as err:
+        raise ConnectFailure(
+            ConnectStep.LOGIN,
+            f"{settings.address} refused the login for {settings.username}:"
+            f" {err.code} {err.message}",
+            code=err.code,
+            hint="check CAMPAIGN_SMTP_USERNAME and the password",
+        ) from None
+    except _LOST as err:
+        raise ConnectFailure(ConnectStep.LOGIN, f"connection lost: {err}") from None
+
+
 class SmtpTransport:
-    """Sends through one connection; reconnects when the server closed it."""
+    """Sends through one connection; `open` connects again when the server closed it."""
 
     def __init__(self, settings: SmtpSettings, *, timeout: float = 30.0) -> None:
         self.settings = settings
@@ -70,8 +206,10 @@ class SmtpTransport:
         self.connections = 0
 
     async def open(self) -> None:
-        if self._smtp is None or not self._smtp.is_connected:
-            await self._connect()
+        if self._smtp is not None and self._smtp.is_connected:
+            return
+        self._smtp = await connect(self.settings, self.timeout)
+        self.connections += 1
 
     async def close(self) -> None:
         smtp, self._smtp = self._smtp, None
@@ -86,66 +224,6 @@ class SmtpTransport:
         if smtp is not None:
             smtp.close()
 
-    async def _connect(self) -> None:
-        settings = self.settings
-        where = settings.address
-        smtp = aiosmtplib.SMTP(
-            hostname=settings.host,
-            port=settings.port,
-            use_tls=settings.security == "tls",
-            # True: upgrade or fail. aiosmtplib's default (None) would carry on in clear
-            # text when the server does not offer STARTTLS, and then log in in clear.
-            start_tls=settings.security == "starttls",
-            tls_context=tls_context(settings) if settings.security != "none" else None,
-            timeout=self.timeout,
-            local_hostname=local_hostname(),
-        )
-        try:
-            await smtp.connect(username=settings.username, password=settings.password)
-        except SMTPConnectResponseError as err:
-            if err.code >= 500:
-                raise RunStopped(
-                    f"{where} refused the session: {err.code} {err.message}",
-                    Reply(err.code, err.message),
-                ) from None
-            raise TemporaryFailure(Reply(err.code, err.message)) from None
-        except SMTPAuthenticationError as err:
-            if 400 <= err.code < 500:
-                raise TemporaryFailure(Reply(err.code, err.message)) from None
-            raise RunStopped(
-                f"{where} refused the login for {settings.username}: {err.code} {err.message}",
-                Reply(err.code, err.message),
-            ) from None
-        except (SMTPException, OSError, ssl.SSLError) as err:
-            cause = _ssl_cause(err)
-            if cause is not None:
-                raise RunStopped(
-                    f"{where}: TLS could not be set up: {cause.__class__.__name__}:"
-                    f" {getattr(cause, 'verify_message', None) or cause.reason or cause}",
-                ) from None
-            text = str(err)
-            if "STARTTLS" in text or "authentication" in text.lower() or "AUTH" in text:
-                raise RunStopped(f"{where}: {text}") from None
-            if isinstance(err, SMTPResponseException):
-                if err.code >= 500:
-                    raise RunStopped(f"{where}: {err.code} {err.message}") from None
-                raise TemporaryFailure(Reply(err.code, err.message)) from None
-            raise TemporaryFailure(Reply(None, f"cannot connect to {where}: {text}")) from None
-        try:
-            if smtp.is_ehlo_or_helo_needed:
-                try:
-                    await smtp.ehlo()
-                except SMTPHeloError:
-                    await smtp.helo()
-        except SMTPResponseException as err:
-            smtp.close()
-            raise TemporaryFailure(Reply(err.code, err.message)) from None
-        except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as err:
-            smtp.close()
-            raise TemporaryFailure(Reply(None, f"connection lost: {err}")) from None
-        self._smtp = smtp
-        self.connections += 1
-
     async def send(
         self,
         draft: Draft,
@@ -153,72 +231,58 @@ class SmtpTransport:
         addresses: Sequence[str],
         before_data: BeforeData | None = None,
     ) -> Delivery:
-        await self.open()
         smtp = self._smtp
-        assert smtp is not None
-        replies: dict[str, Reply] = {}
+        if smtp is None or not smtp.is_connected:
+            lost = Reply(None, "not connected", Stage.MAIL)
+            return Delivery(dict.fromkeys(addresses, lost))
         try:
-            # The addresses are email-validator's ASCII forms: no quoting or parsing needed
-            # (aiosmtplib's mail()/rcpt() re-parse each one with email.utils).
-            response = await smtp.execute_command(b"MAIL", b"FROM:<%s>" % draft.sender.encode())
-            if response.code != 250:
-                raise SMTPSenderRefused(response.code, response.message, draft.sender)
-            accepted: list[str] = []
-            for address in addresses:
-                response = await smtp.execute_command(b"RCPT", b"TO:<%s>" % address.encode())
-                if response.code in (250, 251):
-                    accepted.append(address)
-                elif response.code == _SERVICE_CLOSING:
-                    raise SMTPRecipientRefused(response.code, response.message, address)
-                else:
-                    replies[address] = Reply(response.code, response.message)
-            if not accepted:
-                await self._reset()
-                return Delivery(replies)
-            if before_data is not None:
-                await before_data()
-            start = await smtp.execute_command(b"DATA")
+            await smtp.mail(draft.sender)
         except SMTPSenderRefused as err:
-            if err.code >= 500:
-                raise RunStopped(
-                    f"{self.settings.address} refused the sender {draft.sender}:"
-                    f" {err.code} {err.message}",
-                    Reply(err.code, err.message),
-                ) from None
             await self._after_refusal(err.code)
-            raise TemporaryFailure(Reply(err.code, err.message), replies) from None
-        except SMTPResponseException as err:
-            await self._after_refusal(err.code)
-            raise TemporaryFailure(Reply(err.code, err.message), replies) from None
-        except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as err:
+            return Delivery(dict.fromkeys(addresses, Reply(err.code, err.message, Stage.MAIL)))
+        except _LOST as err:
             self._drop()
-            raise TemporaryFailure(Reply(None, f"connection lost: {err}"), replies) from None
-        if start.code != 354:
-            await self._after_refusal(start.code)
-            reply = Reply(start.code, start.message)
-            return Delivery({**replies, **{address: reply for address in accepted}})
-        # From here on the message data is on its way: without an answer, the server may
-        # or may not have taken it.
+            lost = Reply(None, f"connection lost: {err}", Stage.MAIL)
+            return Delivery(dict.fromkeys(addresses, lost))
+        replies: dict[str, Reply] = {}
+        accepted: list[str] = []
+        for position, address in enumerate(addresses):
+            try:
+                await smtp.rcpt(address)
+            except SMTPRecipientRefused as err:
+                reply = Reply(err.code, err.message, Stage.RCPT)
+                replies[address] = reply
+                if err.code == SERVICE_CLOSING:
+                    self._drop()
+                    rest = addresses[position + 1 :]
+                    return Delivery({**replies, **dict.fromkeys((*accepted, *rest), reply)})
+                continue
+            except _LOST as err:
+                self._drop()
+                lost = Reply(None, f"connection lost: {err}", Stage.RCPT)
+                return Delivery({**replies, **dict.fromkeys(addresses[position:], lost)})
+            accepted.append(address)
+        if not accepted:
+            await self._reset()
+            return Delivery(replies)
+        if before_data is not None:
+            await before_data()
+        # From here on the message data may be on its way: without an answer, the server
+        # may or may not have taken it.
         try:
-            protocol = smtp.protocol
-            if protocol is None:
-                raise SMTPServerDisconnected("connection lost")
-            if data.startswith(b".") or b"\n." in data:
-                data = _LEADING_DOT.sub(b"..", data)
-            protocol.write(data + b".\r\n")
-            final = await protocol.read_response(timeout=self.timeout)
-        except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as err:
+            response = await smtp.data(data)
+        except SMTPDataError as err:
+            await self._after_refusal(err.code)
+            reply = Reply(err.code, err.message, Stage.DATA)
+        except _LOST as err:
             self._drop()
-            raise UnknownOutcome(
-                f"no answer after the message data: {err}", accepted, replies
-            ) from None
-        if final.code == _SERVICE_CLOSING:
-            self._drop()
-        reply = Reply(final.code, final.message)
-        return Delivery({**replies, **{address: reply for address in accepted}})
+            reply = Reply(None, f"no answer after the message data: {err}", Stage.DATA)
+        else:
+            reply = Reply(response.code, response.message, Stage.DATA)
+        return Delivery({**replies, **dict.fromkeys(accepted, reply)})
 
     async def _after_refusal(self, code: int) -> None:
-        if code == _SERVICE_CLOSING:
+        if code == SERVICE_CLOSING:
             self._drop()
         else:
             await self._reset()

@@ -1,0 +1,49 @@
+"""What a server's answer means: for each address, and for the run as a whole."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from campaign.sendlog import Outcome
+from campaign.transports.base import ConnectFailure, ConnectStep, Reply, Stage
+
+
+class RunEffect(StrEnum):
+    """What an answer does to the run, beyond the addresses it concerns."""
+
+    CONTINUE = "continue"
+    STOP = "stop"  # it concerns every message alike: nothing else is tried
+
+
+def address_outcome(reply: Reply) -> Outcome:
+    """The address's outcome for one reply (see tests/test_outcomes.py for the table)."""
+    if reply.code is None:
+        # Lost before the data went out: try again. Lost after: the server may have it.
+        return Outcome.UNKNOWN if reply.stage == Stage.DATA else Outcome.DEFERRED
+    if 200 <= reply.code < 300:
+        return Outcome.ACCEPTED
+    if 500 <= reply.code < 600:
+        # A refused sender is the run's problem, not the address's: it stays to be sent.
+        return Outcome.PENDING if reply.stage == Stage.MAIL else Outcome.REFUSED
+    return Outcome.DEFERRED
+
+
+def run_effect(reply: Reply) -> RunEffect:
+    """Whether a reply stops the whole run: a permanent refusal of the sender does."""
+    if reply.stage == Stage.MAIL and reply.code is not None and 500 <= reply.code < 600:
+        return RunEffect.STOP
+    return RunEffect.CONTINUE
+
+
+def connect_effect(failure: ConnectFailure) -> RunEffect:
+    """Whether a failed connection stops the run, or is worth trying again later.
+
+    TLS, login and a permanent refusal at the greeting concern every message alike;
+    a refused or timed-out connection, or a 4xx greeting, may pass.
+    """
+    temporary = failure.code is not None and 400 <= failure.code < 500
+    if failure.step == ConnectStep.TLS or (failure.step == ConnectStep.LOGIN and not temporary):
+        return RunEffect.STOP
+    if failure.code is not None and failure.code >= 500:
+        return RunEffect.STOP
+    return RunEffect.CONTINUE
