@@ -139,3 +139,4 @@ class Draft:
     sha256: str
     size: int
     offset: int
+    segment: int = 0

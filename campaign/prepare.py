@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.message import MessageBuilder
@@ -35,7 +39,7 @@ class Prepared:
     store: MessageStore
 
     def data(self, draft: Draft) -> bytes:
-        return self.store.get(draft.offset, draft.size)
+        return self.store.get(draft.offset, draft.size, draft.segment)
 
 
 def prepare(
@@ -46,21 +50,49 @@ def prepare(
     clock: Clock = utc_now,
     test_to: Mailbox | None = None,
     test_run: str = "",
+    workers: int | None = None,
 ) -> Prepared:
     """Render and build every recipient's message; raise ValidationErrors listing failures.
 
     The messages' bytes go to `store`; a draft is their envelope, identity and place.
+    A large campaign is built by one process per core (`workers`), with the same bytes.
     """
-    campaign = source.campaign
-    renderer = LetterRenderer(campaign, source.recipients)
-    builder = MessageBuilder(campaign, clock())
-    total = len(source.recipients)
+    job = _Job(source, clock(), test_to, test_run)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8, len(recipients) // PARALLEL_SLICE)
+    if workers > 1:
+        drafts, errors = _build_in_processes(job, recipients, store, workers)
+    else:
+        drafts, errors = _build(job, recipients, store)
+    if errors:
+        raise ValidationErrors(errors[:MAX_REPORTED_ERRORS])
+    return Prepared(source, drafts, store)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every recipient's build needs, the same for all of them."""
+
+    source: CampaignFile
+    date: datetime
+    test_to: Mailbox | None
+    test_run: str
+
+
+def _build(
+    job: _Job, recipients: Sequence[Recipient], store: MessageStore, segment: int = 0
+) -> tuple[list[Draft], list[CampaignError]]:
+    campaign = job.source.campaign
+    renderer = LetterRenderer(campaign, job.source.recipients)
+    builder = MessageBuilder(campaign, job.date)
+    total = len(job.source.recipients)
+    test_to = job.test_to
     drafts: list[Draft] = []
     errors: list[CampaignError] = []
     for recipient in recipients:
         try:
             rendered = renderer.render(recipient)
-            built = builder.build(recipient, rendered, test_to=test_to, test_run=test_run)
+            built = builder.build(recipient, rendered, test_to=test_to, test_run=job.test_run)
         except CampaignError as err:
             errors.append(err)
             if len(errors) >= MAX_REPORTED_ERRORS:
@@ -80,8 +112,55 @@ def prepare(
                 sha256=built.sha256,
                 size=len(built.data),
                 offset=store.put(built.data),
+                segment=segment,
             )
         )
-    if errors:
-        raise ValidationErrors(errors)
-    return Prepared(source, drafts, store)
+    return drafts, errors
+
+
+PARALLEL_SLICE = 2000  # recipients per process at least: below that, starting one costs more
+_WORKER_JOB: tuple[_Job, Sequence[Recipient], str] | None = None
+
+
+def _start_worker(job: _Job, recipients: Sequence[Recipient], folder: str) -> None:
+    global _WORKER_JOB
+    _WORKER_JOB = (job, recipients, folder)
+
+
+def _build_slice(
+    bounds: tuple[int, int, int],
+) -> tuple[str, list[Draft], list[CampaignError]]:
+    """In a worker process: build one slice into a spool file of its own."""
+    assert _WORKER_JOB is not None
+    job, recipients, folder = _WORKER_JOB
+    start, stop, segment = bounds
+    path = Path(folder) / f"part-{segment}.spool"
+    with MessageStore(path=path) as part:
+        drafts, errors = _build(job, recipients[start:stop], part, segment)
+    return str(path), drafts, errors
+
+
+def _build_in_processes(
+    job: _Job, recipients: Sequence[Recipient], store: MessageStore, workers: int
+) -> tuple[list[Draft], list[CampaignError]]:
+    """Slices built side by side; their spool files become segments of `store`."""
+    step = -(-len(recipients) // workers)
+    first = store.adopt_next
+    slices = [
+        (start, min(start + step, len(recipients)), first + number)
+        for number, start in enumerate(range(0, len(recipients), step))
+    ]
+    drafts: list[Draft] = []
+    errors: list[CampaignError] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="campaign-build-") as folder,
+        ProcessPoolExecutor(
+            len(slices), initializer=_start_worker, initargs=(job, recipients, folder)
+        ) as pool,
+    ):
+        for path, part_drafts, part_errors in pool.map(_build_slice, slices):
+            errors += part_errors
+            # Opened before the folder goes: the data lives on until the store is closed.
+            store.adopt(Path(path))
+            drafts += part_drafts
+    return drafts, errors

@@ -1,4 +1,4 @@
-"""Preparing: each draft names its bytes, its envelope and its identity."""
+"""Preparing: several processes give the very bytes one gives; each draft names its bytes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from email import policy
 from email.parser import BytesParser
 from pathlib import Path
 
+import pytest
+
+from campaign.errors import ValidationErrors
 from campaign.loading import Options, load_campaign
 from campaign.models import Mailbox
 from campaign.prepare import prepare
@@ -42,10 +45,38 @@ def write_campaign(folder: Path, count: int) -> Path:
     return path
 
 
+def test_two_processes_build_the_very_bytes_one_process_builds(tmp_path: Path) -> None:
+    source = load_campaign(Options(write_campaign(tmp_path, 40)))
+    with MessageStore() as serial_store, MessageStore() as parallel_store:
+        serial = prepare(source, source.recipients, serial_store, clock=lambda: NOW, workers=1)
+        parallel = prepare(source, source.recipients, parallel_store, clock=lambda: NOW, workers=2)
+        assert [d.recipient_id for d in parallel.drafts] == [r.id for r in source.recipients]
+        assert [parallel.data(d) for d in parallel.drafts] == [
+            serial.data(d) for d in serial.drafts
+        ]
+        assert [d.sha256 for d in parallel.drafts] == [d.sha256 for d in serial.drafts]
+
+
+def test_a_problem_found_in_another_process_names_its_recipient_and_line(
+    tmp_path: Path,
+) -> None:
+    path = write_campaign(tmp_path, 40)
+    (tmp_path / "templates" / "letter.txt.j2").write_text(
+        "{% if recipient.id == 'r0033' %}{{ recipient.missing }}{% endif %}Hi\n", "utf-8"
+    )
+    source = load_campaign(Options(path))
+    with MessageStore() as store, pytest.raises(ValidationErrors) as raised:
+        prepare(source, source.recipients, store, clock=lambda: NOW, workers=2)
+    [problem] = raised.value.errors
+    assert problem.recipient == "r0033"
+    assert problem.line == 1 and problem.field == "missing"
+    assert problem.path == str(tmp_path / "templates" / "letter.txt.j2")
+
+
 def test_each_draft_describes_the_bytes_it_points_to(tmp_path: Path) -> None:
     source = load_campaign(Options(write_campaign(tmp_path, 12)))
     with MessageStore() as store:
-        prepared = prepare(source, source.recipients, store, clock=lambda: NOW)
+        prepared = prepare(source, source.recipients, store, clock=lambda: NOW, workers=2)
         assert len(prepared.drafts) == 12
         for recipient, draft in zip(source.recipients, prepared.drafts, strict=True):
             data = prepared.data(draft)
