@@ -46,6 +46,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from campaign.archive import archive_name
 from campaign.sendlog import (
     AddressReply,
     Outcome,
@@ -391,7 +392,7 @@ def _run(
         after.update((a, str(r.outcome)) for a, r in replies.items())
         archive = None
         if any(r.outcome == Outcome.ACCEPTED for r in replies.values()):
-            archive = f"sent/{letter.filename}"
+            archive = f"sent/{archive_name(letter.filename, letter.sha256)}"
         w.write(
             result_record(
                 run=run_id,

@@ -370,7 +370,7 @@ def run_send(ctx: Context) -> ExitStatus:
             raise
     with MessageStore() as store:
         if args.from_outbox:
-            prepared = read_outbox(source, recipients, ctx.outbox, store)
+            prepared = read_outbox(source, recipients, ctx.outbox, store, clock=ctx.env.clock)
         else:
             # Every recipient, even with --only: nothing leaves before all of them render,
             # and a change to anyone's letter is noticed.

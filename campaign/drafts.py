@@ -1,26 +1,30 @@
-"""Writing the prepared messages as `.eml` drafts into the outbox."""
+"""`.eml` drafts in the outbox: written from the prepared messages, checked when read back."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
 
+from campaign.display import visible
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.headersafety import HeaderBlockError, check_header_block, unsafe_reason
-from campaign.message import POLICY, content_hash, message_id_for
+from campaign.message import MAX_LETTER_BYTES, content_hash, message_id_for
 from campaign.models import Campaign, CampaignFile, Draft, Recipient, Rendered
-from campaign.prepare import Prepared, draft_filename
+from campaign.prepare import Clock, Prepared, draft_filename, prepare, utc_now
+from campaign.safefiles import read_file
 from campaign.store import MessageStore
 from campaign.transports.base import Transport
 from campaign.transports.files import FileTransport
 
-_DRAFT_NAME = re.compile(r"\d{2,}-[a-z0-9][a-z0-9_.-]*\.eml\Z")
+_DRAFT_NAME = re.compile(r"(?P<index>\d{2,})-(?P<id>[a-z0-9][a-z0-9_.-]*)\.eml\Z")
+_ADDRESS_HEADERS = ("From", "To", "Reply-To")
+_EXACT_HEADERS = ("Subject", "Message-ID", "MIME-Version")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +32,7 @@ class DraftsReport:
     written: tuple[Path, ...]
     replaced: tuple[str, ...]
     removed: tuple[str, ...]
+    left_alone: tuple[str, ...] = ()
 
 
 def deliver_all(prepared: Prepared, transport: Transport) -> None:
@@ -45,48 +50,161 @@ def deliver_all(prepared: Prepared, transport: Transport) -> None:
 
 
 def write_drafts(prepared: Prepared, outbox: Path) -> DraftsReport:
-    """Write one `.eml` per draft; remove earlier drafts of recipients no longer in the file."""
+    """Write one `.eml` per draft; remove earlier drafts of this campaign's no longer wanted.
+
+    Only files campaign wrote go: named like a draft, with this campaign's Message-ID for
+    the recipient the name says. Anything else in the folder is left alone.
+    """
     transport = FileTransport(outbox)
     deliver_all(prepared, transport)
     current = {draft.filename for draft in prepared.drafts}
     removed: list[str] = []
-    if len(prepared.drafts) == len(prepared.source.recipients):
-        for path in sorted(outbox.glob("*.eml")):
-            if path.name not in current and _DRAFT_NAME.match(path.name):
-                path.unlink()
-                removed.append(path.name)
-    return DraftsReport(tuple(transport.written), tuple(transport.replaced), tuple(removed))
+    left_alone: list[str] = []
+    campaign = prepared.source.campaign
+    whole_campaign = len(prepared.drafts) == len(prepared.source.recipients)
+    for path in sorted(outbox.glob("*.eml")):
+        if path.name in current or path.is_symlink() or not path.is_file():
+            continue
+        if whole_campaign and _written_by(campaign, path):
+            path.unlink()
+            removed.append(path.name)
+        else:
+            left_alone.append(path.name)
+    return DraftsReport(
+        tuple(transport.written), tuple(transport.replaced), tuple(removed), tuple(left_alone)
+    )
+
+
+def _written_by(campaign: Campaign, path: Path) -> bool:
+    """A draft of this campaign: its name and its Message-ID say the same recipient."""
+    name = _DRAFT_NAME.match(path.name)
+    if name is None:
+        return False
+    try:
+        head = read_file(path, MAX_LETTER_BYTES).partition(b"\r\n\r\n")[0]
+        message_id = BytesHeaderParser(policy=policy.compat32).parsebytes(head)["Message-ID"]
+    except (CampaignError, ValueError):
+        return False
+    return str(message_id or "").strip() == message_id_for(campaign, name["id"])
+
+
+def crlf_letter(data: bytes) -> bytes:
+    """The letter with CRLF line ends, ending in CRLF; raise ValueError naming a bad line.
+
+    A file whose lines all end in LF (an editor's save) is converted; a bare CR anywhere,
+    or LF and CRLF mixed, is refused: some servers take a bare CR as a line end, which
+    lets a body smuggle SMTP commands (the class of CVE-2023-51764).
+    """
+    if b"\r" not in data:
+        data = data.replace(b"\n", b"\r\n")
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines, 1):
+        last = number == len(lines)
+        text = line[:-1] if line.endswith(b"\r") and not last else line
+        if b"\r" in text:
+            raise ValueError(f"line {number} holds a bare CR (a carriage return without LF)")
+        if not last and not line.endswith(b"\r"):
+            raise ValueError(f"line {number} ends in LF while others end in CRLF")
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
+def _mailboxes(message: EmailMessage, name: str) -> list[tuple[str, str]]:
+    header = message[name]
+    if header is None:
+        return []
+    return [
+        (" ".join(a.display_name.split()).casefold(), f"{a.username}@{a.domain.lower()}")
+        for a in header.addresses
+    ]
+
+
+def _shown(value: object) -> str:
+    return "(absent)" if value is None else repr(visible(str(value))[:200])
+
+
+def _header_differences(data: bytes, expected: list[str]) -> tuple[list[str], list[str]]:
+    """Header names the draft has that the campaign's letter has not, and those not once."""
+    head = data.partition(b"\r\n\r\n")[0]
+    names = [
+        line.partition(b":")[0].decode("ascii", "replace")
+        for line in head.split(b"\r\n")
+        if line[:1] not in (b" ", b"\t")
+    ]
+    wanted = {name.lower() for name in expected}
+    extra = sorted({visible(n) for n in names if n.lower() not in wanted})
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name.lower()] = counts.get(name.lower(), 0) + 1
+    missing = sorted(n for n in expected if counts.get(n.lower(), 0) != 1)
+    return extra, missing
+
+
+def letter_problem(data: bytes, reference: bytes) -> str | None:
+    """Why `data` is not the campaign's letter for the recipient of `reference`, or None.
+
+    Exactly the headers the campaign writes, once each (names in any case); From, To and
+    Reply-To with the same addresses and names (names compared case-insensitively);
+    Subject, Message-ID and MIME-Version as built; a Date that reads as a date.
+    """
+    end = reference.find(b"\r\n\r\n")
+    expected = [
+        line.partition(b":")[0].decode("ascii")
+        for line in reference[:end].split(b"\r\n")
+        if line[:1] not in (b" ", b"\t")
+    ]
+    extra, missing = _header_differences(data, expected)
+    if extra:
+        return f"the draft has header(s) campaign does not write here: {', '.join(extra)}"
+    if missing:
+        return f"the draft lacks or repeats the header(s) {', '.join(missing)}"
+    try:
+        check_header_block(data, expected)
+    except HeaderBlockError as err:
+        return f"the header block is not the one campaign writes: {err}"
+    parser = BytesParser(policy=policy.default)
+    try:
+        ours, theirs = parser.parsebytes(reference), parser.parsebytes(data)
+        assert isinstance(ours, EmailMessage) and isinstance(theirs, EmailMessage)
+        for name in _ADDRESS_HEADERS:
+            if _mailboxes(theirs, name) != _mailboxes(ours, name):
+                return f"the {name} header is {_shown(theirs[name])}, not {_shown(ours[name])}"
+        for name in _EXACT_HEADERS:
+            if str(theirs[name]).strip() != str(ours[name]).strip():
+                return f"the {name} header is {_shown(theirs[name])}, not {_shown(ours[name])}"
+        if theirs["Date"] is None or theirs["Date"].datetime is None:
+            return "the Date header is not a date"
+    except Exception as err:  # a header the email package cannot even read
+        return f"a header cannot be read: {type(err).__name__}"
+    return None
 
 
 def read_outbox(
-    source: CampaignFile, recipients: Sequence[Recipient], outbox: Path, store: MessageStore
+    source: CampaignFile,
+    recipients: tuple[Recipient, ...],
+    outbox: Path,
+    store: MessageStore,
+    *,
+    clock: Clock = utc_now,
 ) -> Prepared:
-    """The reviewed drafts, byte for byte, after checking their headers against the file.
+    """The reviewed drafts, byte for byte, once each is checked as a whole letter.
 
-    Each draft must carry the Message-ID, sender and addresses the campaign file gives
-    its recipient, and a header block with nothing injected; otherwise nothing is sent.
+    Every recipient's letter is built first (nothing leaves before all of them render),
+    and each draft must carry exactly the headers that build has, with the same values.
     """
-    campaign = source.campaign
+    wanted = {recipient.id for recipient in recipients}
+    with MessageStore() as built_store:
+        built = prepare(source, source.recipients, built_store, clock=clock)
+        references = {
+            d.recipient_id: built.data(d) for d in built.drafts if d.recipient_id in wanted
+        }
     total = len(source.recipients)
     errors: list[CampaignError] = []
     drafts: list[Draft] = []
     for recipient in recipients:
         path = outbox / draft_filename(recipient, total)
-        if not path.is_file():
-            errors.append(
-                CampaignError(
-                    "no draft for this recipient in the outbox",
-                    path=path,
-                    recipient=recipient.id,
-                    hint="run `campaign drafts` first, or send without --from-outbox",
-                )
-            )
-            continue
-        data = path.read_bytes()
-        if not data.endswith(b"\r\n"):
-            data += b"\r\n"  # an editor's save may drop the last line end; SMTP needs it
         try:
-            draft = _check_draft(campaign, recipient, path, data)
+            data = _checked_draft(path, recipient, references[recipient.id])
+            draft = _draft(source.campaign, recipient, path, data)
         except CampaignError as err:
             errors.append(err)
             continue
@@ -96,63 +214,60 @@ def read_outbox(
     return Prepared(source, drafts, store)
 
 
-def _check_draft(campaign: Campaign, recipient: Recipient, path: Path, data: bytes) -> Draft:
-    def refuse(message: str, field: str | None = None) -> CampaignError:
-        return CampaignError(
-            message,
-            path=path,
-            recipient=recipient.id,
-            field=field,
-            hint="run `campaign drafts` again to rebuild it",
-        )
+def _checked_draft(path: Path, recipient: Recipient, reference: bytes) -> bytes:
+    def refuse(
+        message: str, hint: str = "run `campaign drafts` again to rebuild it"
+    ) -> CampaignError:
+        return CampaignError(message, path=path, recipient=recipient.id, hint=hint)
 
-    if b"\r\n" not in data or data.replace(b"\r\n", b"").find(b"\n") >= 0:
-        raise refuse("the draft does not use CRLF line ends (was it edited?)")
-    message = BytesParser(policy=POLICY).parsebytes(data)
-    assert isinstance(message, EmailMessage)
-    names = list(message.keys())
-    try:
-        check_header_block(data, names)
-    except HeaderBlockError as err:
-        raise refuse(f"the header block is not safe: {err}") from None
-    for name in ("From", "To", "Subject", "Date", "Message-ID"):
-        if names.count(name) != 1:
-            raise refuse(f"the draft must have exactly one {name} header", name)
-    for name in ("Bcc", "Resent-To", "Resent-Bcc", "Cc"):
-        if name in message:
-            raise refuse(f"the draft has a {name} header, which campaign never writes", name)
-    expected_id = message_id_for(campaign, recipient.id)
-    if str(message["Message-ID"]).strip() != expected_id:
-        raise refuse(f"the Message-ID is not {expected_id}", "Message-ID")
-    senders = [a.addr_spec for a in message["From"].addresses]
-    if senders != [campaign.sender.address]:
-        raise refuse(f"the sender is {', '.join(senders)}, not {campaign.sender.address}", "From")
-    to = tuple(a.addr_spec for a in message["To"].addresses)
-    if sorted(to) != sorted(recipient.addresses):
+    if not path.exists() and not path.is_symlink():
         raise refuse(
-            f"the To addresses {', '.join(to)} are not this recipient's"
-            f" ({', '.join(recipient.addresses)})",
-            "To",
+            "no draft for this recipient in the outbox",
+            hint="run `campaign drafts` first, or send without --from-outbox",
         )
+    data = read_file(path, MAX_LETTER_BYTES)
+    try:
+        data = crlf_letter(data)
+    except ValueError as err:
+        raise refuse(str(err)) from None
+    problem = letter_problem(data, reference)
+    if problem is not None:
+        raise refuse(problem)
+    return data
+
+
+def _draft(campaign: Campaign, recipient: Recipient, path: Path, data: bytes) -> Draft:
+    """The draft's identity; its content hash from its decoded parts, as a build's is."""
+    message = BytesParser(policy=policy.default).parsebytes(data)
+    assert isinstance(message, EmailMessage)
     subject = str(message["Subject"])
     reason = unsafe_reason(subject)
     if reason:
-        raise refuse(f"the subject {reason}", "Subject")
-    text_part = message.get_body(preferencelist=("plain",))
-    html_part = message.get_body(preferencelist=("html",))
-    # Decoded with CRLF line ends (the wire form); the rendered letter used LF.
-    rendered = Rendered(
-        subject=subject,
-        text=text_part.get_content().replace("\r\n", "\n") if text_part is not None else "",
-        html=html_part.get_content().replace("\r\n", "\n") if html_part is not None else None,
-    )
+        raise CampaignError(
+            f"the subject {reason}", path=path, recipient=recipient.id, field="Subject"
+        )
+    try:
+        text_part = message.get_body(preferencelist=("plain",))
+        html_part = message.get_body(preferencelist=("html",))
+        # Decoded with CRLF line ends (the wire form); the rendered letter used LF.
+        rendered = Rendered(
+            subject=subject,
+            text=text_part.get_content().replace("\r\n", "\n") if text_part else "",
+            html=html_part.get_content().replace("\r\n", "\n") if html_part else None,
+        )
+    except (LookupError, ValueError, KeyError) as err:
+        raise CampaignError(
+            f"the letter's body cannot be read: {type(err).__name__}",
+            path=path,
+            recipient=recipient.id,
+        ) from None
     return Draft(
         recipient_id=recipient.id,
         index=recipient.index,
         filename=path.name,
         sender=campaign.sender.address,
         addresses=recipient.addresses,
-        message_id=expected_id,
+        message_id=message_id_for(campaign, recipient.id),
         content_hash=content_hash(subject, recipient.addresses, rendered),
         sha256=hashlib.sha256(data).hexdigest(),
         size=len(data),

@@ -25,6 +25,7 @@ from campaign.models import Campaign, Mailbox, Recipient, Rendered
 # How drafts are read back: CRLF line ends, as they are written.
 POLICY = policy.SMTP
 LINE = 78  # RFC 5322's recommended line length
+MAX_LETTER_BYTES = 10 * 1024 * 1024  # a letter, attachments included, as it goes on the wire
 _WORD_BYTES = 39  # 52 base64 characters: an encoded word of 64, within RFC 2047's 75
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+\Z")
 _QP_CACHE_LIMIT = 20_000
@@ -174,8 +175,11 @@ def decoded(header: str) -> str:
 class MessageBuilder:
     """Builds each recipient's message; what all messages of a run share is built once."""
 
-    def __init__(self, campaign: Campaign, date: datetime) -> None:
+    def __init__(
+        self, campaign: Campaign, date: datetime, *, max_bytes: int = MAX_LETTER_BYTES
+    ) -> None:
         self._campaign = campaign
+        self._max_bytes = max_bytes
         self._from = address_header("From", (campaign.sender,))
         self._reply_to = address_header("Reply-To", campaign.reply_to) if campaign.reply_to else ""
         self._date_line = f"Date: {format_datetime(date)}\r\n"
@@ -304,6 +308,13 @@ class MessageBuilder:
                 )
             )
             names = _MULTIPART_NAMES
+        if len(data) > self._max_bytes:
+            raise CampaignError(
+                f"the letter is {len(data):,} bytes, over the limit of {self._max_bytes:,}",
+                path=campaign.source,
+                recipient=recipient.id,
+                hint="shorten it, or raise the limit if the server takes larger letters",
+            )
         if self._reply_to:
             names = (*names, "Reply-To")
         try:

@@ -24,14 +24,17 @@ def address_outcome(reply: Reply) -> Outcome:
         return Outcome.ACCEPTED
     if 500 <= reply.code < 600:
         # A refused sender is the run's problem, not the address's: it stays to be sent.
-        return Outcome.PENDING if reply.stage == Stage.MAIL else Outcome.REFUSED
+        # A letter over the server's SIZE is refused for every address alike.
+        if reply.stage == Stage.MAIL and reply.code != 552:
+            return Outcome.PENDING
+        return Outcome.REFUSED
     return Outcome.DEFERRED
 
 
 def run_effect(reply: Reply) -> RunEffect:
     """Whether a reply stops the whole run: a permanent refusal of the sender does."""
     if reply.stage == Stage.MAIL and reply.code is not None and 500 <= reply.code < 600:
-        return RunEffect.STOP
+        return RunEffect.CONTINUE if reply.code == 552 else RunEffect.STOP
     return RunEffect.CONTINUE
 
 

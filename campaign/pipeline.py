@@ -21,10 +21,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from campaign.errors import RunRefused, UsageError
+from campaign.archive import Archive
+from campaign.drafts import letter_problem
+from campaign.errors import CampaignError, RunRefused, UsageError
 from campaign.models import Draft
 from campaign.outcomes import RunEffect, address_outcome, connect_effect, run_effect
 from campaign.prepare import Prepared
+from campaign.safefiles import remove_temporaries
 from campaign.sendlog import (
     AddressReply,
     LogLock,
@@ -43,7 +46,6 @@ from campaign.sendlog import (
     status_of,
 )
 from campaign.transports.base import ConnectFailure, Transport
-from campaign.transports.files import write_atomically
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ class SendOptions:
 class PlannedMessage:
     draft: Draft
     addresses: tuple[str, ...]
-    reuse: Path | None = None  # an earlier send's exact bytes, for a partial resumed
+    # A partial resumed: the SHA-256 of the letter its other addresses got, so that the
+    # rest get the same bytes (taken from the archive only if they still hash to it).
+    reuse: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,8 +111,8 @@ def make_plan(
             skipped.setdefault(state.status(), []).append(draft.recipient_id)
             continue
         reuse = None
-        if state.archive and any(s.outcome == Outcome.ACCEPTED for s in state.addresses.values()):
-            reuse = Path(state.archive)
+        if state.sha256 and any(s.outcome == Outcome.ACCEPTED for s in state.addresses.values()):
+            reuse = state.sha256
         messages.append(PlannedMessage(draft, addresses, reuse))
     changed = tuple(_changed(drafts, history))
     return Plan(messages, skipped, changed, sum(len(m.addresses) for m in messages))
@@ -203,7 +207,7 @@ class SendRun:
         history: Replay,
         options: SendOptions,
         *,
-        archive_dir: Path | None,
+        archive: Archive | None,
         progress: Progress,
         run_id: str,
         rng: random.Random | None = None,
@@ -213,7 +217,7 @@ class SendRun:
         self.log = log
         self.history = history
         self.options = options
-        self.archive_dir = archive_dir
+        self.archive = archive
         self.progress = progress
         self.run_id = run_id
         self.rng = rng or random.Random()
@@ -226,12 +230,7 @@ class SendRun:
         self._workers = 0
         self._first_answer = asyncio.Event()
         self._connect_failures = 0
-        self._archive_name = ""  # the archive folder as the log names it
-        if archive_dir is not None:
-            try:
-                self._archive_name = str(archive_dir.relative_to(log.path.parent))
-            except ValueError:
-                self._archive_name = str(archive_dir)
+        self._finishing: set[asyncio.Task[None]] = set()
 
     def _record(self, record: Record) -> None:
         self.history.apply(self.log.write(record))
@@ -245,13 +244,12 @@ class SendRun:
             return self.result
         self.progress.start(self._outstanding)
         self._workers = len(transports)
-        if self.archive_dir is not None:
-            self.archive_dir.mkdir(parents=True, exist_ok=True)
         workers = [
             asyncio.create_task(self._worker(t, lead=i == 0)) for i, t in enumerate(transports)
         ]
         try:
             await asyncio.gather(*workers)
+            await asyncio.gather(*self._finishing)
         finally:
             for worker in workers:
                 worker.cancel()
@@ -329,8 +327,7 @@ class SendRun:
         """Record the attempt, send, record the result, decide what comes next."""
         draft = job.message.draft
         data = self._bytes(job.message)
-        # Reused bytes (a partial resumed) are hashed again: the log names what went out.
-        digest = draft.sha256 if job.message.reuse is None else hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256(data).hexdigest() if job.message.reuse else draft.sha256
         attempt = self.history.state(draft.recipient_id).attempts + 1
         job.tries += 1
         self._record(
@@ -354,26 +351,45 @@ class SendRun:
             for address, reply in delivery.replies.items()
         }
         stop = next((r for r in delivery.replies.values() if run_effect(r) == RunEffect.STOP), None)
-        archive = None
-        if any(r.outcome == Outcome.ACCEPTED for r in replies.values()):
-            archive = self._archive(job.message, data)
+        if stop is not None:
+            self._stop(f"{transport.name} refused the sender {draft.sender}: {stop}")
+        result = _Result(job, attempt, replies, digest, transport.name)
+        went_out = any(r.outcome in (Outcome.ACCEPTED, Outcome.UNKNOWN) for r in replies.values())
+        if went_out and self.archive is not None:
+            # The bytes are made durable before the log names them; meanwhile this
+            # connection goes on with the next letter.
+            task = asyncio.create_task(self._archive_then_finish(result, data))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+        else:
+            self._finish(result, None)
+
+    async def _archive_then_finish(self, result: _Result, data: bytes) -> None:
+        assert self.archive is not None
+        name = None
+        try:
+            name = await self.archive.keep(result.job.message.draft.filename, result.sha256, data)
+        except (OSError, CampaignError) as err:
+            self._stop(f"the sent archive could not keep a letter: {err}")
+        self._finish(result, name)
+
+    def _finish(self, result: _Result, archive: str | None) -> None:
+        draft = result.job.message.draft
         self._record(
             result_record(
                 run=self.run_id,
                 recipient=draft.recipient_id,
-                attempt=attempt,
+                attempt=result.attempt,
                 message_id=draft.message_id,
-                replies=replies,
-                status=self._status_after(draft.recipient_id, replies),
-                transport=transport.name,
+                replies=result.replies,
+                status=self._status_after(draft.recipient_id, result.replies),
+                transport=result.transport,
                 archive=archive,
-                sha256=digest if archive else None,
+                sha256=result.sha256 if archive else None,
                 test=self.options.test,
             )
         )
-        if stop is not None:
-            self._stop(f"{transport.name} refused the sender {draft.sender}: {stop}")
-        self._decide(job, replies)
+        self._decide(result.job, result.replies)
 
     def _decide(self, job: _Job, replies: dict[str, AddressReply]) -> None:
         """Retry what may pass later (with backoff), or settle the recipient's status."""
@@ -405,25 +421,28 @@ class SendRun:
         return status_of([r.outcome for r in replies.values()])
 
     def _bytes(self, message: PlannedMessage) -> bytes:
-        if message.reuse is not None:
-            path = (
-                message.reuse
-                if message.reuse.is_absolute()
-                else self.log.path.parent / message.reuse
-            )
-            if path.is_file():
-                return path.read_bytes()
-        return self.prepared.data(message.draft)
+        """The letter's bytes; for a partial resumed, the very bytes the others got.
 
-    def _archive(self, message: PlannedMessage, data: bytes) -> str | None:
-        """Keep the exact bytes a server accepted; the log records where and their SHA-256."""
-        if self.archive_dir is None:
-            return None
-        name = message.draft.filename
-        path = self.archive_dir / name
-        if message.reuse is None or not path.exists():
-            write_atomically(path, data)
-        return os.path.join(self._archive_name, name)
+        Those come only from this campaign's own archive and only while they still hash
+        to what the log recorded and read as this recipient's letter; otherwise the
+        letter is built anew from the file and the template.
+        """
+        fresh = self.prepared.data(message.draft)
+        if message.reuse is None or self.archive is None:
+            return fresh
+        kept = self.archive.find(message.draft.filename, message.reuse)
+        if kept is None or letter_problem(kept, fresh) is not None:
+            return fresh
+        return kept
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    job: _Job
+    attempt: int
+    replies: dict[str, AddressReply]
+    sha256: str
+    transport: str
 
 
 def read_history(path: Path, campaign_id: str) -> Replay:
@@ -463,6 +482,10 @@ class SendSession:
         if self._lock is not None:
             self._lock.acquire(f"campaign send of {campaign.id}")
         try:
+            if self._lock is not None:
+                # A crashed run's half-written files: only this run can be writing now.
+                folder = self.log_path.parent
+                remove_temporaries(folder, folder / "sent", folder / "inbox")
             self.history = read_history(self.log_path, campaign.id)
         except BaseException:
             self.__exit__(None, None, None)
@@ -510,17 +533,25 @@ class SendSession:
                                 content_hash=draft.content_hash,
                             )
                         )
+            archive = None
+            if not options.test:
+                archive = Archive(self.log_path.parent / "sent", self.log_path.parent)
+                archive.open()
             send_run = SendRun(
                 prepared,
                 plan,
                 log,
                 history,
                 options,
-                archive_dir=None if options.test else self.log_path.parent / "sent",
+                archive=archive,
                 progress=progress,
                 run_id=run_id,
             )
-            result = asyncio.run(send_run.run(transports))
+            try:
+                result = asyncio.run(send_run.run(transports))
+            finally:
+                if archive is not None:
+                    archive.close()
             log.write(run_end_record(run=run_id, counts=result.counts(), stopped=result.stopped))
         finally:
             log.close()

@@ -19,7 +19,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from campaign.display import visible
 from campaign.errors import CampaignError, RunRefused
+from campaign.safefiles import ensure_folder, open_private, refuse_symlink
 
 Record = dict[str, Any]
 
@@ -225,6 +227,153 @@ class Replay:
             state.sha256 = record.get("sha256")
 
 
+# Every record read back is checked by shape and type before anything uses it: the log is
+# a record, not a command, and a line edited by hand must not decide what is sent.
+MAX_TEXT = 16_384
+MAX_LINE = 1 << 20
+MAX_ADDRESSES = 1_000
+_MAX_INT = 1 << 53
+_HEX = frozenset("0123456789abcdef")
+
+
+def _text(value: Any) -> bool:
+    return type(value) is str and len(value) <= MAX_TEXT
+
+
+def _short(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= 256
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and 0 <= value < _MAX_INT
+
+
+def _positive(value: Any) -> bool:
+    return type(value) is int and 0 < value < _MAX_INT
+
+
+def _flag(value: Any) -> bool:
+    return type(value) is bool
+
+
+def _digest(value: Any) -> bool:
+    return type(value) is str and len(value) == 64 and _HEX.issuperset(value)
+
+
+def _addresses(value: Any) -> bool:
+    return (
+        type(value) is list
+        and len(value) <= MAX_ADDRESSES
+        and all(type(a) is str and 0 < len(a) <= 320 for a in value)
+    )
+
+
+def _replies(value: Any) -> bool:
+    if type(value) is not dict or len(value) > MAX_ADDRESSES:
+        return False
+    for address, reply in value.items():
+        if len(address) > 320 or type(reply) is not dict or reply.keys() != _REPLY_KEYS:
+            return False
+        code = reply["code"]
+        if reply["outcome"] not in _OUTCOMES or not _text(reply["reply"]):
+            return False
+        if code is not None and not (type(code) is int and 100 <= code < 600):
+            return False
+    return True
+
+
+def _counts(value: Any) -> bool:
+    return type(value) is dict and all(k in _STATUSES and _count(n) for k, n in value.items())
+
+
+def _optional_text(value: Any) -> bool:
+    return value is None or _text(value)
+
+
+def _settled(value: Any) -> bool:
+    return value in (Status.SENT, Status.PENDING)
+
+
+_OUTCOMES = frozenset(Outcome)
+_STATUSES = frozenset(Status)
+_REPLY_KEYS = {"outcome", "code", "reply"}
+_COMMON = {"time": _short, "event": _short, "campaign": _short}
+_SHAPES: dict[str, tuple[dict[str, Callable[[Any], bool]], frozenset[str]]] = {}
+
+
+def _shape(event: Event, required: dict[str, Callable[[Any], bool]], **optional: Any) -> None:
+    _SHAPES[event] = ({**_COMMON, **required, **optional}, frozenset({*_COMMON, *required}))
+
+
+_shape(
+    Event.RUN_START,
+    {"run": _short, "pid": _count, "transport": _text, "planned": _count, "test": _flag},
+)
+_shape(
+    Event.PLANNED,
+    {"run": _short, "recipient": _short, "addresses": _addresses, "content_hash": _digest},
+)
+_shape(
+    Event.ATTEMPT,
+    {
+        "run": _short,
+        "recipient": _short,
+        "addresses": _addresses,
+        "all_addresses": _addresses,
+        "message_id": _text,
+        "attempt": _positive,
+        "content_hash": _digest,
+        "sha256": _digest,
+        "size": _count,
+        "transport": _text,
+    },
+    test=_flag,
+)
+_shape(
+    Event.RESULT,
+    {
+        "run": _short,
+        "recipient": _short,
+        "attempt": _positive,
+        "message_id": _text,
+        "replies": _replies,
+        "status": lambda v: v in _STATUSES,
+        "transport": _text,
+    },
+    archive=_text,
+    sha256=_digest,
+    test=_flag,
+)
+_shape(Event.RUN_END, {"run": _short, "counts": _counts, "stopped": _optional_text})
+_shape(
+    Event.RESOLVE,
+    {"recipient": _short, "reason": _text, "as": _settled},
+    sha256=_digest,
+    archive=_text,
+)
+_shape(Event.LOG_REPAIRED, {"torn_line": _positive})
+
+
+def record_problem(record: Any) -> str | None:
+    """What is wrong with a record read back from a log, or None when it has a known shape."""
+    if type(record) is not dict:
+        return "it is not a JSON object"
+    shape = _SHAPES.get(record.get("event"))  # type: ignore[arg-type]
+    if shape is None:
+        return f"it has no known event ({visible(str(record.get('event'))[:40])})"
+    checks, required = shape
+    for key, value in record.items():
+        check = checks.get(key)
+        if check is None:
+            return f"it has an unknown field '{visible(key[:40])}'"
+        if not check(value):
+            return f"its field '{key}' is not what a {record['event']} record holds"
+    if not required.issubset(record):
+        missing = sorted(required.difference(record))
+        return f"it lacks the field(s) {', '.join(missing)}"
+    return None
+
+
 class LogFormatError(CampaignError):
     """The log cannot be read as a send log."""
 
@@ -254,12 +403,19 @@ class LogReader:
         """
         if not self.path.exists():
             return
+        refuse_symlink(self.path)
         with open(self.path, "rb") as handle:
             handle.seek(self._offset)
             while chunk := handle.read(self.CHUNK):
                 self._offset += len(chunk)
                 lines = (self._partial + chunk).split(b"\n")
                 self._partial = lines.pop()
+                if len(self._partial) > MAX_LINE:
+                    raise LogFormatError(
+                        f"line {self._line + len(lines) + 1} is longer than any record",
+                        path=self.path,
+                        line=self._line + len(lines) + 1,
+                    )
                 for raw in lines:
                     self._line += 1
                     record = self._record(raw)
@@ -278,9 +434,18 @@ class LogReader:
             return None
         try:
             record = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             record = None
         valid = isinstance(record, dict) and "event" in record
+        if valid:
+            problem = record_problem(record)
+            if problem is not None:
+                raise LogFormatError(
+                    f"line {self._line} is not a record campaign wrote: {problem}",
+                    path=self.path,
+                    line=self._line,
+                    hint="the log may have been edited by hand; restore it from a backup",
+                )
         if self._bad_line is not None:
             if not valid or record.get("event") != Event.LOG_REPAIRED:
                 raise LogFormatError(
@@ -448,8 +613,8 @@ class SendLog:
         self.path = path
         self.campaign_id = campaign_id
         self._clock = clock
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        ensure_folder(path.parent)
+        self._fd = open_private(path, os.O_WRONLY | os.O_APPEND)
         self._written = 0
         self._synced = 0
         self._sync_task: asyncio.Future[None] | None = None
@@ -500,20 +665,30 @@ class SendLog:
             self._fd = -1
 
 
+def _holder(fd: int) -> str:
+    """Who holds a lock, as its file says (read back: shown escaped)."""
+    text = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+    return visible(text) or "another process"
+
+
 class LogLock:
-    """An exclusive lock beside the log, naming the process that holds it."""
+    """An exclusive lock beside the log, naming the process that holds it.
+
+    Keyed on the log's real folder: two paths to one log take the same lock.
+    """
 
     def __init__(self, log_path: Path) -> None:
-        self.path = log_path.with_name(log_path.name + ".lock")
+        folder = Path(os.path.realpath(log_path.parent))
+        self.path = folder / (log_path.name + ".lock")
         self._fd = -1
 
     def acquire(self, description: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        ensure_folder(self.path.parent)
+        fd = open_private(self.path, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            holder = _holder(fd)
             os.close(fd)
             raise RunRefused(
                 f"another run holds the log: {holder}",
@@ -526,13 +701,13 @@ class LogLock:
 
     def held_by_other(self) -> str | None:
         """Who holds the lock now, or None; used by readers to tell a live run from a dead one."""
-        if not self.path.exists():
+        if not self.path.exists() or self.path.is_symlink():
             return None
-        fd = os.open(self.path, os.O_RDONLY)
+        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            return _holder(fd)
         finally:
             os.close(fd)
         return None

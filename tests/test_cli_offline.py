@@ -157,14 +157,14 @@ def test_drafts_lists_the_files_it_wrote(tmp_path: Path) -> None:
     assert "Replaced" not in result.stdout
 
 
-def test_drafts_get_the_permissions_the_users_umask_gives(tmp_path: Path) -> None:
+def test_drafts_are_private_whatever_the_umask(tmp_path: Path) -> None:
     previous = os.umask(0o002)
     try:
         outbox = draft_bundled(tmp_path)
     finally:
         os.umask(previous)
     modes = {path.stat().st_mode & 0o777 for path in outbox.glob("*.eml")}
-    assert modes == {0o664}
+    assert modes == {0o600}
 
 
 def test_drafts_again_says_it_replaced_six(tmp_path: Path) -> None:

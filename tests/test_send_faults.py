@@ -142,7 +142,8 @@ def test_a_resumed_partial_whose_archive_is_gone_logs_the_hash_of_what_it_sent(
 ) -> None:
     greylisting = faulty(make_smtp_server, rcpt={"procuror@nursat.kz": (451, "4.7.1 Later")})
     assert send(bundled, greylisting, "--retries", "0", *FAST, clock=FIXED_NOW).status == 1
-    (bundled.parent / "outbox" / "sent" / "02-general-prosecutor.eml").unlink()
+    [first] = events(bundled, "result", "general-prosecutor")
+    (bundled.parent / "outbox" / first["archive"]).unlink()
     server = make_smtp_server()
     run = send(bundled, server, *FAST, clock=FIXED_NOW + timedelta(days=1))
     assert run.status == 0, run.stderr
@@ -150,7 +151,7 @@ def test_a_resumed_partial_whose_archive_is_gone_logs_the_hash_of_what_it_sent(
     [attempt] = events(bundled, "attempt", "general-prosecutor")[-1:]
     [result] = events(bundled, "result", "general-prosecutor")[-1:]
     assert attempt["sha256"] == result["sha256"] == sha256(retried.data)
-    archived = bundled.parent / "outbox" / "sent" / "02-general-prosecutor.eml"
+    archived = bundled.parent / "outbox" / result["archive"]
     assert archived.read_bytes() == retried.data
 
 
@@ -487,7 +488,8 @@ def test_archive_hash_matches_the_bytes_after_a_retry(
     server = faulty(make_smtp_server, rcpt={"aprk@akorda.kz": [(451, "4.7.1 Greylisted")]})
     assert send(bundled, server, *FAST).status == 0
     [message] = server.received_by("aprk@akorda.kz")
-    archived = (bundled.parent / "outbox" / "sent" / "01-president.eml").read_bytes()
+    [*_, result] = events(bundled, "result", "president")
+    archived = (bundled.parent / "outbox" / result["archive"]).read_bytes()
     assert archived == message.data
     state = states(bundled).recipients["president"]
     assert state.sha256 == sha256(archived)

@@ -1,49 +1,17 @@
-"""`.eml` drafts in a folder, each written atomically (temporary file, then rename)."""
+"""`.eml` drafts in a folder, each written atomically (temporary file, then rename), 0600."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from campaign.models import Draft
+from campaign.safefiles import ensure_folder, fsync_folder, write_file
 from campaign.transports.base import BeforeData, Delivery, Reply
 
 
-def write_atomically(path: Path, data: bytes, *, durable: bool = False) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one."""
-    # Plain os calls: `send` archives every message it sends, and this is on its hot path.
-    final = os.fspath(path)
-    folder, name = os.path.split(final)
-    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-    try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(descriptor, view) :]
-            if durable:
-                os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
-def fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 class FileTransport:
-    """Writes each message as `<folder>/<draft.filename>`."""
+    """Writes each message as `<folder>/<draft.filename>`, never through a symlink."""
 
     def __init__(self, folder: Path, *, durable: bool = True) -> None:
         self.folder = folder
@@ -53,7 +21,7 @@ class FileTransport:
         self.written: list[Path] = []
 
     async def open(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        ensure_folder(self.folder)
 
     async def send(
         self,
@@ -67,11 +35,11 @@ class FileTransport:
         path = self.folder / draft.filename
         if path.exists():
             self.replaced.append(draft.filename)
-        write_atomically(path, data, durable=self.durable)
+        write_file(path, data, durable=self.durable)
         self.written.append(path)
         reply = Reply(250, f"written to {path}")
-        return Delivery({address: reply for address in addresses})
+        return Delivery(dict.fromkeys(addresses, reply))
 
     async def close(self) -> None:
         if self.durable and self.written:
-            fsync_directory(self.folder)
+            fsync_folder(self.folder)

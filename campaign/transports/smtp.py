@@ -195,6 +195,12 @@ async def _login(smtp: aiosmtplib.SMTP, settings: SmtpSettings) -> None:
         raise ConnectFailure(ConnectStep.LOGIN, f"connection lost: {err}") from None
 
 
+def server_size_limit(announced: str) -> int | None:
+    """The SIZE a server announced in EHLO, in bytes; None when it gave no number (or 0)."""
+    text = announced.strip()
+    return int(text) if text.isdigit() and 0 < len(text) < 16 and int(text) > 0 else None
+
+
 class SmtpTransport:
     """Sends through one connection; `open` connects again when the server closed it."""
 
@@ -235,8 +241,21 @@ class SmtpTransport:
         if smtp is None or not smtp.is_connected:
             lost = Reply(None, "not connected", Stage.MAIL)
             return Delivery(dict.fromkeys(addresses, lost))
+        options: list[str] = []
+        if smtp.supports_extension("size"):
+            limit = server_size_limit(smtp.esmtp_extensions["size"])
+            if limit and len(data) > limit:
+                # Refused here rather than after the data went out (RFC 1870).
+                too_big = Reply(
+                    552,
+                    f"not sent: the letter is {len(data):,} bytes and {self.settings.address}"
+                    f" takes at most {limit:,} (its SIZE)",
+                    Stage.MAIL,
+                )
+                return Delivery(dict.fromkeys(addresses, too_big))
+            options.append(f"SIZE={len(data)}")
         try:
-            await smtp.mail(draft.sender)
+            await smtp.mail(draft.sender, options=options)
         except SMTPSenderRefused as err:
             await self._after_refusal(err.code)
             return Delivery(dict.fromkeys(addresses, Reply(err.code, err.message, Stage.MAIL)))

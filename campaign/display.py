@@ -1,0 +1,28 @@
+"""Text from files, logs and servers made safe to show: controls escaped, formulas defused."""
+
+from __future__ import annotations
+
+import re
+
+# C0 and C1 controls, DEL, and the bidirectional overrides that can reorder what is shown.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, *, keep_newlines: bool = False) -> str:
+    """`text` with every control character written out (`\\x1b`), never emitted."""
+    if keep_newlines:
+        return "\n".join(_CONTROL.sub(_escape, line) for line in text.split("\n"))
+    return _CONTROL.sub(_escape, text)
+
+
+def spreadsheet_cell(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text: formulas defused (OWASP), controls escaped."""
+    if text.startswith(_FORMULA_START):
+        text = "'" + text
+    return visible(text)
