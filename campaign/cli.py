@@ -19,6 +19,7 @@ from typing import IO
 
 from campaign import __version__
 from campaign.addresses import AddressError, normalise
+from campaign.display import visible
 from campaign.drafts import deliver_all, read_outbox, write_drafts
 from campaign.errors import (
     CampaignError,
@@ -554,7 +555,7 @@ def run_log(ctx: Context) -> ExitStatus:
     else:
         show_review(ctx.ui, review, rows)
     for note in review.notes if (args.json or args.csv) else ():
-        ctx.ui.err.print(f"note: {note}", markup=False)
+        ctx.ui.err.print(f"note: {visible(note)}", markup=False)
     return ExitStatus.OK
 
 

@@ -6,6 +6,9 @@ import re
 
 # C0 and C1 controls, DEL, and the bidirectional overrides that can reorder what is shown.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+_LAYOUT_CONTROL = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
+)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -15,9 +18,12 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def visible(text: str, *, keep_newlines: bool = False) -> str:
-    """`text` with every control character written out (`\\x1b`), never emitted."""
+    """`text` with every control character written out (`\\x1b`), never emitted.
+
+    With `keep_newlines`, line ends and tabs stay (a letter's body, a multi-line reply).
+    """
     if keep_newlines:
-        return "\n".join(_CONTROL.sub(_escape, line) for line in text.split("\n"))
+        return _LAYOUT_CONTROL.sub(_escape, text)
     return _CONTROL.sub(_escape, text)
 
 

@@ -122,21 +122,25 @@ def _shown(value: object) -> str:
     return "(absent)" if value is None else repr(visible(str(value))[:200])
 
 
-def _header_differences(data: bytes, expected: list[str]) -> tuple[list[str], list[str]]:
-    """Header names the draft has that the campaign's letter has not, and those not once."""
+def _header_problem(data: bytes, expected: list[str]) -> str | None:
+    """Headers the draft has that the letter has not, has twice (in any case), or lacks."""
     head = data.partition(b"\r\n\r\n")[0]
     names = [
-        line.partition(b":")[0].decode("ascii", "replace")
+        visible(line.partition(b":")[0].decode("ascii", "replace"))
         for line in head.split(b"\r\n")
         if line[:1] not in (b" ", b"\t")
     ]
     wanted = {name.lower() for name in expected}
-    extra = sorted({visible(n) for n in names if n.lower() not in wanted})
-    counts: dict[str, int] = {}
-    for name in names:
-        counts[name.lower()] = counts.get(name.lower(), 0) + 1
-    missing = sorted(n for n in expected if counts.get(n.lower(), 0) != 1)
-    return extra, missing
+    extra = sorted({n for n in names if n.lower() not in wanted})
+    if extra:
+        return f"the draft has header(s) campaign does not write here: {', '.join(extra)}"
+    for name in expected:
+        spellings = [n for n in names if n.lower() == name.lower()]
+        if len(spellings) > 1:
+            return f"the draft has {name} more than once ({', '.join(spellings)})"
+        if not spellings:
+            return f"the draft has no {name} header"
+    return None
 
 
 def letter_problem(data: bytes, reference: bytes) -> str | None:
@@ -152,11 +156,9 @@ def letter_problem(data: bytes, reference: bytes) -> str | None:
         for line in reference[:end].split(b"\r\n")
         if line[:1] not in (b" ", b"\t")
     ]
-    extra, missing = _header_differences(data, expected)
-    if extra:
-        return f"the draft has header(s) campaign does not write here: {', '.join(extra)}"
-    if missing:
-        return f"the draft lacks or repeats the header(s) {', '.join(missing)}"
+    problem = _header_problem(data, expected)
+    if problem is not None:
+        return problem
     try:
         check_header_block(data, expected)
     except HeaderBlockError as err:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from campaign.display import spreadsheet_cell
 from campaign.errors import CampaignError
 from campaign.loading import Options, load_campaign
 from campaign.models import CampaignFile, Recipient
@@ -281,11 +282,15 @@ def as_json_lines(rows: Iterable[RecipientRow]) -> Iterator[str]:
 
 
 def write_csv(stream: IO[str], rows: Iterable[RecipientRow]) -> None:
-    """The rows as CSV with a header row, written as they come."""
+    """The rows as CSV with a header row, written as they come.
+
+    Each cell reads as text in a spreadsheet: a leading =, +, -, @, TAB or CR is defused
+    with a quote (OWASP's rule for CSV injection) and control characters are escaped.
+    """
     writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow(row.as_csv())
+        writer.writerow({key: spreadsheet_cell(value) for key, value in row.as_csv().items()})
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from campaign.display import visible
 from campaign.drafts import DraftsReport
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.models import CampaignFile, Draft
@@ -35,6 +36,16 @@ from campaign.sendlog import Outcome, Status
 
 TABLE_LIMIT = 200
 PREVIEW_HEADERS = ("From", "To", "Reply-To", "Subject", "Date", "Message-ID")
+
+
+def safe(text: str) -> str:
+    """Text from a file, a log or a server inside rich markup: controls escaped, no markup."""
+    return escape(visible(text, keep_newlines=True))
+
+
+def plain(text: str) -> Text:
+    """Text from a file, a log or a server as a rich Text: controls escaped."""
+    return Text(visible(text, keep_newlines=True))
 
 
 class Ui:
@@ -48,21 +59,21 @@ class Ui:
 
     def error(self, err: CampaignError) -> None:
         if isinstance(err, ValidationErrors):
-            self.err.print(f"[bold red]error:[/] {escape(err.message)}")
+            self.err.print(f"[bold red]error:[/] {safe(err.message)}")
             for problem in err.errors:
-                self.err.print(f"  [red]-[/] {escape(str(problem))}")
+                self.err.print(f"  [red]-[/] {safe(str(problem))}")
         else:
-            self.err.print(f"[bold red]error:[/] {escape(str(err))}")
+            self.err.print(f"[bold red]error:[/] {safe(str(err))}")
 
     def note(self, text: str) -> None:
-        self.out.print(escape(text))
+        self.out.print(safe(text))
 
     def check_report(self, source: CampaignFile, problems: Sequence[CampaignError] = ()) -> None:
         campaign = source.campaign
         self.out.print(
-            f"[bold]{escape(campaign.id)}[/]: {len(source.recipients)} recipients,"
+            f"[bold]{safe(campaign.id)}[/]: {len(source.recipients)} recipients,"
             f" {sum(len(r.addresses) for r in source.recipients)} addresses,"
-            f" from {escape(campaign.sender.address)} ({escape(str(campaign.source))})"
+            f" from {safe(campaign.sender.address)} ({safe(str(campaign.source))})"
         )
         failing = {p.recipient for p in problems if p.recipient}
         warned = {n.recipient for n in source.notices}
@@ -72,11 +83,11 @@ class Ui:
             self._table_rows(source, failing, warned)
         for notice in source.notices:
             where = f"{notice.recipient}: " if notice.recipient else ""
-            self.out.print(f"[yellow]warning:[/] {escape(where + notice.message)}")
+            self.out.print(f"[yellow]warning:[/] {safe(where + notice.message)}")
         if campaign.sender.domain in ("example.org", "example.com", "example.net"):
             self.out.print(
-                f"[yellow]warning:[/] the sender {escape(campaign.sender.address)} is a"
-                f" placeholder; set campaign.from in {escape(campaign.source.name)} before sending"
+                f"[yellow]warning:[/] the sender {safe(campaign.sender.address)} is a"
+                f" placeholder; set campaign.from in {safe(campaign.source.name)} before sending"
             )
 
     def _plain_rows(
@@ -96,8 +107,8 @@ class Ui:
                 else "ok"
             )
             lines.append(
-                f"{recipient.index:>7}  {recipient.id:<{width}}  {status:<7}  {recipient.name}"
-                f"  <{', '.join(recipient.addresses)}>\n"
+                f"{recipient.index:>7}  {recipient.id:<{width}}  {status:<7}"
+                f"  {visible(recipient.name)}  <{visible(', '.join(recipient.addresses))}>\n"
             )
             if len(lines) == 1000:  # written as it goes: a long file is not held twice
                 write("".join(lines))
@@ -119,9 +130,9 @@ class Ui:
                 status = Text("ok", style="green")
             table.add_row(
                 str(recipient.index),
-                Text(recipient.id),
-                Text(recipient.name),
-                Text("\n".join(recipient.addresses)),
+                plain(recipient.id),
+                plain(recipient.name),
+                plain("\n".join(recipient.addresses)),
                 status,
             )
         self.out.print(table)
@@ -134,21 +145,22 @@ class Ui:
             value = message.get(name)
             if value is not None:
                 header_lines.append(f"{name}: ", style="bold")
-                header_lines.append(f"{value}\n")
+                header_lines.append(f"{visible(str(value))}\n")
         header_lines.append("Envelope: ", style="bold")
-        header_lines.append(f"{draft.sender} -> {', '.join(draft.addresses)}")
+        header_lines.append(visible(f"{draft.sender} -> {', '.join(draft.addresses)}"))
         body = message.get_body(preferencelist=("html",) if html else ("plain",))
         content = body.get_content() if body is not None else "(no such part)"
+        content = str(content).replace("\r\n", "\n")  # the wire's line ends, shown as lines
         self.out.print(
-            Panel(header_lines, title=Text(draft.filename), title_align="left", expand=True)
+            Panel(header_lines, title=plain(draft.filename), title_align="left", expand=True)
         )
-        self.out.print(Text(str(content)), soft_wrap=True)
+        self.out.print(plain(str(content)), soft_wrap=True)
 
     def drafts_report(self, report: DraftsReport, outbox: Path) -> None:
         count = len(report.written)
-        self.out.print(f"Wrote {count} draft{'s' if count != 1 else ''} to {escape(str(outbox))}:")
+        self.out.print(f"Wrote {count} draft{'s' if count != 1 else ''} to {safe(str(outbox))}:")
         for path in report.written:
-            self.out.print(f"  {escape(path.name)}")
+            self.out.print(f"  {safe(path.name)}")
         if report.replaced:
             self.out.print(
                 f"Replaced {len(report.replaced)} existing draft"
@@ -157,7 +169,12 @@ class Ui:
         if report.removed:
             self.out.print(
                 f"Removed {len(report.removed)} draft(s) of recipients no longer in the file: "
-                + escape(", ".join(report.removed))
+                + safe(", ".join(report.removed))
+            )
+        if report.left_alone:
+            self.out.print(
+                f"Left alone {len(report.left_alone)} other .eml file(s) campaign did not write: "
+                + safe(", ".join(report.left_alone))
             )
         self.out.print(
             "Open them in your mail program to review; `campaign send --from-outbox` sends"
@@ -255,7 +272,7 @@ def show_plan(ui: Ui, lines: Iterable[tuple[str, str]]) -> None:
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for label, value in lines:
-        table.add_row(label, Text(value))
+        table.add_row(label, plain(value))
     ui.out.print(table)
 
 
@@ -265,17 +282,19 @@ def show_summary(ui: Ui, rows: Sequence[SummaryRow], left_out: int) -> None:
         ui.out.print("send summary", markup=False)
         for row in rows:
             for line in row.replies or (", ".join(row.addresses),):
-                ui.out.print(f"{row.recipient}  {row.status}  {line}", markup=False, soft_wrap=True)
+                ui.out.print(
+                    visible(f"{row.recipient}  {row.status}  {line}"), markup=False, soft_wrap=True
+                )
     elif rows:
         table = Table(title="send summary")
         for column in ("recipient", "status", "addresses", "server's reply"):
             table.add_column(column, overflow="fold")
         for row in rows:
             table.add_row(
-                Text(row.recipient),
+                plain(row.recipient),
                 status_text(row.status),
-                Text(", ".join(row.addresses)),
-                Text("\n".join(row.replies)),
+                plain(", ".join(row.addresses)),
+                plain("\n".join(row.replies)),
             )
         ui.out.print(table)
     if left_out:
@@ -299,24 +318,24 @@ def review_table(review: Review, rows: Sequence[RecipientRow]) -> Table:
         for position, address in enumerate(row.addresses):
             if position:
                 address_lines.append("\n")
-            address_lines.append(address.address)
+            address_lines.append(visible(address.address))
             if len(outcomes) > 1:
                 code = f" {address.code}" if address.code is not None else ""
                 address_lines.append(
                     f" ({address.outcome}{code})", style=STATUS_STYLES.get(address.outcome, "")
                 )
         reply = f"{row.last_code} {row.last_reply}" if row.last_code is not None else row.last_reply
-        name = Text(row.name)
+        name = plain(row.name)
         if row.organisation:
             name.append(f"\n{row.organisation}", style="dim")
         table.add_row(
-            Text(row.recipient),
+            plain(row.recipient),
             name,
             address_lines,
             status_text(row.status),
             str(row.attempts),
-            Text(reply),
-            Text(row.time[:19].replace("T", " ")),
+            plain(reply),
+            plain(row.time[:19].replace("T", " ")),
         )
     return table
 
@@ -324,14 +343,14 @@ def review_table(review: Review, rows: Sequence[RecipientRow]) -> Table:
 def show_review(ui: Ui, review: Review, rows: Iterable[RecipientRow]) -> None:
     counts = review.counts()
     ui.out.print(
-        f"[bold]campaign[/] {escape(review.campaign)}   [bold]log[/] {escape(str(review.log_path))}"
+        f"[bold]campaign[/] {safe(review.campaign)}   [bold]log[/] {safe(str(review.log_path))}"
     )
     ui.out.print(
         "  ".join(f"[{STATUS_STYLES[s]}]{counts[s]} {s}[/]" for s in Status)
-        + (f"   (a run is in progress: {escape(review.live)})" if review.live else "")
+        + (f"   (a run is in progress: {safe(review.live)})" if review.live else "")
     )
     for note in review.notes:
-        ui.out.print(f"[yellow]note:[/] {escape(note)}")
+        ui.out.print(f"[yellow]note:[/] {safe(note)}")
     rows = iter(rows)
     first = list(itertools.islice(rows, TABLE_LIMIT + 1))
     if len(first) <= TABLE_LIMIT:
@@ -339,7 +358,7 @@ def show_review(ui: Ui, review: Review, rows: Iterable[RecipientRow]) -> None:
     else:
         _plain_review_rows(ui, itertools.chain(first, rows))
     for step in review.next_steps():
-        ui.out.print(f"next: {escape(step)}")
+        ui.out.print(f"next: {safe(step)}")
 
 
 def _plain_review_rows(ui: Ui, rows: Iterable[RecipientRow]) -> None:
@@ -353,10 +372,8 @@ def _plain_review_rows(ui: Ui, rows: Iterable[RecipientRow]) -> None:
         )
         reply = f"{row.last_code} {row.last_reply}" if row.last_code is not None else row.last_reply
         when = row.time[:19].replace("T", " ")
-        write(
-            f"{row.recipient}\t{row.status}\t{row.attempts}\t{when}\t{reply}\t{row.name}"
-            f"\t{row.organisation}\t{addresses}\n"
-        )
+        fields = (row.recipient, row.status, str(row.attempts), when, reply, row.name)
+        write("\t".join(visible(f) for f in (*fields, row.organisation, addresses)) + "\n")
 
 
 def show_history(ui: Ui, recipient: str, records: Iterable[dict[str, object]]) -> int:
@@ -378,12 +395,12 @@ def show_history(ui: Ui, recipient: str, records: Iterable[dict[str, object]]) -
             detail = f"as {record.get('as')}: {record.get('reason')}"
         addresses = record.get("addresses")
         table.add_row(
-            str(record.get("time", ""))[:23].replace("T", " "),
-            str(record.get("event", "")),
-            str(record.get("attempt", "")),
-            Text("\n".join(addresses) if isinstance(addresses, list) else ""),
-            Text(detail),
-            str(record.get("run", "")),
+            plain(str(record.get("time", ""))[:23].replace("T", " ")),
+            plain(str(record.get("event", ""))),
+            plain(str(record.get("attempt", ""))),
+            plain("\n".join(addresses) if isinstance(addresses, list) else ""),
+            plain(detail),
+            plain(str(record.get("run", ""))),
         )
     ui.out.print(table)
     return count

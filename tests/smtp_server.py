@@ -325,6 +325,7 @@ class SmtpServer:
         auth_require_tls: bool = True,
         faults: FaultScript | None = None,
         timeout: float = 300,
+        size_limit: int | None = 33_554_432,  # aiosmtpd's own default
     ) -> None:
         """
         starttls_context: offer STARTTLS with this server context.
@@ -334,6 +335,7 @@ class SmtpServer:
             unless auth_require_tls=False).  auth_required (default: auth is not None)
             makes MAIL/RCPT/DATA answer 530 until authenticated.
         faults: see FaultScript.  timeout: server-side idle timeout per connection.
+        size_limit: announce SIZE with this many bytes (and refuse larger data).
         """
         if starttls_context and implicit_tls_context:
             raise ValueError("choose STARTTLS or implicit TLS, not both")
@@ -346,6 +348,7 @@ class SmtpServer:
         self._auth_required = (auth is not None) if auth_required is None else auth_required
         self._auth_require_tls = auth_require_tls
         self._timeout = timeout
+        self._size_limit = size_limit
         faults = faults or FaultScript()
         self._cursors = {
             "greeting": _Cursor(faults.greeting),
@@ -425,6 +428,8 @@ class SmtpServer:
             tls_context=self._starttls_context,
             require_starttls=self._require_starttls,
             timeout=self._timeout,
+            # aiosmtpd announces SIZE with its limit; None: announce none at all.
+            data_size_limit=self._size_limit,
             # auth_required is enforced in handle_MAIL: aiosmtpd warns (UserWarning) about
             # auth_required with auth_require_tls=False, which implicit TLS needs.
             auth_required=False,
