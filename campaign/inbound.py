@@ -11,7 +11,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email import message_from_bytes, message_from_string
 from email.errors import MessageError
@@ -148,7 +148,9 @@ class Match:
 
 # C0 and C1 controls, DEL, line/paragraph separators, and the bidirectional and zero-width
 # format characters that can make a terminal show something other than what is there.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
+)
 _SPACES = re.compile(r"\s+")
 
 
@@ -278,7 +280,12 @@ def _payload_text(part: Message) -> str:
     return _decode_bytes(_payload_bytes(part), _param(part, "charset") or "utf-8")
 
 
-_RETURNED_TYPES = ("message/rfc822", "message/global", "text/rfc822-headers", "message/global-headers")
+_RETURNED_TYPES = (
+    "message/rfc822",
+    "message/global",
+    "text/rfc822-headers",
+    "message/global-headers",
+)
 _STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
 
 
@@ -405,10 +412,15 @@ def _delivery_report(msg: Message) -> _Report | None:
     if report_type != "delivery-status" and not (not report_type and status_parts):
         return None
     report = _Report()
+    named: str | None = None
     for part in status_parts[:1]:
         for block in _field_blocks(part):
             if report.reporting_mta is None and "reporting-mta" in block:
                 report.reporting_mta = _mta(block["reporting-mta"])
+            # Gmail names the letter in its per-message block; used when no headers came back.
+            found = _BRACKETED_ID.search(block.get("x-original-message-id", ""))
+            if named is None and found:
+                named = normalise_message_id(found.group(0))
             entry = _recipient_entry(block)
             if entry is not None:
                 report.recipients.append(entry)
@@ -416,6 +428,7 @@ def _delivery_report(msg: Message) -> _Report | None:
         if _content_type(part) in _RETURNED_TYPES:
             report.original_message_id = _returned_message_id(part)
             break
+    report.original_message_id = report.original_message_id or named
     return report
 
 
@@ -465,7 +478,7 @@ def _flufl_failures(msg: Message) -> tuple[list[str], list[str]]:
     """flufl.bounce's reading: (permanent, temporary) failed addresses."""
     try:
         temporary, permanent = all_failures(msg)
-    except Exception:  # noqa: BLE001 - heuristic third-party detectors over hostile input
+    except Exception:  # heuristic third-party detectors over hostile input: not detected
         return [], []
 
     def texts(found: Iterable[bytes]) -> list[str]:
@@ -493,21 +506,36 @@ def _plain_text_lines(msg: Message, limit: int = 262_144) -> list[str]:
     return "\n".join(texts)[:limit].splitlines()
 
 
+_SMTP_REPLY = re.compile(r"\b[45]\d\d\b")
+
+
 def _text_reason(lines: list[str], address: str) -> tuple[str | None, str | None]:
-    """(status, diagnostic) from the paragraph of a bounce's text that names `address`."""
+    """(status, diagnostic) from the paragraph of a bounce's text that names `address`.
+
+    The first paragraph that names it and holds a status or an SMTP reply code wins (a
+    "To: address" line of a summary has neither); else the first that names it.
+    """
     wanted = address.lower()
+    candidates: list[list[str]] = []
     for index, line in enumerate(lines):
-        if wanted in line.lower():
+        if wanted in line.lower() and len(candidates) < 20:
             paragraph = [line]
             for following in lines[index + 1 : index + 6]:
                 if not following.strip() or following.lstrip().startswith("-"):
                     break
                 paragraph.append(following)
-            text = clean_text(" ".join(paragraph), 500)
-            found = _STATUS.search(text)
-            rest = clean_text(" ".join(paragraph[1:]), 500)
-            return (found.group(1) if found else None), (rest or None)
-    return None, None
+            candidates.append(paragraph)
+    if not candidates:
+        return None, None
+    for paragraph in candidates:
+        text = " ".join(paragraph)
+        if _STATUS.search(text) or _SMTP_REPLY.search(text):
+            break
+    else:
+        paragraph = candidates[0]
+    found = _STATUS.search(" ".join(paragraph))
+    rest = clean_text(" ".join(paragraph[1:]), 500)
+    return (found.group(1) if found else None), (rest or None)
 
 
 def _embedded_original(msg: Message) -> str | None:
@@ -538,7 +566,12 @@ def _auto_reply_marker(msg: Message, subject: str) -> str | None:
     auto_submitted = (_header(msg, "Auto-Submitted") or "").strip().lower()
     if auto_submitted and not auto_submitted.startswith("no"):
         return f"Auto-Submitted: {clean_text(auto_submitted, 40)}"
-    for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-MS-Exchange-Inbox-Rules-Loop"):
+    for name in (
+        "X-Autoreply",
+        "X-Autorespond",
+        "X-Autoresponder",
+        "X-MS-Exchange-Inbox-Rules-Loop",
+    ):
         if msg.get(name) is not None:
             return name
     precedence = (_header(msg, "Precedence") or _header(msg, "X-Precedence") or "").strip().lower()
@@ -586,60 +619,75 @@ def classify(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Finding:
     """What one mailbox message is. Raises only `MessageTooLarge`; unreadable means `other`."""
     if len(data) > max_bytes:
         raise MessageTooLarge(len(data), max_bytes)
-    sha256 = hashlib.sha256(data).hexdigest()
-    base = {"sha256": sha256, "size": len(data)}
+    unread = Finding(
+        Kind.OTHER, crlf_key(data), None, None, "", "", hashlib.sha256(data).hexdigest(), len(data)
+    )
     try:
         msg = message_from_bytes(data, policy=compat32)
         if not msg.keys():
-            return Finding(Kind.OTHER, crlf_key(data), None, None, "", "", **base,
-                           problem="no header block: not a mail message")
-        return _classify(msg, data, base)
-    except (MessageError, ValueError, TypeError, LookupError, UnicodeError, RecursionError,
-            IndexError, AttributeError) as err:
+            return replace(unread, problem="no header block: not a mail message")
+        return _classify(msg, unread)
+    except _PARSE_ERRORS as err:
         # The `email` package's lenient parser still trips on some hostile inputs.
-        return Finding(Kind.OTHER, crlf_key(data), None, None, "", "", **base,
-                       problem=f"could not be parsed ({type(err).__name__})")
+        return replace(unread, problem=f"could not be parsed ({type(err).__name__})")
 
 
-def _classify(msg: Message, data: bytes, base: dict[str, Any]) -> Finding:
+_PARSE_ERRORS = (
+    MessageError,
+    ValueError,
+    TypeError,
+    LookupError,
+    UnicodeError,
+    RecursionError,
+    AttributeError,
+)
+
+
+def _classify(msg: Message, unread: Finding) -> Finding:
     message_id = _own_message_id(msg)
-    common: dict[str, Any] = {
-        "key": message_id or crlf_key(data),
-        "message_id": message_id,
-        "date": _date(msg),
-        "sender": clean_text(_header(msg, "From") or "", 320),
-        "subject": clean_text(_header(msg, "Subject") or "", 500),
-        **base,
-    }
+    read = replace(
+        unread,
+        key=message_id or unread.key,
+        message_id=message_id,
+        date=_date(msg),
+        sender=clean_text(_header(msg, "From") or "", 320),
+        subject=clean_text(_header(msg, "Subject") or "", 500),
+    )
     references = _referenced_ids(msg)
 
     report = _delivery_report(msg)
     if report is not None and report.recipients:
         actions = {entry.action for entry in report.recipients}
-        kind = Kind.BOUNCE if "failed" in actions else Kind.DELAYED if "delayed" in actions else Kind.OTHER
-        return Finding(
-            kind,
-            **common,
+        kind = Kind.OTHER  # delivered, relayed, expanded: good news, nothing to record
+        if "failed" in actions:
+            kind = Kind.BOUNCE
+        elif "delayed" in actions:
+            kind = Kind.DELAYED
+        evidence = "RFC 3464 delivery report"
+        if kind is Kind.OTHER:
+            evidence += f" ({', '.join(sorted(actions - {''})) or 'no action'})"
+        return replace(
+            read,
+            kind=kind,
             references=_with(references, report.original_message_id),
             original_message_id=report.original_message_id,
             reporting_mta=report.reporting_mta,
             recipients=tuple(report.recipients),
-            evidence="RFC 3464 delivery report"
-            + ("" if kind is not Kind.OTHER else f" ({', '.join(sorted(actions - {''})) or 'no action'})"),
+            evidence=evidence,
         )
 
     receipt_of = _disposition_original(msg)
     if receipt_of is not None:
-        return Finding(
-            Kind.AUTO_REPLY,
-            **common,
+        return replace(
+            read,
+            kind=Kind.AUTO_REPLY,
             references=_with(references, receipt_of or None),
             original_message_id=receipt_of or None,
             evidence="read receipt (RFC 8098 disposition notification)",
         )
 
     from_mail_system = _from_mail_system(msg) or report is not None
-    if from_mail_system or _BOUNCE_SUBJECTS.search(common["subject"]):
+    if from_mail_system or _BOUNCE_SUBJECTS.search(read.subject):
         permanent, temporary = _flufl_failures(msg)
         if permanent or temporary:
             lines = _plain_text_lines(msg)
@@ -649,9 +697,9 @@ def _classify(msg: Message, data: bytes, base: dict[str, Any]) -> Finding:
                     status, diagnostic = _text_reason(lines, address)
                     entries.append(DsnRecipient(address, None, action, status, diagnostic))
             original = _embedded_original(msg)
-            return Finding(
-                Kind.BOUNCE if permanent else Kind.DELAYED,
-                **common,
+            return replace(
+                read,
+                kind=Kind.BOUNCE if permanent else Kind.DELAYED,
                 references=_with(references, original),
                 original_message_id=original,
                 recipients=tuple(entries),
@@ -661,15 +709,16 @@ def _classify(msg: Message, data: bytes, base: dict[str, Any]) -> Finding:
             problem = "a message from a mail system that names no failed recipient"
             if report is not None:
                 problem = "a delivery report with no readable recipient (truncated?)"
-            return Finding(Kind.OTHER, **common, references=tuple(references), problem=problem)
+            return replace(read, references=tuple(references), problem=problem)
 
-    marker = _auto_reply_marker(msg, common["subject"])
+    marker = _auto_reply_marker(msg, read.subject)
     if marker:
-        return Finding(Kind.AUTO_REPLY, **common, references=tuple(references), evidence=marker)
+        return replace(read, kind=Kind.AUTO_REPLY, references=tuple(references), evidence=marker)
     if references:
-        return Finding(Kind.REPLY, **common, references=tuple(references),
-                       evidence="In-Reply-To/References")
-    return Finding(Kind.OTHER, **common)
+        return replace(
+            read, kind=Kind.REPLY, references=tuple(references), evidence="In-Reply-To/References"
+        )
+    return read
 
 
 def _with(references: list[str], extra: str | None) -> tuple[str, ...]:
@@ -778,8 +827,9 @@ def _reply_matches(finding: Finding, index: SentLetters) -> Iterator[Match]:
     for mid in finding.references:
         for letter in index.with_message_id(mid):
             address = _address_in(letter, [sender]) if sender else None
-            yield Match(finding.kind, letter.recipient, letter.message_id, address,
-                        "message-id", finding)
+            yield Match(
+                finding.kind, letter.recipient, letter.message_id, address, "message-id", finding
+            )
 
 
 def _dedupe(matches: Iterable[Match]) -> Iterator[Match]:
