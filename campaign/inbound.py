@@ -312,13 +312,16 @@ _UTF8_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 _ACTIONS = ("failed", "delayed", "delivered", "relayed", "expanded")
 
 
+_MAX_BLOCKS = 1000
+
+
 def _field_blocks(part: Message) -> list[dict[str, str]]:
     """The blocks of a delivery-status part, each a {lower-case name: value} mapping."""
     inner = _parts(part)
     if inner:  # the `email` package splits message/delivery-status into blocks itself
         return [
             {str(name).lower(): _header_text(value) for name, value in block.items()}
-            for block in inner
+            for block in inner[:_MAX_BLOCKS]
         ]
     blocks: list[dict[str, str]] = []
     current: dict[str, str] = {}
@@ -327,6 +330,8 @@ def _field_blocks(part: Message) -> list[dict[str, str]]:
         if not line.strip():
             if current:
                 blocks.append(current)
+                if len(blocks) >= _MAX_BLOCKS:
+                    return blocks
             current, last = {}, None
         elif line[:1] in (" ", "\t") and last:
             current[last] += " " + line.strip()
@@ -453,6 +458,7 @@ def _disposition_original(msg: Message) -> str | None:
 
 # --- bounces that are not RFC 3464 (qmail, old Exchange, Exim's text, ...) -------------------
 
+_FLUFL_BYTES = 256 * 1024
 _MAIL_SYSTEM_SENDERS = re.compile(
     r"(^|[<\s\"])(mailer-daemon|postmaster|mail-daemon|mailerdaemon|mdaemon)@", re.I
 )
@@ -474,9 +480,15 @@ def _from_mail_system(msg: Message) -> bool:
     )
 
 
-def _flufl_failures(msg: Message) -> tuple[list[str], list[str]]:
-    """flufl.bounce's reading: (permanent, temporary) failed addresses."""
+def _flufl_failures(msg: Message, data: bytes) -> tuple[list[str], list[str]]:
+    """flufl.bounce's reading of the message's head: (permanent, temporary) failed addresses.
+
+    Its detectors run about a hundred patterns over every line, so a long message is given
+    to them cut short: a bounce says what failed before any copy of the letter it returns.
+    """
     try:
+        if len(data) > _FLUFL_BYTES:
+            msg = message_from_bytes(data[:_FLUFL_BYTES], policy=compat32)
         temporary, permanent = all_failures(msg)
     except Exception:  # heuristic third-party detectors over hostile input: not detected
         return [], []
@@ -622,16 +634,24 @@ def classify(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Finding:
     unread = Finding(
         Kind.OTHER, crlf_key(data), None, None, "", "", hashlib.sha256(data).hexdigest(), len(data)
     )
+    head_end = _HEAD_END.search(data, 0, _MAX_HEAD_BYTES + 4)
+    head = data[: head_end.start() if head_end else _MAX_HEAD_BYTES + 1]
+    if len(head) > _MAX_HEAD_BYTES or head.count(b"\n") > _MAX_HEAD_LINES:
+        # Every header lookup walks the whole list: a flood of headers would cost minutes.
+        return replace(unread, problem="a header block of absurd size: not read")
     try:
         msg = message_from_bytes(data, policy=compat32)
         if not msg.keys():
             return replace(unread, problem="no header block: not a mail message")
-        return _classify(msg, unread)
+        return _classify(msg, data, unread)
     except _PARSE_ERRORS as err:
         # The `email` package's lenient parser still trips on some hostile inputs.
         return replace(unread, problem=f"could not be parsed ({type(err).__name__})")
 
 
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_MAX_HEAD_BYTES = 1024 * 1024
+_MAX_HEAD_LINES = 5000
 _PARSE_ERRORS = (
     MessageError,
     ValueError,
@@ -643,7 +663,7 @@ _PARSE_ERRORS = (
 )
 
 
-def _classify(msg: Message, unread: Finding) -> Finding:
+def _classify(msg: Message, data: bytes, unread: Finding) -> Finding:
     message_id = _own_message_id(msg)
     read = replace(
         unread,
@@ -688,7 +708,7 @@ def _classify(msg: Message, unread: Finding) -> Finding:
 
     from_mail_system = _from_mail_system(msg) or report is not None
     if from_mail_system or _BOUNCE_SUBJECTS.search(read.subject):
-        permanent, temporary = _flufl_failures(msg)
+        permanent, temporary = _flufl_failures(msg, data)
         if permanent or temporary:
             lines = _plain_text_lines(msg)
             entries = []

@@ -22,6 +22,7 @@ from email.policy import compat32
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import quote
 
 from campaign.errors import CampaignError
 from campaign.inbound import MAX_MESSAGE_BYTES, clean_text
@@ -100,7 +101,12 @@ class ImapSettings:
 
     def describe(self) -> str:
         """Where and how, never the password."""
-        return f"imap://{self.username}@{self.host}:{self.port}/{self.folder} ({self.security})"
+        return f"{self.source} ({self.security})"
+
+    @property
+    def source(self) -> str:
+        """The folder as a URL (RFC 5092's shape), naming no password."""
+        return f"imap://{quote(self.username, safe='')}@{self.host}:{self.port}/{self.folder}"
 
     def __repr__(self) -> str:  # keep the password out of any accidental print
         return f"ImapSettings({self.describe()!r})"
@@ -235,8 +241,7 @@ def imap_messages(
     try:
         _login(client, settings)
         uidvalidity = _examine(client, settings)
-        source = f"imap://{settings.username}@{settings.address}/{settings.folder}"
-        reader = _ImapReader(client, settings, source, uidvalidity, max_bytes)
+        reader = _ImapReader(client, settings, settings.source, uidvalidity, max_bytes)
         yield from reader.read(_search(client, settings, since))
     finally:
         _logout(client)
@@ -459,7 +464,7 @@ class _ImapReader:
             ) from err
         if typ != "OK":
             raise ImapReadError(
-                f"{self.settings.address}: the server refused {what} ({_reason(data)})",
+                f"{self.settings.address}: the server stopped {what} ({_reason(data)})",
                 hint="the folder may have been deleted or renamed; run `campaign inbox` again",
             )
         return list(data)
