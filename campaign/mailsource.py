@@ -418,24 +418,22 @@ class _ImapReader:
     max_bytes: int
 
     def read(self, uids: Sequence[int]) -> Iterator[RawMessage]:
+        """In UID order; small messages fetched together, oversize ones never fetched."""
         known = self._sizes(uids)
-        batch: list[int] = []
-        batch_bytes = 0
+        pending: list[int] = []
+        batch_bytes = batch_count = 0
         for uid in uids:
-            if uid not in known:
-                yield self._raw(uid, 0, skipped=Skip.VANISHED)
-                continue
-            size, _received = known[uid]
-            if size > self.max_bytes:
-                yield self._raw(uid, size, skipped=Skip.TOO_LARGE)
-                continue
-            if batch and (batch_bytes + size > _BATCH_BYTES or len(batch) >= _BATCH_COUNT):
-                yield from self._fetch(batch, known)
-                batch, batch_bytes = [], 0
-            batch.append(uid)
-            batch_bytes += size
-        if batch:
-            yield from self._fetch(batch, known)
+            size = known[uid][0] if uid in known else 0
+            wanted = uid in known and size <= self.max_bytes
+            full = batch_bytes + size > _BATCH_BYTES or batch_count >= _BATCH_COUNT
+            if wanted and batch_count and full:
+                yield from self._flush(pending, known)
+                pending, batch_bytes, batch_count = [], 0, 0
+            pending.append(uid)
+            if wanted:
+                batch_bytes += size
+                batch_count += 1
+        yield from self._flush(pending, known)
 
     def _raw(
         self,
@@ -484,14 +482,20 @@ class _ImapReader:
                     known[int(uid.group(1))] = (int(size.group(1)), _internaldate(line))
         return known
 
-    def _fetch(
-        self, batch: list[int], known: dict[int, tuple[int, datetime | None]]
+    def _flush(
+        self, pending: list[int], known: dict[int, tuple[int, datetime | None]]
     ) -> Iterator[RawMessage]:
-        got = _bodies(self._command(uid_set(batch), "(UID BODY.PEEK[])"))
-        for uid in batch:
+        wanted = [uid for uid in pending if uid in known and known[uid][0] <= self.max_bytes]
+        got = _bodies(self._command(uid_set(wanted), "(UID BODY.PEEK[])")) if wanted else {}
+        for uid in pending:
+            if uid not in known:  # expunged between SEARCH and FETCH
+                yield self._raw(uid, 0, skipped=Skip.VANISHED)
+                continue
             size, received = known[uid]
             data = got.get(uid)
-            if data is None:
+            if size > self.max_bytes:
+                yield self._raw(uid, size, skipped=Skip.TOO_LARGE, received=received)
+            elif data is None:
                 yield self._raw(uid, size, skipped=Skip.VANISHED, received=received)
             elif len(data) > self.max_bytes:  # the server under-stated its size
                 yield self._raw(uid, len(data), skipped=Skip.TOO_LARGE, received=received)

@@ -48,6 +48,7 @@ class Stored:
     uid: int
     flags: frozenset[str]
     internal_date: datetime
+    recent: bool
 
 
 class _QuietConfig(Config):
@@ -199,7 +200,8 @@ class ImapServer:
 
     async def _append(self, folder: str, data: bytes, when: datetime | None) -> None:
         box = await self._mailboxes.get_mailbox(folder)
-        await box.append(AppendMessage(data, when or datetime.now(UTC), frozenset()))
+        # Delivered mail is \Recent until a session SELECTs the folder (EXAMINE leaves it).
+        await box.append(AppendMessage(data, when or datetime.now(UTC), frozenset()), recent=True)
 
     def append(self, data: bytes, *, when: datetime | None = None, folder: str = "INBOX") -> None:
         self._call(self._append(folder, data, when))
@@ -214,6 +216,7 @@ class ImapServer:
                     msg.uid,
                     frozenset(bytes(flag).decode() for flag in msg.permanent_flags),
                     msg.internal_date,
+                    msg.recent,
                 )
                 async for msg in box.messages()
                 if not msg.expunged
