@@ -42,6 +42,24 @@ class Kind(StrEnum):
     OTHER = "other"
 
 
+class Action(StrEnum):
+    """A DSN's per-recipient Action (RFC 3464 2.3.3); UNKNOWN when a report gives none we know."""
+
+    FAILED = "failed"
+    DELAYED = "delayed"
+    DELIVERED = "delivered"
+    RELAYED = "relayed"
+    EXPANDED = "expanded"
+    UNKNOWN = "unknown"
+
+
+class MatchedBy(StrEnum):
+    """How a message was tied to a letter."""
+
+    MESSAGE_ID = "message-id"  # the letter's Message-ID, from headers or returned headers
+    ADDRESS = "address"  # a bounce naming no Message-ID: an address this campaign had accepted
+
+
 class MessageTooLarge(ValueError):
     """The message is over the size cap; it was not parsed (skip it and count it)."""
 
@@ -57,7 +75,7 @@ class DsnRecipient:
 
     final_recipient: str | None
     original_recipient: str | None
-    action: str  # failed, delayed, delivered, relayed, expanded; "" when the report omits it
+    action: Action
     status: str | None = None  # e.g. "5.1.1"
     diagnostic_code: str | None = None  # without its type: "550 5.1.1 <a@b>: User unknown"
     remote_mta: str | None = None
@@ -88,6 +106,11 @@ class Finding:
     problem: str | None = None  # why an unreadable message is `other`
 
     @property
+    def sender_address(self) -> str | None:
+        """The address in From, when there is one."""
+        return _sender_address(self.sender)
+
+    @property
     def header_references(self) -> tuple[str, ...]:
         """The Message-IDs named in In-Reply-To and References only."""
         return tuple(r for r in self.references if r != self.original_message_id)
@@ -110,7 +133,7 @@ class Match:
     recipient: str
     letter_message_id: str
     address: str | None  # as the letter has it, when the message names it
-    matched_by: str  # "message-id" or "address" (a bounce that names no Message-ID)
+    matched_by: MatchedBy
     finding: Finding
     entry: DsnRecipient | None = None
 
@@ -309,7 +332,7 @@ def _returned_message_id(part: Message) -> str | None:
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _TYPED_VALUE = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9.+-]{0,30})\s*;\s*(.*)", re.S)
 _UTF8_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
-_ACTIONS = ("failed", "delayed", "delivered", "relayed", "expanded")
+_BY_STATUS_CLASS = {"5": Action.FAILED, "4": Action.DELAYED, "2": Action.DELIVERED}
 
 
 _MAX_BLOCKS = 1000
@@ -385,10 +408,14 @@ def _recipient_entry(block: dict[str, str]) -> DsnRecipient | None:
         return None
     status_found = _STATUS.search(block.get("status", ""))
     status = status_found.group(1) if status_found else None
-    action = clean_text(block.get("action", ""), 40).lower().split(" ")[0]
-    if action not in _ACTIONS:
+    word = clean_text(block.get("action", ""), 40).lower().split(" ")[0]
+    try:
+        action = Action(word)
+    except ValueError:
+        action = Action.UNKNOWN
+    if action is Action.UNKNOWN:
         # A report cut short or written carelessly: the status class says what happened.
-        action = {"5": "failed", "4": "delayed", "2": "delivered"}.get((status or " ")[0], "")
+        action = _BY_STATUS_CLASS.get((status or " ")[0], Action.UNKNOWN)
     diagnostic = _typed_value(block.get("diagnostic-code"))
     return DsnRecipient(
         final_recipient=final,
@@ -679,13 +706,13 @@ def _classify(msg: Message, data: bytes, unread: Finding) -> Finding:
     if report is not None and report.recipients:
         actions = {entry.action for entry in report.recipients}
         kind = Kind.OTHER  # delivered, relayed, expanded: good news, nothing to record
-        if "failed" in actions:
+        if Action.FAILED in actions:
             kind = Kind.BOUNCE
-        elif "delayed" in actions:
+        elif Action.DELAYED in actions:
             kind = Kind.DELAYED
         evidence = "RFC 3464 delivery report"
         if kind is Kind.OTHER:
-            evidence += f" ({', '.join(sorted(actions - {''})) or 'no action'})"
+            evidence += f" ({', '.join(sorted(actions))})"
         return replace(
             read,
             kind=kind,
@@ -712,7 +739,7 @@ def _classify(msg: Message, data: bytes, unread: Finding) -> Finding:
         if permanent or temporary:
             lines = _plain_text_lines(msg)
             entries = []
-            for action, addresses in (("failed", permanent), ("delayed", temporary)):
+            for action, addresses in ((Action.FAILED, permanent), (Action.DELAYED, temporary)):
                 for address in addresses:
                     status, diagnostic = _text_reason(lines, address)
                     entries.append(DsnRecipient(address, None, action, status, diagnostic))
@@ -809,7 +836,7 @@ def match(finding: Finding, letters: SentLetters | Iterable[SentLetter]) -> list
 
 
 def _bounce_matches(finding: Finding, index: SentLetters) -> Iterator[Match]:
-    entries = [e for e in finding.recipients if e.action in ("failed", "delayed")]
+    entries = [e for e in finding.recipients if e.action in (Action.FAILED, Action.DELAYED)]
     if finding.original_message_id:
         named = [finding.original_message_id]
     else:
@@ -819,11 +846,11 @@ def _bounce_matches(finding: Finding, index: SentLetters) -> Iterator[Match]:
         for letter in dict.fromkeys(letters):  # a report naming another campaign's letter: none
             for entry in entries:
                 yield Match(
-                    Kind.BOUNCE if entry.action == "failed" else Kind.DELAYED,
+                    Kind.BOUNCE if entry.action is Action.FAILED else Kind.DELAYED,
                     letter.recipient,
                     letter.message_id,
                     _address_in(letter, entry.addresses),
-                    "message-id",
+                    MatchedBy.MESSAGE_ID,
                     finding,
                     entry,
                 )
@@ -832,23 +859,28 @@ def _bounce_matches(finding: Finding, index: SentLetters) -> Iterator[Match]:
         pairs = [pair for address in entry.addresses for pair in index.accepted_at(address)]
         for letter, address in dict.fromkeys(pairs):
             yield Match(
-                Kind.BOUNCE if entry.action == "failed" else Kind.DELAYED,
+                Kind.BOUNCE if entry.action is Action.FAILED else Kind.DELAYED,
                 letter.recipient,
                 letter.message_id,
                 address,
-                "address",
+                MatchedBy.ADDRESS,
                 finding,
                 entry,
             )
 
 
 def _reply_matches(finding: Finding, index: SentLetters) -> Iterator[Match]:
-    sender = _sender_address(finding.sender)
+    sender = finding.sender_address
     for mid in finding.references:
         for letter in index.with_message_id(mid):
             address = _address_in(letter, [sender]) if sender else None
             yield Match(
-                finding.kind, letter.recipient, letter.message_id, address, "message-id", finding
+                finding.kind,
+                letter.recipient,
+                letter.message_id,
+                address,
+                MatchedBy.MESSAGE_ID,
+                finding,
             )
 
 
