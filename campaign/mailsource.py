@@ -229,7 +229,7 @@ def imap_messages(
     """
     if settings.password is None:
         raise ImapSettingsError(
-            f"no password for {settings.username} at {settings.host}",
+            f"no password for {clean_text(settings.username, 100)} at {settings.host}",
             field=IMAP_PASSWORD_VARIABLE,
             hint=f"set {IMAP_PASSWORD_VARIABLE}, or let campaign ask for it",
         )
@@ -386,7 +386,8 @@ def _search(client: imaplib.IMAP4, settings: ImapSettings, since: date | None) -
     except (imaplib.IMAP4.error, OSError, EOFError) as err:
         raise ImapReadError(
             f"{settings.address}: searching {settings.folder!r} failed ({_reason(err)})",
-            hint="run `campaign inbox` again; nothing was changed",
+            hint="run `campaign inbox` again; nothing was changed; in a very large folder,"
+            " --since DATE narrows the search",
         ) from err
     if typ != "OK":
         raise ImapReadError(
