@@ -8,6 +8,7 @@ import dataclasses
 import getpass
 import os
 import signal
+import socket
 import sys
 import threading
 import uuid
@@ -30,7 +31,7 @@ from campaign.errors import (
 )
 from campaign.loading import Options, load_campaign
 from campaign.models import CampaignFile, Mailbox, require_known
-from campaign.pipeline import Plan, SendOptions, SendSession, resolve
+from campaign.pipeline import SETTLEABLE, Plan, SendOptions, SendSession, resolve
 from campaign.prepare import Clock, prepare, utc_now
 from campaign.review import (
     LogFollower,
@@ -213,17 +214,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.set_defaults(handler=run_send)
 
-    resolve = command("resolve", "settle an unknown outcome after checking the server's log")
-    resolve.add_argument("recipient", metavar="ID")
+    resolve = command(
+        "resolve",
+        "settle what the log cannot: an unknown outcome, or letters to send again",
+    )
+    resolve.add_argument(
+        "recipients", nargs="*", metavar="ID", help="the recipients to settle (or --status)"
+    )
+    resolve.add_argument(
+        "--status",
+        nargs="+",
+        choices=sorted(SETTLEABLE[Status.PENDING]),
+        type=Status,
+        metavar="STATUS",
+        help="settle every recipient with these statuses (unknown, failed, partial, deferred)",
+    )
     resolve.add_argument(
         "--as",
         dest="settle_as",
         choices=(Status.SENT, Status.PENDING),
         type=Status,
         required=True,
-        help="sent: the server's log shows it took the letter; pending: send it again",
+        help="sent: the server's log shows it took the letter (unknown only);"
+        " pending: send it again (unknown, failed, partial or deferred)",
     )
-    resolve.add_argument("--reason", required=True, help="what you checked, for the record")
+    resolve.add_argument(
+        "--reason", required=True, help="what you checked or fixed, kept in the log"
+    )
     resolve.add_argument("--log", type=Path, help="the send log (default: outbox/send-log.jsonl)")
     resolve.set_defaults(handler=run_resolve)
 
@@ -498,18 +515,37 @@ def _confirm(ctx: Context, plan: Plan, settings: SmtpSettings, sender: str) -> N
 
 
 def run_resolve(ctx: Context) -> ExitStatus:
+    args = ctx.args
+    if bool(args.recipients) == bool(args.status):
+        raise UsageError("give recipient ids or --status, one or the other")
     source = ctx.load()
-    recipient = source.select([ctx.args.recipient])[0]
-    resolve(
+    chosen = source.select(args.recipients) if args.recipients else source.recipients
+    settled = resolve(
         ctx.log_path,
         source.campaign.id,
-        recipient.id,
-        settle_as=ctx.args.settle_as,
-        reason=ctx.args.reason,
+        {r.id: r.addresses for r in chosen},
+        settle_as=args.settle_as,
+        reason=args.reason,
+        by=_who(ctx),
         clock=ctx.env.clock,
+        statuses=args.status or (),
     )
-    ctx.ui.note(f"Recorded {recipient.id} as {ctx.args.settle_as}: {ctx.args.reason}")
+    if not settled:
+        ctx.ui.note(f"No recipient is {' or '.join(args.status)}; nothing was recorded.")
+        return ExitStatus.OK
+    shown = ", ".join(settled[:20]) + (
+        f" and {len(settled) - 20} more" if len(settled) > 20 else ""
+    )
+    ctx.ui.note(f"Recorded {shown} as {args.settle_as}: {args.reason}")
+    if args.settle_as == Status.PENDING:
+        ctx.ui.note("Next: `campaign send` sends them again.")
     return ExitStatus.OK
+
+
+def _who(ctx: Context) -> str:
+    """Who settled it, for the record: the account and the machine."""
+    user = ctx.env.environ.get("USER") or ctx.env.environ.get("LOGNAME") or "unknown user"
+    return f"{user}@{socket.gethostname()}"
 
 
 def run_log(ctx: Context) -> ExitStatus:

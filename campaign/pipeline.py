@@ -14,7 +14,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ from campaign.sendlog import (
     AddressReply,
     LogLock,
     Outcome,
+    RecipientState,
     Record,
     Replay,
     SendLog,
@@ -108,7 +109,7 @@ def make_plan(
         to_send = set(state.to_send(retry_unknown=options.retry_unknown))
         addresses = tuple(a for a in draft.addresses if a in to_send or a not in state.addresses)
         if not addresses:
-            skipped.setdefault(state.status(), []).append(draft.recipient_id)
+            skipped.setdefault(state.status(draft.addresses), []).append(draft.recipient_id)
             continue
         reuse = None
         if state.sha256 and any(s.outcome == Outcome.ACCEPTED for s in state.addresses.values()):
@@ -258,10 +259,11 @@ class SendRun:
                 self.result.connections += getattr(transport, "connections", 0)
             self.progress.finish()
         if not self.options.test:
-            for recipient in self.result.statuses:
+            for message in self.plan.messages:
+                recipient = message.draft.recipient_id
                 state = self.history.recipients.get(recipient)
                 if state is not None:
-                    self.result.statuses[recipient] = state.status()
+                    self.result.statuses[recipient] = state.status(message.draft.addresses)
         return self.result
 
     async def _worker(self, transport: Transport, *, lead: bool = False) -> None:
@@ -382,7 +384,7 @@ class SendRun:
                 attempt=result.attempt,
                 message_id=draft.message_id,
                 replies=result.replies,
-                status=self._status_after(draft.recipient_id, result.replies),
+                status=self._status_after(draft, result.replies),
                 transport=result.transport,
                 archive=archive,
                 sha256=result.sha256 if archive else None,
@@ -401,23 +403,24 @@ class SendRun:
             job.addresses = retry
             asyncio.get_running_loop().call_later(delay, self._queue.put_nowait, job)
             return
-        status = self._status(recipient, replies)
+        status = self._status(job.message.draft, replies)
         self.result.statuses[recipient] = status
         self.progress.update(recipient, status)
         self._finish_job()
 
-    def _status_after(self, recipient: str, replies: dict[str, AddressReply]) -> Status:
+    def _status_after(self, draft: Draft, replies: dict[str, AddressReply]) -> Status:
         """The status this result gives the recipient, for the result record itself."""
         if self.options.test:
-            return self._status(recipient, replies)
-        outcomes = {a: s.outcome for a, s in self.history.state(recipient).addresses.items()}
-        outcomes.update((address, r.outcome) for address, r in replies.items())
+            return self._status(draft, replies)
+        known = self.history.state(draft.recipient_id).addresses
+        outcomes = {a: known[a].outcome if a in known else Outcome.PENDING for a in draft.addresses}
+        outcomes.update((a, r.outcome) for a, r in replies.items() if a in outcomes)
         return status_of(list(outcomes.values()))
 
-    def _status(self, recipient: str, replies: dict[str, AddressReply]) -> Status:
+    def _status(self, draft: Draft, replies: dict[str, AddressReply]) -> Status:
         """The recipient's status as the log now says; test sends are tracked here alone."""
         if not self.options.test:
-            return self.history.state(recipient).status()
+            return self.history.state(draft.recipient_id).status(draft.addresses)
         return status_of([r.outcome for r in replies.values()])
 
     def _bytes(self, message: PlannedMessage) -> bytes:
@@ -558,29 +561,65 @@ class SendSession:
         return result
 
 
+# What `campaign resolve` may settle: as sent, only what nobody knows; as pending (send it
+# again), anything not sent and not pending already.
+SETTLEABLE = {
+    Status.SENT: frozenset({Status.UNKNOWN}),
+    Status.PENDING: frozenset({Status.UNKNOWN, Status.FAILED, Status.PARTIAL, Status.DEFERRED}),
+}
+
+
 def resolve(
     log_path: Path,
     campaign_id: str,
-    recipient: str,
+    recipients: Mapping[str, Sequence[str]],
     *,
     settle_as: Status,
     reason: str,
+    by: str,
     clock: Callable[[], datetime],
-) -> None:
-    """Settle an unknown outcome, as a new event: the log's history is never rewritten."""
+    statuses: Collection[Status] = (),
+) -> list[str]:
+    """Settle recipients' outcomes, as new events (the log's history is never rewritten).
+
+    `recipients` maps the ids to settle to their current addresses; with `statuses`, every
+    recipient of the file in one of them is settled instead. Returns the ids settled.
+    """
     lock = LogLock(log_path)
-    lock.acquire(f"campaign resolve {recipient}")
+    lock.acquire(f"campaign resolve as {settle_as}")
     try:
-        state = read_history(log_path, campaign_id).recipients.get(recipient)
-        status = state.status() if state is not None else Status.PENDING
-        if status != Status.UNKNOWN:
-            raise UsageError(
-                f"recipient '{recipient}' is {status}, not unknown; there is nothing to settle"
-            )
+        history = read_history(log_path, campaign_id)
+        allowed = SETTLEABLE[settle_as]
+        chosen: list[tuple[str, RecipientState]] = []
+        for recipient, addresses in recipients.items():
+            state = history.recipients.get(recipient)
+            status = state.status(addresses) if state is not None else Status.PENDING
+            if statuses and status not in statuses:
+                continue
+            if state is None or status not in allowed:
+                if statuses:
+                    continue
+                raise UsageError(
+                    f"recipient '{recipient}' is {status}; only a recipient who is"
+                    f" {' or '.join(sorted(allowed))} can be settled as {settle_as}"
+                )
+            chosen.append((recipient, state))
         log = SendLog(log_path, campaign_id, clock=clock)
         try:
-            log.write(resolve_record(recipient=recipient, settled_as=settle_as, reason=reason))
+            for recipient, state in chosen:
+                sha256 = state.attempt_sha256 if settle_as == Status.SENT else None
+                log.write(
+                    resolve_record(
+                        recipient=recipient,
+                        settled_as=settle_as,
+                        reason=reason,
+                        by=by,
+                        sha256=sha256,
+                        archive=state.archive if sha256 and sha256 == state.sha256 else None,
+                    )
+                )
         finally:
             log.close()
+        return [recipient for recipient, _ in chosen]
     finally:
         lock.release()

@@ -151,7 +151,9 @@ class Review:
 
     def status_of(self, entry: RosterEntry) -> Status:
         state = self.history.recipients.get(entry.id)
-        return state.status(self._live_runs) if state is not None else Status.PENDING
+        if state is None:
+            return Status.PENDING
+        return state.status(entry.addresses, self._live_runs)
 
     def counts(self) -> Counter[Status]:
         return Counter(self.status_of(entry) for entry in self.entries)
@@ -215,7 +217,7 @@ def _row(
         recipient=recipient.id,
         name=recipient.name,
         organisation=recipient.organisation,
-        status=state.status(live),
+        status=state.status(recipient.addresses, live),
         attempts=state.attempts,
         addresses=tuple(addresses),
         last_code=state.last_code,

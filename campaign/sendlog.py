@@ -104,11 +104,23 @@ class RecipientState:
     time: str = ""
     resolved: str | None = None
     events: int = 0
+    attempt_sha256: str | None = None  # the bytes of the last attempt, sent or not
+    tests: int = 0  # test sends (--test-to): shown apart, never counted as sent
 
-    def status(self, live_runs: frozenset[str] = frozenset()) -> Status:
+    def status(
+        self, current: Sequence[str] | None = None, live_runs: frozenset[str] = frozenset()
+    ) -> Status:
+        """The status, counting the addresses the file gives now (`current`), when given.
+
+        A corrected address replaces the retired one: the retired one's outcome stays in
+        the history but no longer counts.
+        """
         if self.open_attempt is not None:
             return Status.SENDING if self.open_attempt in live_runs else Status.UNKNOWN
-        return status_of([state.outcome for state in self.addresses.values()])
+        if current is None:
+            return status_of([state.outcome for state in self.addresses.values()])
+        known = self.addresses
+        return status_of([known[a].outcome if a in known else Outcome.PENDING for a in current])
 
     def to_send(self, *, retry_unknown: bool) -> list[str]:
         """The addresses a new run should offer the message to (none while it is unknown)."""
@@ -169,7 +181,11 @@ class Replay:
             self.runs.append(str(record.get("run")))
             return
         recipient = record.get("recipient")
-        if record.get("test") or not isinstance(recipient, str):
+        if not isinstance(recipient, str):
+            return
+        if record.get("test"):
+            if event == Event.ATTEMPT:
+                self.state(recipient).tests += 1
             return
         state = self.state(recipient)
         state.events += 1
@@ -180,6 +196,7 @@ class Replay:
                 state.attempts = max(state.attempts, int(record.get("attempt", 0)))
                 state.open_attempt = str(record.get("run"))
                 state.message_id = record.get("message_id", state.message_id)
+                state.attempt_sha256 = record.get("sha256")
             state.content_hash = record.get("content_hash", state.content_hash)
             for address in record.get("all_addresses") or record.get("addresses", ()):
                 if address not in addresses:
@@ -187,20 +204,31 @@ class Replay:
         elif event == Event.RESULT:
             self._apply_result(state, record, time)
         elif event == Event.RESOLVE:
-            settled_as = record.get("as")
-            note = f"resolved as {settled_as}: {record.get('reason', '')}"
-            state.open_attempt = None
-            state.resolved = f"{settled_as}: {record.get('reason', '')}"
-            unsettled = (Outcome.UNKNOWN, Outcome.PENDING, Outcome.DEFERRED)
-            for address_state in addresses.values():
-                if address_state.outcome in unsettled:
-                    address_state.outcome = (
-                        Outcome.ACCEPTED if settled_as == Status.SENT else Outcome.PENDING
-                    )
-                    address_state.reply = note
-                    address_state.code = None
-            state.last_reply = note
-            state.last_code = None
+            self._apply_resolve(state, record)
+
+    @staticmethod
+    def _apply_resolve(state: RecipientState, record: dict[str, Any]) -> None:
+        """Settled by a person: as sent (unknown only), or as pending (to be sent again)."""
+        settled_as = record.get("as")
+        note = f"resolved as {settled_as}: {record.get('reason', '')}"
+        state.open_attempt = None
+        state.resolved = f"{settled_as}: {record.get('reason', '')}"
+        if settled_as == Status.SENT:
+            unsettled: tuple[Outcome, ...] = (Outcome.UNKNOWN, Outcome.PENDING, Outcome.DEFERRED)
+            if record.get("sha256"):
+                state.sha256 = record["sha256"]
+                state.archive = record.get("archive")
+        else:
+            unsettled = (Outcome.UNKNOWN, Outcome.DEFERRED, Outcome.REFUSED)
+        for address_state in state.addresses.values():
+            if address_state.outcome in unsettled:
+                address_state.outcome = (
+                    Outcome.ACCEPTED if settled_as == Status.SENT else Outcome.PENDING
+                )
+                address_state.reply = note
+                address_state.code = None
+        state.last_reply = note
+        state.last_code = None
 
     @staticmethod
     def _apply_result(state: RecipientState, record: dict[str, Any], time: str) -> None:
@@ -348,6 +376,7 @@ _shape(Event.RUN_END, {"run": _short, "counts": _counts, "stopped": _optional_te
 _shape(
     Event.RESOLVE,
     {"recipient": _short, "reason": _text, "as": _settled},
+    by=_text,
     sha256=_digest,
     archive=_text,
 )
@@ -586,8 +615,28 @@ def run_end_record(*, run: str, counts: Mapping[Status, int], stopped: str | Non
     return {"event": Event.RUN_END, "run": run, "counts": dict(counts), "stopped": stopped}
 
 
-def resolve_record(*, recipient: str, settled_as: Status, reason: str) -> Record:
-    return {"event": Event.RESOLVE, "recipient": recipient, "reason": reason, "as": settled_as}
+def resolve_record(
+    *,
+    recipient: str,
+    settled_as: Status,
+    reason: str,
+    by: str,
+    sha256: str | None = None,
+    archive: str | None = None,
+) -> Record:
+    """A person's settlement; as sent, it keeps the attempt's SHA-256 and archived copy."""
+    record: Record = {
+        "event": Event.RESOLVE,
+        "recipient": recipient,
+        "reason": reason,
+        "as": settled_as,
+        "by": by,
+    }
+    if sha256 is not None:
+        record["sha256"] = sha256
+        if archive is not None:
+            record["archive"] = archive
+    return record
 
 
 def log_repaired_record(*, torn_line: int) -> Record:

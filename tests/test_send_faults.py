@@ -424,7 +424,7 @@ def test_resolve_refuses_a_recipient_that_is_not_unknown(
     run = run_cli(bundled, "resolve", recipient, "--as", "sent", "--reason", "checked")
     assert run.status == 2
     expected = "sent" if recipient == "president" else "pending"
-    assert f"recipient '{recipient}' is {expected}, not unknown" in run.err
+    assert f"recipient '{recipient}' is {expected}; only a recipient who is unknown" in run.err
     assert log.read_bytes() == before
 
 
