@@ -21,7 +21,7 @@ from campaign.addresses import (
 )
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.headersafety import unsafe_reason
-from campaign.lint import find_notices
+from campaign.lint import find_notices, unused_key_notices
 from campaign.models import (
     Campaign,
     CampaignFile,
@@ -31,6 +31,7 @@ from campaign.models import (
     SmtpFileSettings,
     data_line,
 )
+from campaign.render import template_keys
 from campaign.strictyaml import FlatList, YamlList, YamlMapping, read_yaml
 
 if TYPE_CHECKING:
@@ -162,6 +163,21 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def _template_notices(campaign: Campaign, recipients: tuple[Recipient, ...]) -> tuple[Notice, ...]:
+    """Keys no template uses but one edit away from a key they do (`salutaion`)."""
+    keys = template_keys(campaign)
+    if keys is None:  # a template missing or broken: rendering reports it
+        return ()
+    return unused_key_notices(
+        recipients,
+        campaign.data,
+        keys.recipient,
+        keys.campaign,
+        program_recipient_keys=RECIPIENT_KEYS,
+        program_campaign_keys=CAMPAIGN_KEYS,
+    )
+
+
 class _Checker:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -212,7 +228,11 @@ class _Checker:
             self._check_domains(options)
         if campaign is None or recipients is None or self.errors:
             return None
-        notices = (*self.notices, *find_notices(recipients))
+        notices = (
+            *self.notices,
+            *find_notices(recipients),
+            *_template_notices(campaign, recipients),
+        )
         return LoadedCampaignFile(campaign, recipients, notices, imap=imap, return_path=return_path)
 
     def _section(self, document: YamlMapping, key: str, required: bool) -> YamlMapping | None:
