@@ -115,7 +115,7 @@ def split_mailbox(text: str) -> ParsedMailbox:
 
 
 # --check-dns: each distinct domain asked once, in parallel, within a bounded time.
-DNS_QUERY_SECONDS = 5.0  # one DNS query (a domain takes up to four: MX, A, AAAA, TXT)
+DNS_QUERY_SECONDS = 3.0  # one DNS query (a domain takes up to four: MX, A, AAAA, TXT)
 DNS_TOTAL_SECONDS = 30.0  # every domain of the campaign
 DNS_WORKERS = 8
 # When this many domains in a row go unanswered and none has been answered yet, DNS is
@@ -250,4 +250,9 @@ def check_domains(
     for domain in ordered:
         if domain not in results:
             record(DomainResult(domain, DomainStatus.NOT_CHECKED, why_stopped))
+    if not answered:  # not one answer: the resolver, not the domains, is the problem
+        return {
+            domain: DomainResult(domain, DomainStatus.NOT_CHECKED, UNREACHABLE)
+            for domain in ordered
+        }
     return {domain: results[domain] for domain in ordered}

@@ -223,11 +223,17 @@ class LetterRenderer:
         env.start(self._seconds)
         parts: list[str] = []
         try:
-            for part in template.generate(context):
-                left[0] -= len(part)
-                if left[0] < 0:
-                    raise self._too_large(recipient, template.filename)
-                parts.append(part)
+            try:
+                # Template.render's own steps, with the parts counted as they come.
+                for part in template.root_render_func(template.new_context(context)):
+                    left[0] -= len(part)
+                    if left[0] < 0:
+                        raise self._too_large(recipient, template.filename)
+                    parts.append(part)
+            except CampaignError:
+                raise
+            except Exception:
+                env.handle_exception()  # re-raised with the template's lines in the traceback
         except MissingName as err:
             message, hint = self._describe_missing(err, recipient)
             field = err.name if isinstance(err.name, str) else None
