@@ -253,6 +253,9 @@ class LetterRenderer:
             if isinstance(err, TemplateTimeout):
                 self._stopped = error
             raise error from None
+        except jinja2.TemplateNotFound as err:
+            message = f"template error: no template '{err.name}' in the templates folder"
+            raise self._error(err, template, recipient, message, None, None) from None
         except jinja2.TemplateError as err:
             raise self._error(
                 err, template, recipient, f"template error: {err.message}", None, None
