@@ -94,6 +94,23 @@ def normalise(address: str) -> str:
     return ascii_form
 
 
+# Domains reserved for examples and tests (RFC 2606, RFC 6761): mail there reaches no one.
+PLACEHOLDER_DOMAINS = ("example.org", "example.com", "example.net")
+PLACEHOLDER_SUFFIXES = ("example", "invalid", "test", "localhost")
+
+
+def placeholder_reason(address: str) -> str | None:
+    """Why `address` is a placeholder that no letter should come from, or None.
+
+    For `send` (also with --test-to) to refuse a campaign.from left at its example value.
+    """
+    domain = address.rpartition("@")[2].rstrip(".").lower()
+    labels = domain.split(".")
+    if domain in PLACEHOLDER_DOMAINS or labels[-1] in PLACEHOLDER_SUFFIXES:
+        return f"{domain} is reserved for examples and tests (RFC 2606); no mail goes there"
+    return None
+
+
 def split_mailbox(text: str) -> ParsedMailbox:
     """Split `Name <addr>` (or a bare address) into its display name and address.
 
