@@ -382,6 +382,9 @@ class _Checker:
             self.domains, resolver=options.dns_resolver, progress=options.dns_progress
         )
         unchecked = [r for r in results.values() if r.status is DomainStatus.NOT_CHECKED]
+        hint = "check the domain, or remove the address"
+        if len(results) > 2 and all(r.status is DomainStatus.NO_MAIL for r in results.values()):
+            hint = "every domain was refused: is the DNS resolver filtering lookups?"
         for result in results.values():
             for text, line, recipient, field in self.domains[result.domain]:
                 if result.status is DomainStatus.NO_MAIL:
@@ -390,7 +393,7 @@ class _Checker:
                         line=line,
                         recipient=recipient,
                         field=field,
-                        hint="check the domain, or remove the address",
+                        hint=hint,
                     )
                 elif result.status is DomainStatus.NOT_CHECKED:
                     self.notices.append(

@@ -226,3 +226,18 @@ def test_silent_server_is_bounded_by_the_total_time(dns_server: DnsServer) -> No
     assert results[ACCEPTS].status is DomainStatus.ACCEPTS_MAIL
     unchecked = [r for r in results.values() if r.status is DomainStatus.NOT_CHECKED]
     assert len(unchecked) == 31
+
+
+def test_resolver_refusing_every_domain_is_suspected_in_the_hint(
+    tmp_path: Path, dns_server: DnsServer
+) -> None:
+    path = campaign_with(tmp_path, f'"a@{MISSING}"', '"b@gone.example.net"')
+    options = Options(
+        path, check_dns=True, dns_resolver=make_resolver(["127.0.0.1"], dns_server.port)
+    )
+    with pytest.raises(ValidationErrors) as caught:
+        load_campaign(options)
+    assert len(caught.value.errors) == 3
+    assert {e.hint for e in caught.value.errors} == {
+        "every domain was refused: is the DNS resolver filtering lookups?"
+    }
