@@ -75,7 +75,7 @@ def text_size(value: Any, limit: int = MAX_TEXT) -> int:
     """About how many characters `str(value)` has: exact for text, generous for the rest.
 
     Stops (returning more than `limit`) as soon as the count passes `limit`, or when the
-    value holds more than a million parts; a list repeated inside another is sized once.
+    value holds more than a million parts; a list repeated inside another is walked once.
     """
     if isinstance(value, str):
         return len(value)
@@ -314,8 +314,11 @@ class _BoundedCodeGenerator(CodeGenerator):
 
 
 class ConfinedLoader(jinja2.BaseLoader):
-    """Templates from one folder only: a name that resolves outside it (`..`, or a link to
-    a file elsewhere) is refused, and so is a file over MAX_TEMPLATE_BYTES."""
+    """Templates from one folder only, each of at most MAX_TEMPLATE_BYTES.
+
+    A name that resolves outside the folder (`..`, or a link to a file elsewhere) is
+    refused; links that stay inside it, and a linked folder itself, are followed.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -496,8 +499,10 @@ def _filter_checks() -> dict[str, Callable[..., Arguments]]:
 
 
 class BoundedEnvironment(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox, with every value a template makes bounded before it is
-    made and every render bounded in time (see the module's docstring)."""
+    """Jinja's immutable sandbox, bounded in the sizes it makes and the time it takes.
+
+    Call `start()` before each render: it sets that render's time limit.
+    """
 
     intercepted_binops = frozenset({"*", "**", "%", "+"})
     code_generator_class = _BoundedCodeGenerator
