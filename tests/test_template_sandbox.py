@@ -125,8 +125,9 @@ def test_huge_value_is_refused_by_the_cli_with_the_outbox_untouched(tmp_path: Pa
         tmp_path, None, text_template="Dear {{ recipient.name }},\n{{ ([0] * 10**9)|length }}\n"
     )
     message = assert_clean_refusal(refusal)
-    assert f"{tmp_path / 'templates' / 'letter.txt.j2'}:2: recipient 'alice'" in message
+    assert f"{tmp_path / 'templates' / 'letter.txt.j2'}:2: " in message
     assert "* would make 1,000,000,000 items; the limit is 100,000" in message
+    assert "alice" in message  # named per recipient, or in "(for 2 recipients: alice, bob)"
 
 
 def test_loops_inside_loops_stop_at_the_time_limit_and_later_letters_at_once(
@@ -182,7 +183,8 @@ def test_default_letter_limit_is_refused_by_the_cli_naming_the_recipient(tmp_pat
         tmp_path, None, text_template="{% for i in range(2000) %}{{ 'x' * 10000 }}{% endfor %}\n"
     )
     message = assert_clean_refusal(refusal)
-    assert f"recipient 'alice': the letter is larger than {MAX_LETTER_BYTES:,} bytes" in message
+    assert f"the letter is larger than {MAX_LETTER_BYTES:,} bytes" in message
+    assert "alice" in message
 
 
 # What stays allowed: everyday uses of the same operators.
@@ -286,7 +288,7 @@ def test_include_extends_or_import_through_a_link_to_elsewhere_is_refused(
         tmp_path, None, text_template=f"Dear {{{{ recipient.name }}}},\n{tag}\n", before_run=setup
     )
     message = assert_clean_refusal(refusal)
-    assert f"{tmp_path / 'templates' / 'letter.txt.j2'}:2: recipient 'alice'" in message
+    assert f"{tmp_path / 'templates' / 'letter.txt.j2'}:2: " in message
     assert "resolves to" in message and "outside the templates folder" in message
 
 
