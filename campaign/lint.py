@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from campaign.models import Notice, Recipient
+from campaign.models import Notice, Recipient, data_line
 
 _WORD = re.compile(r"[^\W\d_]{6,}")
 _LABEL_MIN = 5
@@ -107,3 +107,66 @@ def _word_notices(recipients: Sequence[Recipient]) -> Iterator[Notice]:
             field=field,
             line=recipient.line,
         )
+
+
+def unused_key_notices(
+    recipients: Sequence[Recipient],
+    campaign: Mapping[str, Any],
+    recipient_keys: Collection[str] | None,
+    campaign_keys: Collection[str] | None,
+    *,
+    program_recipient_keys: Collection[str] = (),
+    program_campaign_keys: Collection[str] = (),
+) -> tuple[Notice, ...]:
+    """A key no template uses, one edit away from a key the templates do use.
+
+    `'salutaion' is not used; the template uses 'salutation'`: the letter would fall back
+    to its default silently. `recipient_keys` / `campaign_keys` are the keys the templates
+    name (None: the templates use the whole mapping, so nothing is reported); keys the
+    program reads itself (`id`, `emails`, `subject`...) are never reported.
+    """
+    notices: list[Notice] = []
+    if campaign_keys is not None:
+        near = _near_keys(campaign_keys, program_campaign_keys)
+        for key in campaign:
+            used = near(key)
+            if used is not None and used not in campaign:
+                notices.append(
+                    Notice(
+                        f"'{key}' is not used; the template uses '{used}'",
+                        field=f"campaign.{key}",
+                        line=data_line(campaign, key),
+                    )
+                )
+    if recipient_keys is not None:
+        near = _near_keys(recipient_keys, program_recipient_keys)
+        for recipient in recipients:
+            for key in recipient.data:
+                used = near(key)
+                if used is not None and used not in recipient.data:
+                    notices.append(
+                        Notice(
+                            f"'{key}' is not used; the template uses '{used}'",
+                            recipient=recipient.id,
+                            field=key,
+                            line=data_line(recipient.data, key),
+                        )
+                    )
+    return tuple(notices)
+
+
+def _near_keys(used: Collection[str], program: Collection[str]) -> Callable[[str], str | None]:
+    """For a key: the used key it is one edit away from, when it is itself unused."""
+    verdicts: dict[str, str | None] = {}
+    ordered = sorted(used)
+
+    def near(key: str) -> str | None:
+        if key not in verdicts:
+            verdicts[key] = (
+                None
+                if key in used or key in program
+                else next((u for u in ordered if _near(key.lower(), u.lower())), None)
+            )
+        return verdicts[key]
+
+    return near

@@ -7,31 +7,66 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from campaign.addresses import AddressError, normalise, split_mailbox
+from campaign.addresses import (
+    AddressError,
+    DnsProgress,
+    DomainStatus,
+    check_domains,
+    normalise,
+    split_mailbox,
+)
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.headersafety import unsafe_reason
-from campaign.lint import find_notices
+from campaign.lint import find_notices, unused_key_notices
 from campaign.models import (
     Campaign,
     CampaignFile,
     Mailbox,
+    Notice,
     Recipient,
     SmtpFileSettings,
     data_line,
 )
+from campaign.render import template_keys
 from campaign.strictyaml import FlatList, YamlList, YamlMapping, read_yaml
 
-TOP_LEVEL_KEYS = ("campaign", "recipients", "smtp")
-CAMPAIGN_KEYS = ("id", "subject", "from", "reply_to", "template")
+if TYPE_CHECKING:
+    import dns.resolver
+
+TOP_LEVEL_KEYS = ("campaign", "recipients", "smtp", "imap")
+CAMPAIGN_KEYS = ("id", "subject", "from", "reply_to", "return_path", "template")
 CAMPAIGN_REQUIRED = ("id", "subject", "from")
 RECIPIENT_KEYS = ("id", "name", "emails")
 SMTP_KEYS = ("host", "port", "security", "username", "ca_file")
 SECURITY_CHOICES = ("starttls", "tls", "none")
+IMAP_KEYS = ("host", "port", "security", "username", "ca_file", "folder")
+IMAP_SECURITY_CHOICES = ("tls", "starttls", "none")
+# One letter goes to all of a recipient's addresses in one To header; a list this long is
+# a mistake (a pasted mailing list), and the header parser is quadratic in it.
+MAX_ADDRESSES_PER_RECIPIENT = 100
 _SLUG = re.compile(r"[a-z0-9](?:[a-z0-9_.-]{0,62}[a-z0-9])?\Z")
-_SECRET_KEY = re.compile(r"pass(word|wd)?|secret|smtp_password", re.IGNORECASE)
+
+# Secret-looking keys, refused anywhere in the file (see secret_key_reason). A key is
+# split into words at `_`, `-`, `.`, spaces, digits and camelCase humps; it is refused
+# when one of its words, or two neighbouring words, is in these lists. Whole words only:
+# `passport_no`, `secretary`, `keywords` and `compass` stay allowed.
+SECRET_WORDS = frozenset(
+    {
+        "password", "passwords", "passwd", "pass", "pwd", "passphrase",
+        "secret", "secrets", "token", "tokens", "apikey", "apikeys",
+        "credential", "credentials", "creds", "privkey",
+    }
+)  # fmt: skip
+SECRET_WORD_PAIRS = frozenset(
+    {("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key"), ("auth", "key")}
+)
+# Without separators, these are still unmistakable inside a key (`smtppassword`).
+SECRET_PARTS = ("password", "passwd", "passphrase", "apikey")
+_KEY_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +76,70 @@ class Options:
     path: Path
     templates_dir: Path | None = None
     check_dns: bool = False
+    # --check-dns: told after each domain (the terminal shows progress); the resolver
+    # to ask instead of the system's (tests point it at a local server).
+    dns_progress: DnsProgress | None = None
+    dns_resolver: dns.resolver.Resolver | None = None
 
 
-def load_campaign(options: Options) -> CampaignFile:
+@dataclass(frozen=True, slots=True)
+class ImapFileSettings:
+    """The non-secret IMAP settings a campaign file may carry in its `imap:` section."""
+
+    host: str | None = None
+    port: int | None = None
+    security: str | None = None
+    username: str | None = None
+    ca_file: str | None = None
+    folder: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedCampaignFile(CampaignFile):
+    """A CampaignFile with what the models do not hold yet.
+
+    `imap` is the file's `imap:` section; `return_path` is `campaign.return_path`, the
+    envelope sender (MAIL FROM) as a normalised address, or None for the From address.
+    """
+
+    imap: ImapFileSettings = ImapFileSettings()
+    return_path: str | None = None
+
+
+def load_campaign(options: Options) -> LoadedCampaignFile:
     """Read, check and normalise the campaign file; raise ValidationErrors listing every problem."""
-    document = read_yaml(options.path)
+    document = read_yaml(options.path, refuse_key=secret_key_reason)
     checker = _Checker(options.path)
     result = checker.check(document, options)
     if checker.errors or result is None:
         raise ValidationErrors(checker.errors)
     return result
+
+
+def secret_key_reason(key: str) -> tuple[str, str] | None:
+    """Why `key` may not be in a campaign file (message, hint), or None when it may.
+
+    Templates see every key of the file, and the file is often shared or versioned:
+    passwords, tokens and keys belong in the environment, the keyring or a prompt.
+    """
+    words = [word.lower() for word in _KEY_WORD.findall(key)]
+    folded = key.lower()
+    found = next((word for word in words if word in SECRET_WORDS), None)
+    if found is None:
+        found = next(
+            (f"{a}_{b}" for a, b in pairwise(words) if (a, b) in SECRET_WORD_PAIRS),
+            None,
+        )
+    if found is None:
+        found = next((part for part in SECRET_PARTS if part in folded), None)
+    if found is None:
+        return None
+    kind = "a password" if found.startswith("pass") or found == "pwd" else "a secret"
+    return (
+        f"{kind} does not belong in the campaign file (the key '{key}' looks like one)",
+        "remove it and set CAMPAIGN_SMTP_PASSWORD (or CAMPAIGN_IMAP_PASSWORD) in the"
+        " environment, or let campaign ask for it; if it is no secret, rename the key",
+    )
 
 
 @lru_cache(maxsize=1024)
@@ -74,10 +163,29 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def _template_notices(campaign: Campaign, recipients: tuple[Recipient, ...]) -> tuple[Notice, ...]:
+    """Keys no template uses but one edit away from a key they do (`salutaion`)."""
+    keys = template_keys(campaign)
+    if keys is None:  # a template missing or broken: rendering reports it
+        return ()
+    return unused_key_notices(
+        recipients,
+        campaign.data,
+        keys.recipient,
+        keys.campaign,
+        program_recipient_keys=RECIPIENT_KEYS,
+        program_campaign_keys=CAMPAIGN_KEYS,
+    )
+
+
 class _Checker:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.errors: list[CampaignError] = []
+        # --check-dns: each domain with where its addresses are (text, line, recipient, field)
+        self.domains: dict[str, list[tuple[str, int, str | None, str]]] = {}
+        self.notices: list[Notice] = []
+        self._check_dns = False
 
     def error(
         self,
@@ -94,14 +202,14 @@ class _Checker:
             )
         )
 
-    def check(self, document: Any, options: Options) -> CampaignFile | None:
+    def check(self, document: Any, options: Options) -> LoadedCampaignFile | None:
+        self._check_dns = options.check_dns
         if not isinstance(document, YamlMapping):
             self.error(
                 "the file must be a mapping with 'campaign' and 'recipients'",
                 line=getattr(document, "line", 1),
             )
             return None
-        self._refuse_secrets(document)
         for key in document:
             if key not in TOP_LEVEL_KEYS:
                 guess = _close_match(key, TOP_LEVEL_KEYS)
@@ -112,28 +220,20 @@ class _Checker:
                     hint=f"did you mean '{guess}'?" if guess else "expected campaign, recipients",
                 )
         smtp = self._smtp(document)
+        imap = self._imap(document)
         campaign = self._campaign(document, options, smtp)
+        return_path = self._return_path(document)
         recipients = self._recipients(document, options)
+        if options.check_dns and not self.errors:
+            self._check_domains(options)
         if campaign is None or recipients is None or self.errors:
             return None
-        notices = find_notices(recipients)
-        return CampaignFile(campaign, recipients, notices)
-
-    def _refuse_secrets(self, node: Any) -> None:
-        if isinstance(node, YamlMapping):
-            for key, value in node.items():
-                if _SECRET_KEY.fullmatch(key):
-                    self.error(
-                        "a password does not belong in the campaign file",
-                        line=node.line_of(key),
-                        field=key,
-                        hint="remove it and set CAMPAIGN_SMTP_PASSWORD in the environment,"
-                        " or let `campaign send` ask for it",
-                    )
-                self._refuse_secrets(value)
-        elif isinstance(node, YamlList):
-            for item in node:
-                self._refuse_secrets(item)
+        notices = (
+            *self.notices,
+            *find_notices(recipients),
+            *_template_notices(campaign, recipients),
+        )
+        return LoadedCampaignFile(campaign, recipients, notices, imap=imap, return_path=return_path)
 
     def _section(self, document: YamlMapping, key: str, required: bool) -> YamlMapping | None:
         if key not in document:
@@ -226,6 +326,16 @@ class _Checker:
         if isinstance(value, str):
             texts = [(value, line)]
         elif isinstance(value, (YamlList, FlatList)):
+            if len(value) > MAX_ADDRESSES_PER_RECIPIENT:
+                self.error(
+                    f"{len(value)} addresses; at most {MAX_ADDRESSES_PER_RECIPIENT} are allowed",
+                    line=line,
+                    recipient=recipient,
+                    field=field,
+                    hint="one letter goes to all of them in one To header;"
+                    " split them over several recipients",
+                )
+                return None
             texts = []
             for position, item in enumerate(value):
                 item_line = value.line_of_item(position) if isinstance(value, YamlList) else line
@@ -250,7 +360,7 @@ class _Checker:
         for text, text_line in texts:
             try:
                 parsed = split_mailbox(text)
-                address = normalise(parsed.address, check_dns=check_dns)
+                address = normalise(parsed.address)
             except AddressError as err:
                 self.error(
                     f"invalid address {text!r}: {err}",
@@ -260,7 +370,53 @@ class _Checker:
                 )
                 continue
             mailboxes.append(Mailbox(parsed.display_name, address))
+            if check_dns:
+                self.domains.setdefault(address.rpartition("@")[2], []).append(
+                    (text, text_line, recipient, field)
+                )
         return mailboxes
+
+    def _check_domains(self, options: Options) -> None:
+        """Errors for addresses at domains that take no mail; notices for unchecked ones."""
+        results = check_domains(
+            self.domains, resolver=options.dns_resolver, progress=options.dns_progress
+        )
+        unchecked = [r for r in results.values() if r.status is DomainStatus.NOT_CHECKED]
+        hint = "check the domain, or remove the address"
+        if len(results) > 2 and all(r.status is DomainStatus.NO_MAIL for r in results.values()):
+            hint = "every domain was refused: is the DNS resolver filtering lookups?"
+        for result in results.values():
+            for text, line, recipient, field in self.domains[result.domain]:
+                if result.status is DomainStatus.NO_MAIL:
+                    self.error(
+                        f"invalid address {text!r}: {result.reason}",
+                        line=line,
+                        recipient=recipient,
+                        field=field,
+                        hint=hint,
+                    )
+                elif result.status is DomainStatus.NOT_CHECKED:
+                    self.notices.append(
+                        Notice(
+                            f"{text}: the domain {result.domain} was not checked ({result.reason})",
+                            recipient=recipient,
+                            field=field,
+                            line=line,
+                        )
+                    )
+        if unchecked:
+            reasons = sorted({r.reason for r in unchecked})
+            shown = ", ".join(r.domain for r in unchecked[:10])
+            more = f" and {len(unchecked) - 10} more" if len(unchecked) > 10 else ""
+            noun = "domain" if len(unchecked) == 1 else "domains"
+            self.notices.insert(
+                0,
+                Notice(
+                    f"{len(unchecked)} {noun} not checked ({'; '.join(reasons)}): {shown}{more};"
+                    " run `campaign check --check-dns` again when DNS answers",
+                    field="emails",
+                ),
+            )
 
     def _campaign(
         self, document: YamlMapping, options: Options, smtp: SmtpFileSettings
@@ -366,6 +522,65 @@ class _Checker:
             username=self._text(section, "username", prefix="smtp."),
             ca_file=self._text(section, "ca_file", prefix="smtp."),
         )
+
+    def _imap(self, document: YamlMapping) -> ImapFileSettings:
+        section = self._section(document, "imap", required=False)
+        if section is None:
+            return ImapFileSettings()
+        self._known_keys(section, IMAP_KEYS, (), closed=True, prefix="imap.")
+        port = section.get("port")
+        if port is not None and not (isinstance(port, int) and 0 < port < 65536):
+            self.error(
+                "expected a port number between 1 and 65535",
+                line=section.line_of("port"),
+                field="imap.port",
+            )
+            port = None
+        security = self._text(section, "security", prefix="imap.")
+        if security is not None and security not in IMAP_SECURITY_CHOICES:
+            self.error(
+                f"'{security}' is not a security mode",
+                line=section.line_of("security"),
+                field="imap.security",
+                hint=f"expected one of {', '.join(IMAP_SECURITY_CHOICES)}",
+            )
+            security = None
+        return ImapFileSettings(
+            host=self._text(section, "host", prefix="imap."),
+            port=port,
+            security=security,
+            username=self._text(section, "username", prefix="imap."),
+            ca_file=self._text(section, "ca_file", prefix="imap."),
+            folder=self._text(section, "folder", prefix="imap."),
+        )
+
+    def _return_path(self, document: YamlMapping) -> str | None:
+        """campaign.return_path: the envelope sender (MAIL FROM), an address only."""
+        section = document.get("campaign")
+        if not isinstance(section, YamlMapping) or "return_path" not in section:
+            return None
+        text = self._text(section, "return_path", prefix="campaign.")
+        if text is None:
+            return None
+        line = section.line_of("return_path")
+        try:
+            parsed = split_mailbox(text)
+            if parsed.display_name:
+                raise AddressError("the envelope sender is an address only, without a name")
+            address = normalise(parsed.address)
+        except AddressError as err:
+            self.error(
+                f"invalid address {text!r}: {err}",
+                line=line,
+                field="campaign.return_path",
+                hint="bounces go to this address; give a bare address, e.g. bounces@example.org",
+            )
+            return None
+        if self._check_dns:
+            self.domains.setdefault(address.rpartition("@")[2], []).append(
+                (text, line, None, "campaign.return_path")
+            )
+        return address
 
     def _recipients(self, document: YamlMapping, options: Options) -> tuple[Recipient, ...] | None:
         if "recipients" not in document:

@@ -8,16 +8,26 @@ refuses all of that, so what reaches the template is what the user wrote.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from campaign.errors import CampaignError
+from campaign.errors import CampaignError, ValidationErrors
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 SHARED_VALUES_LIMIT = 10_000
+# A campaign file is a few levels deep; the builder recurses once per level, so a file
+# nested hundreds deep would end in a RecursionError. Refused well before that.
+MAX_DEPTH = 50
+# Python refuses to read integers of more than 4,300 digits (CVE-2020-10735); no campaign
+# needs more than a port number.
+MAX_INT_DIGITS = 100
+_SHOWN_VALUE = 40
+
+# Given a key, why the file may not hold it (message, hint), or None; see parse_yaml.
+KeyCheck = Callable[[str], "tuple[str, str | None] | None"]
 
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _RESOLVER = yaml.resolver.Resolver()
@@ -53,15 +63,17 @@ class _Shape:
     """The keys of mappings written alike, with each key's line as an offset from the first.
 
     A campaign of many recipients repeats the same few keys in the same layout: they
-    share one shape, and each mapping holds only its line and its values.
+    share one shape, and each mapping holds only its line and its values. `refused`
+    holds the positions of keys the file may not hold, with why (checked once per shape).
     """
 
-    __slots__ = ("keys", "offsets", "positions")
+    __slots__ = ("keys", "offsets", "positions", "refused")
 
     def __init__(self, keys: tuple[str, ...], offsets: tuple[int, ...]) -> None:
         self.keys = keys
         self.offsets = offsets
         self.positions = {key: position for position, key in enumerate(keys)}
+        self.refused: tuple[tuple[int, str, str | None], ...] = ()
 
 
 class YamlMapping(Mapping[str, Any]):
@@ -136,8 +148,19 @@ class YamlList(list[Any]):
         return self.line
 
 
-def read_yaml(path: Path) -> Any:
-    """Read `path` strictly; every problem is a CampaignError naming the file and line."""
+def _shown(value: str) -> str:
+    """A value quoted back in a message, cut short when it is long."""
+    if len(value) <= _SHOWN_VALUE:
+        return value
+    return f"{value[: _SHOWN_VALUE // 2]}...{value[-8:]}"
+
+
+def read_yaml(path: Path, *, refuse_key: KeyCheck | None = None) -> Any:
+    """Read `path` strictly; every problem is a CampaignError naming the file and line.
+
+    `refuse_key` is asked once about every distinct key; the keys it refuses are all
+    reported together (ValidationErrors) once the whole file is read.
+    """
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -155,15 +178,18 @@ def read_yaml(path: Path) -> Any:
     with open(path, "rb") as handle:
         raw = handle.read(MAX_FILE_BYTES + 1)
     # The parser reads UTF-8 bytes itself: no decoded copy of a large file is ever held.
-    return parse_yaml(raw, path)
+    return parse_yaml(raw, path, refuse_key=refuse_key)
 
 
-def parse_yaml(text: str | bytes, path: Path) -> Any:
-    """Parse one YAML document made of mappings, lists and strings (and plain integers)."""
+def parse_yaml(text: str | bytes, path: Path, *, refuse_key: KeyCheck | None = None) -> Any:
+    """Parse one YAML document made of mappings, lists and strings (and plain integers).
+
+    Nesting deeper than MAX_DEPTH and integers longer than MAX_INT_DIGITS are refused.
+    """
     events = yaml.parse(text, Loader=_Loader)
-    builder = _Builder(events, path)
+    builder = _Builder(events, path, refuse_key)
     try:
-        return builder.document()
+        document = builder.document()
     except yaml.reader.ReaderError as err:
         data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
         bad_line = data[: err.position].count(b"\n") + 1
@@ -180,12 +206,21 @@ def parse_yaml(text: str | bytes, path: Path) -> Any:
         raise CampaignError(f"not valid YAML: {problem}", path=path, line=line) from None
     except yaml.YAMLError as err:
         raise CampaignError(f"not valid YAML: {err}", path=path) from None
+    if builder.refusals:
+        raise ValidationErrors(builder.refusals)
+    return document
 
 
 class _Builder:
-    def __init__(self, events: Iterator[yaml.Event], path: Path) -> None:
+    def __init__(
+        self, events: Iterator[yaml.Event], path: Path, refuse_key: KeyCheck | None = None
+    ) -> None:
         self._events = events
         self._path = path
+        self._refuse_key = refuse_key
+        self._key_verdicts: dict[str, tuple[str, str | None] | None] = {}
+        self.refusals: list[CampaignError] = []
+        self._depth = 0
         self._shapes: dict[tuple[tuple[str, ...], tuple[int, ...]], _Shape] = {}
         # Lists written alike (one line each) share their tuple of item line offsets.
         self._offsets: dict[tuple[int, ...], tuple[int, ...]] = {}
@@ -235,12 +270,21 @@ class _Builder:
         if isinstance(event, yaml.ScalarEvent):
             self._check_node(event)
             return self._scalar(event)
-        if isinstance(event, yaml.MappingStartEvent):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             self._check_node(event)
-            return self._mapping(event)
-        if isinstance(event, yaml.SequenceStartEvent):
-            self._check_node(event)
-            return self._sequence(event)
+            if self._depth >= MAX_DEPTH:
+                raise self._error(
+                    f"the data is nested more than {MAX_DEPTH} levels deep",
+                    event,
+                    "a campaign file needs a few levels; is this the right file?",
+                )
+            self._depth += 1
+            try:
+                if isinstance(event, yaml.MappingStartEvent):
+                    return self._mapping(event)
+                return self._sequence(event)
+            finally:
+                self._depth -= 1
         raise self._error("unexpected YAML structure", event)
 
     def _scalar(self, event: yaml.ScalarEvent) -> str | int:
@@ -256,12 +300,20 @@ class _Builder:
             shown = f"'{event.value}'" if event.value else "nothing"
             raise self._error(f"the value is empty ({shown})", event, 'write "" for an empty text')
         if tag == "tag:yaml.org,2002:int" and _PLAIN_INT.match(event.value):
+            digits = len(event.value.lstrip("-"))
+            if digits > MAX_INT_DIGITS:
+                raise self._error(
+                    f"a number of {digits} digits is longer than the {MAX_INT_DIGITS} allowed",
+                    event,
+                    'if it is a text, put it in quotes: "..."',
+                )
             return int(event.value)
         kind = _KIND_BY_TAG.get(tag, "something other than text")
+        shown = _shown(event.value)
         raise self._error(
-            f"{event.value} would be read as {kind}, not as the text you wrote",
+            f"{shown} would be read as {kind}, not as the text you wrote",
             event,
-            f'put it in quotes: "{event.value}"',
+            f'put it in quotes: "{shown}"',
         )
 
     def _mapping(self, start: yaml.MappingStartEvent) -> YamlMapping:
@@ -271,7 +323,10 @@ class _Builder:
         offsets: list[int] = []
         for event in self._events:
             if type(event) is yaml.MappingEndEvent:
-                return YamlMapping(first, self._shape(positions, offsets), tuple(values))
+                shape = self._shape(positions, offsets)
+                if shape.refused:
+                    self._refuse(shape, first)
+                return YamlMapping(first, shape, tuple(values))
             if not isinstance(event, yaml.ScalarEvent):
                 raise self._error("a key must be a plain name", event)
             if event.anchor is not None or event.tag is not None:
@@ -309,7 +364,31 @@ class _Builder:
         shape = self._shapes.get(key)
         if shape is None:
             shape = self._shapes[key] = _Shape(*key)
+            if self._refuse_key is not None:
+                shape.refused = tuple(
+                    (position, *verdict)
+                    for position, name in enumerate(shape.keys)
+                    if (verdict := self._verdict(name)) is not None
+                )
         return shape
+
+    def _verdict(self, key: str) -> tuple[str, str | None] | None:
+        if key not in self._key_verdicts:
+            assert self._refuse_key is not None
+            self._key_verdicts[key] = self._refuse_key(key)
+        return self._key_verdicts[key]
+
+    def _refuse(self, shape: _Shape, first: int) -> None:
+        for position, message, hint in shape.refused:
+            self.refusals.append(
+                CampaignError(
+                    message,
+                    path=self._path,
+                    line=first + shape.offsets[position],
+                    field=shape.keys[position],
+                    hint=hint,
+                )
+            )
 
     def _share(self, key: str, value: str) -> str:
         """One string for a value repeated under the same key (a country, a salutation).

@@ -48,6 +48,4 @@ def outcome(function: object, address: str) -> str:
 
 @pytest.mark.parametrize("address", CASES)
 def test_fast_path_gives_email_validators_answer(address: str) -> None:
-    assert outcome(normalise, address) == outcome(
-        lambda a: _validate(a, False).ascii_email, address
-    )
+    assert outcome(normalise, address) == outcome(lambda a: _validate(a).ascii_email, address)

@@ -15,7 +15,7 @@ from campaign_factory import (
     write_campaign,
 )
 
-from campaign.addresses import AddressError, normalise, split_mailbox
+from campaign.addresses import AddressError, normalise, placeholder_reason, split_mailbox
 from campaign.loading import Options, load_campaign
 from campaign.prepare import prepare
 from campaign.store import MessageStore
@@ -180,3 +180,28 @@ def test_internationalised_domain_is_punycode_in_the_draft_header(tmp_path: Path
     assert run_cli("--file", path, "drafts").status == 0
     message = parse_eml(tmp_path / "outbox" / "02-bob.eml")
     assert [a.addr_spec for a in message["To"].addresses] == ["bob@xn--bcher-kva.example"]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "campaign@example.org",
+        "a@EXAMPLE.com",
+        "a@example.net",
+        "a@mail.example",
+        "a@x.invalid",
+        "a@host.test",
+        "a@localhost",
+        "a@mail.localhost",
+    ],
+)
+def test_placeholder_sender_is_named(address: str) -> None:
+    reason = placeholder_reason(address)
+    assert reason is not None and "reserved for examples and tests" in reason
+
+
+@pytest.mark.parametrize(
+    "address", ["aprk@akorda.kz", "a@example.org.kz", "a@notexample.com", "a@testing.org"]
+)
+def test_real_sender_is_not_a_placeholder(address: str) -> None:
+    assert placeholder_reason(address) is None
