@@ -30,7 +30,7 @@ from campaign.errors import (
     ValidationErrors,
 )
 from campaign.loading import Options, load_campaign
-from campaign.models import CampaignFile, Mailbox, require_known
+from campaign.models import SMTP_SECURITY_MODES, CampaignFile, Mailbox, require_known
 from campaign.pipeline import SETTLEABLE, Plan, SendOptions, SendSession, resolve
 from campaign.prepare import Clock, prepare, utc_now
 from campaign.review import (
@@ -45,7 +45,7 @@ from campaign.review import (
     write_csv,
 )
 from campaign.sendlog import Status, replay
-from campaign.settings import PASSWORD_VARIABLE, SECURITY_MODES, SmtpSettings, resolve_settings
+from campaign.settings import PASSWORD_VARIABLE, SmtpSettings, resolve_settings
 from campaign.store import MessageStore
 from campaign.transports.memory import MemoryTransport
 from campaign.transports.smtp import SmtpTransport
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--smtp-port", type=_port, help="SMTP port (overrides CAMPAIGN_SMTP_PORT)")
     send.add_argument(
         "--security",
-        choices=SECURITY_MODES,
+        choices=SMTP_SECURITY_MODES,
         help="starttls (default), tls, or none (loopback only)",
     )
     send.set_defaults(handler=run_send)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
@@ -23,8 +23,11 @@ from campaign.errors import CampaignError, ValidationErrors
 from campaign.headersafety import unsafe_reason
 from campaign.lint import find_notices, unused_key_notices
 from campaign.models import (
+    IMAP_SECURITY_MODES,
+    SMTP_SECURITY_MODES,
     Campaign,
     CampaignFile,
+    ImapFileSettings,
     Mailbox,
     Notice,
     Recipient,
@@ -42,9 +45,7 @@ CAMPAIGN_KEYS = ("id", "subject", "from", "reply_to", "return_path", "template")
 CAMPAIGN_REQUIRED = ("id", "subject", "from")
 RECIPIENT_KEYS = ("id", "name", "emails")
 SMTP_KEYS = ("host", "port", "security", "username", "ca_file")
-SECURITY_CHOICES = ("starttls", "tls", "none")
 IMAP_KEYS = ("host", "port", "security", "username", "ca_file", "folder")
-IMAP_SECURITY_CHOICES = ("tls", "starttls", "none")
 # One letter goes to all of a recipient's addresses in one To header; a list this long is
 # a mistake (a pasted mailing list), and the header parser is quadratic in it.
 MAX_ADDRESSES_PER_RECIPIENT = 100
@@ -82,31 +83,7 @@ class Options:
     dns_resolver: dns.resolver.Resolver | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ImapFileSettings:
-    """The non-secret IMAP settings a campaign file may carry in its `imap:` section."""
-
-    host: str | None = None
-    port: int | None = None
-    security: str | None = None
-    username: str | None = None
-    ca_file: str | None = None
-    folder: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedCampaignFile(CampaignFile):
-    """A CampaignFile with what the models do not hold yet.
-
-    `imap` is the file's `imap:` section; `return_path` is `campaign.return_path`, the
-    envelope sender (MAIL FROM) as a normalised address, or None for the From address.
-    """
-
-    imap: ImapFileSettings = ImapFileSettings()
-    return_path: str | None = None
-
-
-def load_campaign(options: Options) -> LoadedCampaignFile:
+def load_campaign(options: Options) -> CampaignFile:
     """Read, check and normalise the campaign file; raise ValidationErrors listing every problem."""
     document = read_yaml(options.path, refuse_key=secret_key_reason)
     checker = _Checker(options.path)
@@ -202,7 +179,7 @@ class _Checker:
             )
         )
 
-    def check(self, document: Any, options: Options) -> LoadedCampaignFile | None:
+    def check(self, document: Any, options: Options) -> CampaignFile | None:
         self._check_dns = options.check_dns
         if not isinstance(document, YamlMapping):
             self.error(
@@ -233,7 +210,8 @@ class _Checker:
             *find_notices(recipients),
             *_template_notices(campaign, recipients),
         )
-        return LoadedCampaignFile(campaign, recipients, notices, imap=imap, return_path=return_path)
+        campaign = replace(campaign, imap=imap, return_path=return_path)
+        return CampaignFile(campaign, recipients, notices)
 
     def _section(self, document: YamlMapping, key: str, required: bool) -> YamlMapping | None:
         if key not in document:
@@ -507,12 +485,12 @@ class _Checker:
             )
             port = None
         security = self._text(section, "security", prefix="smtp.")
-        if security is not None and security not in SECURITY_CHOICES:
+        if security is not None and security not in SMTP_SECURITY_MODES:
             self.error(
                 f"'{security}' is not a security mode",
                 line=section.line_of("security"),
                 field="smtp.security",
-                hint=f"expected one of {', '.join(SECURITY_CHOICES)}",
+                hint=f"expected one of {', '.join(SMTP_SECURITY_MODES)}",
             )
             security = None
         return SmtpFileSettings(
@@ -537,12 +515,12 @@ class _Checker:
             )
             port = None
         security = self._text(section, "security", prefix="imap.")
-        if security is not None and security not in IMAP_SECURITY_CHOICES:
+        if security is not None and security not in IMAP_SECURITY_MODES:
             self.error(
                 f"'{security}' is not a security mode",
                 line=section.line_of("security"),
                 field="imap.security",
-                hint=f"expected one of {', '.join(IMAP_SECURITY_CHOICES)}",
+                hint=f"expected one of {', '.join(IMAP_SECURITY_MODES)}",
             )
             security = None
         return ImapFileSettings(

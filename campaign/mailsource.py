@@ -26,9 +26,9 @@ from urllib.parse import quote
 
 from campaign.errors import CampaignError
 from campaign.inbound import MAX_MESSAGE_BYTES, clean_text
+from campaign.models import IMAP_SECURITY_MODES, ImapFileSettings
 from campaign.settings import is_loopback
 
-IMAP_SECURITY_MODES = ("tls", "starttls", "none")
 IMAP_DEFAULT_PORTS = {"tls": 993, "starttls": 143, "none": 143}
 IMAP_PASSWORD_VARIABLE = "CAMPAIGN_IMAP_PASSWORD"
 DEFAULT_FOLDER = "INBOX"
@@ -71,18 +71,6 @@ class ImapReadError(MailboxError):
 
 
 # --- settings -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ImapFileSettings:
-    """The non-secret IMAP settings a campaign file may carry in its `imap:` section."""
-
-    host: str | None = None
-    port: int | None = None
-    security: str | None = None
-    username: str | None = None
-    ca_file: str | None = None
-    folder: str | None = None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,23 @@ class Notice:
     line: int | None = None
 
 
+# The security modes, each listed once: the loader, the settings and the CLI use these.
+SMTP_SECURITY_MODES = ("starttls", "tls", "none")
+IMAP_SECURITY_MODES = ("tls", "starttls", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class ImapFileSettings:
+    """The non-secret IMAP settings a campaign file may carry in its `imap:` section."""
+
+    host: str | None = None
+    port: int | None = None
+    security: str | None = None
+    username: str | None = None
+    ca_file: str | None = None
+    folder: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpFileSettings:
     """The non-secret SMTP settings a campaign file may carry in its `smtp:` section."""
@@ -78,6 +95,12 @@ class Campaign:
     source: Path
     templates_dir: Path
     smtp: SmtpFileSettings = SmtpFileSettings()
+    imap: ImapFileSettings = ImapFileSettings()
+    return_path: str | None = None  # the envelope sender (MAIL FROM); None: the From address
+
+    @property
+    def envelope_sender(self) -> str:
+        return self.return_path or self.sender.address
 
     def data_line(self, key: str) -> int | None:
         """The line of `key` in the campaign section, when the data came from a file."""

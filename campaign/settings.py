@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from campaign.errors import SmtpSettingsError
-from campaign.models import SmtpFileSettings
+from campaign.models import SMTP_SECURITY_MODES, SmtpFileSettings
 
-SECURITY_MODES = ("starttls", "tls", "none")
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 PASSWORD_VARIABLE = "CAMPAIGN_SMTP_PASSWORD"
 
@@ -69,11 +68,11 @@ def resolve_settings(
     chosen_security = (
         pick(security, "CAMPAIGN_SMTP_SECURITY", file_settings.security) or "starttls"
     ).lower()
-    if chosen_security not in SECURITY_MODES:
+    if chosen_security not in SMTP_SECURITY_MODES:
         raise SmtpSettingsError(
             f"'{chosen_security}' is not a security mode",
             field="CAMPAIGN_SMTP_SECURITY",
-            hint=f"expected one of {', '.join(SECURITY_MODES)}",
+            hint=f"expected one of {', '.join(SMTP_SECURITY_MODES)}",
         )
     chosen_port: int
     port_text = environ.get("CAMPAIGN_SMTP_PORT")

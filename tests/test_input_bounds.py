@@ -22,11 +22,11 @@ from campaign_factory import (
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.loading import (
     MAX_ADDRESSES_PER_RECIPIENT,
-    ImapFileSettings,
     Options,
     load_campaign,
     secret_key_reason,
 )
+from campaign.models import ImapFileSettings
 from campaign.strictyaml import MAX_DEPTH, MAX_INT_DIGITS
 
 # Lines of GOOD_YAML: 1 campaign, 2 id, 3 subject, 4 from, 5 recipients,
@@ -254,7 +254,7 @@ def test_imap_section_is_read_into_its_settings(tmp_path: Path) -> None:
         '  username: "campaign"\n  ca_file: "ca.pem"\n  folder: "Campaign/Replies"\n'
     )
     source = load_campaign(Options(write_campaign(tmp_path, GOOD_YAML + imap)))
-    assert source.imap == ImapFileSettings(
+    assert source.campaign.imap == ImapFileSettings(
         host="imap.example.org",
         port=993,
         security="tls",
@@ -265,7 +265,10 @@ def test_imap_section_is_read_into_its_settings(tmp_path: Path) -> None:
 
 
 def test_missing_imap_section_gives_empty_settings(tmp_path: Path) -> None:
-    assert load_campaign(Options(write_campaign(tmp_path, GOOD_YAML))).imap == ImapFileSettings()
+    assert (
+        load_campaign(Options(write_campaign(tmp_path, GOOD_YAML))).campaign.imap
+        == ImapFileSettings()
+    )
 
 
 def test_imap_security_mode_outside_the_choices_is_refused(tmp_path: Path) -> None:
@@ -283,13 +286,13 @@ def test_imap_port_out_of_range_and_unknown_key_are_refused(tmp_path: Path) -> N
 
 def test_return_path_is_normalised(tmp_path: Path) -> None:
     yaml_text = GOOD_YAML.replace("  from:", '  return_path: "Bounces@Example.ORG"\n  from:')
-    assert load_campaign(Options(write_campaign(tmp_path, yaml_text))).return_path == (
+    assert load_campaign(Options(write_campaign(tmp_path, yaml_text))).campaign.return_path == (
         "Bounces@example.org"
     )
 
 
 def test_return_path_defaults_to_none(tmp_path: Path) -> None:
-    assert load_campaign(Options(write_campaign(tmp_path, GOOD_YAML))).return_path is None
+    assert load_campaign(Options(write_campaign(tmp_path, GOOD_YAML))).campaign.return_path is None
 
 
 @pytest.mark.parametrize(

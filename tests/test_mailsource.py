@@ -18,7 +18,6 @@ from campaign.errors import CampaignError
 from campaign.inbound import Kind, SentLetter, classify, match
 from campaign.mailsource import (
     ImapConnectError,
-    ImapFileSettings,
     ImapFolderError,
     ImapLoginError,
     ImapReadError,
@@ -37,6 +36,7 @@ from campaign.mailsource import (
     resolve_imap_settings,
     uid_set,
 )
+from campaign.models import ImapFileSettings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "inbox"
 BOUNCE = (FIXTURES / "postfix-bounce-full.eml").read_bytes()
