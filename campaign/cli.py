@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import getpass
@@ -11,6 +12,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,8 @@ from pathlib import Path
 from typing import IO
 
 from campaign import __version__
-from campaign.addresses import AddressError, normalise
+from campaign.addresses import AddressError, normalise, placeholder_reason
+from campaign.credentials import PasswordBackend, forget_password, lookup_password, store_password
 from campaign.display import visible
 from campaign.drafts import deliver_all, read_outbox, write_drafts
 from campaign.errors import (
@@ -29,8 +32,10 @@ from campaign.errors import (
     UsageError,
     ValidationErrors,
 )
+from campaign.importing import check_imported, read_recipients_csv
 from campaign.loading import Options, load_campaign
 from campaign.models import SMTP_SECURITY_MODES, CampaignFile, Mailbox, require_known
+from campaign.outcomes import RunEffect, connect_effect
 from campaign.pipeline import SETTLEABLE, Plan, SendOptions, SendSession, resolve
 from campaign.prepare import Clock, prepare, utc_now
 from campaign.review import (
@@ -39,21 +44,26 @@ from campaign.review import (
     as_json_lines,
     build_review,
     check_log,
+    dry_run_rows,
     history_of,
     load_roster,
     send_summary,
     write_csv,
 )
+from campaign.safefiles import write_file
 from campaign.sendlog import Status, replay
 from campaign.settings import PASSWORD_VARIABLE, SmtpSettings, resolve_settings
+from campaign.starter import init_campaign
 from campaign.store import MessageStore
+from campaign.transports.base import ConnectFailure
 from campaign.transports.memory import MemoryTransport
-from campaign.transports.smtp import SmtpTransport
+from campaign.transports.smtp import SmtpTransport, probe
 from campaign.ui import (
     PlainProgress,
     RichProgress,
     Ui,
     follow,
+    show_dry_run,
     show_history,
     show_plan,
     show_review,
@@ -79,6 +89,7 @@ class Environment:
     clock: Clock = utc_now
     terminal: bool | None = None
     prompt: Callable[[str], str] | None = None
+    keyring: PasswordBackend | None = None  # None: the OS keyring, if there is one
 
     def is_terminal(self) -> bool:
         if self.terminal is not None:
@@ -95,7 +106,19 @@ EXAMPLES = {
     "check": "campaign check\n  campaign --file other/recipients.yaml check --check-dns",
     "preview": "campaign preview president\n  campaign preview --html ombudsman",
     "drafts": "campaign drafts\n  campaign drafts --outbox /tmp/review",
+    "init": "campaign init my-campaign\n  campaign --file my-campaign/recipients.yaml check",
+    "import": "campaign import people.csv > recipients-section.yaml\n"
+    "  campaign import people.csv --out recipients-section.yaml",
+    "password": "campaign password set\n  campaign password forget",
 }
+
+SEND_ENVIRONMENT = """environment:
+  CAMPAIGN_SMTP_HOST      the SMTP server (or --smtp-host, or smtp.host in the file)
+  CAMPAIGN_SMTP_PORT      its port (default 587 for starttls, 465 for tls)
+  CAMPAIGN_SMTP_SECURITY  starttls (default), tls, or none (loopback only)
+  CAMPAIGN_SMTP_USERNAME  the login, if the server wants one
+  CAMPAIGN_SMTP_PASSWORD  its password (else the OS keyring, else a prompt; never in the file)
+  CAMPAIGN_SMTP_CA_FILE   a CA certificate to trust besides the system's"""
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -128,14 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"campaign {__version__}")
     _global_options(parser, suppress=False)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.set_defaults(handler=None)
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, epilog: str = "") -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             help=help_text,
             description=help_text,
-            epilog=f"example:\n  {EXAMPLES[name]}",
+            epilog=f"example:\n  {EXAMPLES[name]}" + (f"\n\n{epilog}" if epilog else ""),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _global_options(sub, suppress=True)
@@ -155,7 +179,39 @@ def build_parser() -> argparse.ArgumentParser:
     drafts = command("drafts", "write one .eml per recipient into the outbox")
     drafts.set_defaults(handler=run_drafts)
 
-    send = command("send", "send the campaign over SMTP, recording every attempt in the send log")
+    init = command("init", "write a starter campaign into a new folder; overwrite nothing")
+    init.add_argument("folder", type=Path, metavar="DIR", help="where to write it")
+    init.set_defaults(handler=run_init)
+
+    importing = command("import", "turn a spreadsheet (CSV) into the recipients: section")
+    importing.add_argument("csv", type=Path, metavar="FILE.csv", help="the spreadsheet export")
+    importing.add_argument("--out", type=Path, help="write the YAML here (default: stdout)")
+    importing.add_argument(
+        "--check-dns", action="store_true", help="also check that each domain accepts mail"
+    )
+    importing.set_defaults(handler=run_import)
+
+    password = command("password", "keep the SMTP password in the OS keyring, or remove it")
+    password.add_argument(
+        "action",
+        choices=("set", "forget"),
+        help="set: ask for it, check it by logging in, then store it; forget: remove it",
+    )
+    password.add_argument("--smtp-host", help="SMTP server (overrides CAMPAIGN_SMTP_HOST)")
+    password.add_argument("--smtp-port", type=_port, help="SMTP port")
+    password.add_argument(
+        "--security", choices=SMTP_SECURITY_MODES, help="starttls (default), tls, or none"
+    )
+    password.add_argument(
+        "--timeout", type=_positive_float, default=30.0, help="SMTP timeout (default 30)"
+    )
+    password.set_defaults(handler=run_password)
+
+    send = command(
+        "send",
+        "send the campaign over SMTP, recording every attempt in the send log",
+        SEND_ENVIRONMENT,
+    )
     send.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     send.add_argument("--dry-run", action="store_true", help="show the plan; connect to nothing")
     send.add_argument("--only", nargs="+", metavar="ID", help="send to these recipients alone")
@@ -363,6 +419,7 @@ def run_send(ctx: Context) -> ExitStatus:
     if args.test_to is not None and args.from_outbox:
         raise UsageError("--test-to and --from-outbox cannot be combined")
     source = ctx.load()
+    _refuse_placeholder_sender(source)
     recipients = source.select(args.only)
     test_to = _test_mailbox(args.test_to) if args.test_to else None
     options = SendOptions(
@@ -374,7 +431,7 @@ def run_send(ctx: Context) -> ExitStatus:
         allow_changes=args.allow_changes,
         test=test_to is not None,
     )
-    settings: SmtpSettings | None = None
+    settings: SmtpSettings | SmtpSettingsError
     try:
         settings = resolve_settings(
             ctx.env.environ,
@@ -383,9 +440,10 @@ def run_send(ctx: Context) -> ExitStatus:
             port=args.smtp_port,
             security=args.security,
         )
-    except SmtpSettingsError:
+    except SmtpSettingsError as err:
         if not args.dry_run:
             raise
+        settings = err  # a dry run shows its plan, then fails as the send would
     with MessageStore() as store:
         if args.from_outbox:
             prepared = read_outbox(source, recipients, ctx.outbox, store, clock=ctx.env.clock)
@@ -405,7 +463,32 @@ def run_send(ctx: Context) -> ExitStatus:
         ) as session:
             only = {r.id for r in recipients} if args.only else None
             plan = session.plan(only)
+            _show_plan(ctx, session, plan, settings)
+            if isinstance(settings, SmtpSettingsError):
+                raise settings
+            if args.dry_run:
+                show_dry_run(ctx.ui, dry_run_rows(plan, session.history, prepared.drafts, only))
+                ctx.ui.note("Dry run: nothing was sent and nothing was written.")
+                return ExitStatus.OK
             return _send_planned(ctx, session, plan, settings)
+
+
+def _refuse_placeholder_sender(source: CampaignFile) -> None:
+    """Nothing leaves from a placeholder sender, not even a test."""
+    campaign = source.campaign
+    for key, address in (
+        ("from", campaign.sender.address),
+        ("return_path", campaign.return_path),
+    ):
+        reason = placeholder_reason(address) if address else None
+        if reason:
+            raise RunRefused(
+                f"the sender {address} is a placeholder: {reason}; nothing was sent",
+                path=campaign.source,
+                line=campaign.data_line(key),
+                field=f"campaign.{key}",
+                hint="set it to the campaign's real address before sending",
+            )
 
 
 def _test_mailbox(text: str) -> Mailbox:
@@ -415,24 +498,40 @@ def _test_mailbox(text: str) -> Mailbox:
         raise UsageError(f"--test-to {text!r} is not a valid address: {err}") from None
 
 
-def _send_planned(
-    ctx: Context, session: SendSession, plan: Plan, settings: SmtpSettings | None
-) -> ExitStatus:
-    campaign = session.prepared.source.campaign
-    options = session.options
-    earlier_done = all(status == Status.SENT for status in plan.skipped)
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count:,} {one if count == 1 else many}"
+
+
+def _show_plan(
+    ctx: Context, session: SendSession, plan: Plan, settings: SmtpSettings | SmtpSettingsError
+) -> None:
+    """What the run would do, every warning `check` gives, before any question."""
+    source = session.prepared.source
+    campaign = source.campaign
     skipped = ", ".join(f"{len(ids)} {status}" for status, ids in sorted(plan.skipped.items()))
+    not_chosen = len(source.recipients) - len(plan.messages) - sum(map(len, plan.skipped.values()))
+    if not_chosen and ctx.args.only:
+        skipped = ", ".join(filter(None, [skipped, f"{not_chosen} not in --only"]))
+    server = settings.describe() if isinstance(settings, SmtpSettings) else f"invalid: {settings}"
+    sender = campaign.sender.address
+    if campaign.return_path:
+        sender += f" (bounces to {campaign.return_path})"
     show_plan(
         ctx.ui,
         [
-            ("campaign", campaign.id + (" (TEST SEND)" if options.test else "")),
-            ("messages", f"{len(plan.messages)} to {plan.address_count} addresses"),
+            ("campaign", campaign.id + (" (TEST SEND)" if session.options.test else "")),
+            (
+                "letters",
+                f"{_plural(len(plan.messages), 'letter', 'letters')} to"
+                f" {_plural(plan.address_count, 'address', 'addresses')}",
+            ),
             ("skipped", skipped or "none"),
-            ("server", settings.describe() if settings else "not set"),
-            ("from", campaign.sender.address),
+            ("server", server),
+            ("from", sender),
             ("log", str(ctx.log_path)),
         ],
     )
+    ctx.ui.notices(source)
     unknown = len(plan.skipped.get(Status.UNKNOWN, []))
     if unknown:
         ctx.ui.note(
@@ -440,15 +539,22 @@ def _send_planned(
             " Check its log, then `campaign resolve ID --as sent|pending`, or resend with"
             " --retry-unknown."
         )
-    if ctx.args.dry_run:
-        ctx.ui.note("Dry run: nothing was sent and nothing was written.")
-        return ExitStatus.OK
+
+
+def _send_planned(
+    ctx: Context, session: SendSession, plan: Plan, settings: SmtpSettings
+) -> ExitStatus:
+    campaign = session.prepared.source.campaign
+    options = session.options
+    earlier_done = all(status == Status.SENT for status in plan.skipped)
     if not plan.messages:
         ctx.ui.note("Nothing to send.")
         return ExitStatus.OK if earlier_done else ExitStatus.INCOMPLETE
-    assert settings is not None
     settings = _with_password(ctx, settings)
-    _confirm(ctx, plan, settings, campaign.sender.address)
+    ctx.ui.note(_probe(settings, ctx.args.timeout, options.retries, options.backoff))
+    if not _confirm(ctx, plan, settings, campaign.sender.address):
+        ctx.ui.note("Not confirmed: nothing was sent.")
+        return ExitStatus.INCOMPLETE
     progress = RichProgress(ctx.ui) if ctx.ui.terminal else PlainProgress(ctx.ui)
     transports = [
         SmtpTransport(settings, timeout=ctx.args.timeout)
@@ -460,7 +566,7 @@ def _send_planned(
     counts = result.counts()
     ctx.ui.note(
         ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-        + f" ({result.connections} connection(s))"
+        + f" ({_plural(result.connections, 'connection', 'connections')})"
     )
     if counts[Status.UNKNOWN]:
         ctx.ui.note(
@@ -473,24 +579,59 @@ def _send_planned(
             f"{counts[Status.DEFERRED]} deferred: run `campaign send` again later to retry."
         )
     if result.stopped:
-        raise RunRefused(
+        ctx.ui.problem(
             f"the run stopped: {result.stopped}",
-            hint="nothing else was attempted; the remaining recipients are pending",
+            "nothing else was attempted and no recipient was counted as failed for it;"
+            " fix what the server says, then run `campaign send` again",
         )
+        return ExitStatus.INCOMPLETE
     return ExitStatus.OK if result.complete and earlier_done else ExitStatus.INCOMPLETE
 
 
+def _probe(settings: SmtpSettings, timeout: float, retries: int = 0, backoff: float = 0) -> str:
+    """Meet the server (connect, TLS, login) before the question; a failure is the run's.
+
+    What may pass (a refused connection, a busy greeting) is tried `retries` more times.
+    """
+    for attempt in range(retries + 1):
+        try:
+            return asyncio.run(probe(settings, timeout))
+        except ConnectFailure as failure:
+            if connect_effect(failure) == RunEffect.STOP or attempt == retries:
+                raise RunRefused(
+                    f"{settings.address}: {failure.step} failed: {failure.reason};"
+                    " nothing was sent",
+                    hint=failure.hint,
+                ) from None
+            time.sleep(backoff * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 def _with_password(ctx: Context, settings: SmtpSettings) -> SmtpSettings:
+    """The password from the environment, else the OS keyring, else a prompt."""
     if not settings.username or settings.password:
         return settings
+    found = lookup_password(
+        settings.username,
+        settings.host,
+        ctx.env.environ,
+        variable=PASSWORD_VARIABLE,
+        backend=ctx.env.keyring,
+    )
+    if found is None:
+        found = _ask_password(ctx, settings)
+    return dataclasses.replace(settings, password=found)
+
+
+def _ask_password(ctx: Context, settings: SmtpSettings) -> str:
     if ctx.env.prompt is None and not ctx.env.is_terminal():
         raise SmtpSettingsError(
             "a username is set but no password",
-            hint=f"set {PASSWORD_VARIABLE} in the environment",
+            hint=f"set {PASSWORD_VARIABLE}, store it with `campaign password set`,"
+            " or run on a terminal to be asked",
         )
     ask = ctx.env.prompt or (lambda text: getpass.getpass(text))
-    password = ask(f"SMTP password for {settings.username} at {settings.host}: ")
-    return dataclasses.replace(settings, password=password)
+    return ask(f"SMTP password for {settings.username} at {settings.host}: ")
 
 
 def _require_confirmation_channel(ctx: Context) -> None:
@@ -502,16 +643,76 @@ def _require_confirmation_channel(ctx: Context) -> None:
         )
 
 
-def _confirm(ctx: Context, plan: Plan, settings: SmtpSettings, sender: str) -> None:
+def _confirm(ctx: Context, plan: Plan, settings: SmtpSettings, sender: str) -> bool:
     if ctx.args.yes:
-        return
+        return True
     ask = ctx.env.prompt or input
     answer = ask(
-        f"Send {len(plan.messages)} message(s) to {plan.address_count} address(es) through"
-        f" {settings.describe()} as {sender}? [y/N] "
+        f"Send {_plural(len(plan.messages), 'letter', 'letters')} to"
+        f" {_plural(plan.address_count, 'address', 'addresses')} from {sender} through"
+        f" {settings.describe()}? [y/N] "
     )
-    if answer.strip().lower() not in ("y", "yes"):
-        raise RunRefused("not confirmed, so nothing was sent")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def run_init(ctx: Context) -> ExitStatus:
+    created = init_campaign(ctx.args.folder)
+    for path in created:
+        ctx.ui.note(f"created {path}")
+    file = ctx.args.folder / "recipients.yaml"
+    ctx.ui.note(f"Next: edit {file} and the templates, then `campaign --file {file} check`.")
+    return ExitStatus.OK
+
+
+def run_import(ctx: Context) -> ExitStatus:
+    imported = read_recipients_csv(ctx.args.csv)
+    for notice in check_imported(imported, check_dns=ctx.args.check_dns):
+        where = f"{ctx.args.csv}:{notice.line}: " if notice.line else ""
+        field = f"{notice.field}: " if notice.field else ""
+        ctx.ui.warning(f"{where}{field}{notice.message}")
+    if ctx.args.out is not None:
+        if ctx.args.out.exists() or ctx.args.out.is_symlink():
+            raise UsageError(f"{ctx.args.out} exists; campaign import overwrites nothing")
+        write_file(ctx.args.out, imported.yaml.encode("utf-8"))
+    else:
+        ctx.env.stdout.write(imported.yaml)
+    ctx.ui.err.print(
+        f"{_plural(imported.count, 'recipient', 'recipients')} imported. Next: put them under"
+        " your campaign: section, then `campaign check`.",
+        markup=False,
+    )
+    return ExitStatus.OK
+
+
+def run_password(ctx: Context) -> ExitStatus:
+    args = ctx.args
+    source = ctx.load()
+    settings = resolve_settings(
+        ctx.env.environ,
+        source.campaign.smtp,
+        host=args.smtp_host,
+        port=args.smtp_port,
+        security=args.security,
+    )
+    if not settings.username:
+        raise UsageError(
+            "no SMTP username is set, so there is no password to keep",
+            hint="set CAMPAIGN_SMTP_USERNAME (or smtp.username in the file)",
+        )
+    if args.action == "forget":
+        if forget_password(settings.username, settings.host, backend=ctx.env.keyring):
+            ctx.ui.note(f"Removed the password for {settings.username} at {settings.host}.")
+        else:
+            ctx.ui.note(f"No password was stored for {settings.username} at {settings.host}.")
+        return ExitStatus.OK
+    settings = dataclasses.replace(settings, password=_ask_password(ctx, settings))
+    ctx.ui.note(_probe(settings, args.timeout))  # stored only once the server took it
+    assert settings.password is not None and settings.username is not None
+    name = store_password(
+        settings.username, settings.host, settings.password, backend=ctx.env.keyring
+    )
+    ctx.ui.note(f"Stored the password for {settings.username} at {settings.host} in {name}.")
+    return ExitStatus.OK
 
 
 def run_resolve(ctx: Context) -> ExitStatus:
@@ -621,7 +822,10 @@ def _main(argv: Sequence[str] | None, env: Environment) -> int:
             args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0) if isinstance(exit_.code, int) else ExitStatus.BAD_INPUT
-    handler: Callable[[Context], ExitStatus] = args.handler
+    handler: Callable[[Context], ExitStatus] | None = args.handler
+    if handler is None:  # a bare `campaign`: what it can do
+        parser.print_help(env.stdout)
+        return int(ExitStatus.OK)
     try:
         return int(handler(Context(args, env, ui)))
     except CampaignError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 from campaign.sendlog import Outcome
@@ -15,8 +16,40 @@ class RunEffect(StrEnum):
     STOP = "stop"  # it concerns every message alike: nothing else is tried
 
 
-def address_outcome(reply: Reply) -> Outcome:
+# Words with which servers refuse the sender or the client at RCPT, for every recipient
+# alike (Postfix delays such refusals to RCPT by default, smtpd_delay_reject).
+_SERVER_WIDE = (
+    "sender address rejected",
+    "client host rejected",
+    "relay access denied",
+    "not owned by user",
+    "authentication required",
+    "sender verify failed",
+)
+_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def enhanced_status(text: str) -> str | None:
+    """The RFC 3463 enhanced status code at the start of a reply's text (`5.7.1`), if any."""
+    found = _ENHANCED.match(text.strip())
+    return found.group(0) if found else None
+
+
+def refuses_everyone(reply: Reply, sender: str = "") -> bool:
+    """A permanent refusal at RCPT that is about the sender or the client, not the address."""
+    if reply.stage != Stage.RCPT or reply.code is None or not 500 <= reply.code < 600:
+        return False
+    status = enhanced_status(reply.text) or ""
+    text = reply.text.lower()
+    return status.startswith("5.7.") and (
+        (bool(sender) and sender.lower() in text) or any(words in text for words in _SERVER_WIDE)
+    )
+
+
+def address_outcome(reply: Reply, sender: str = "") -> Outcome:
     """The address's outcome for one reply (see tests/test_outcomes.py for the table)."""
+    if refuses_everyone(reply, sender):
+        return Outcome.PENDING  # the server refuses the sender or client: fix that, not this
     if reply.code is None:
         # Lost before the data went out: try again. Lost after: the server may have it.
         return Outcome.UNKNOWN if reply.stage == Stage.DATA else Outcome.DEFERRED
@@ -31,10 +64,12 @@ def address_outcome(reply: Reply) -> Outcome:
     return Outcome.DEFERRED
 
 
-def run_effect(reply: Reply) -> RunEffect:
-    """Whether a reply stops the whole run: a permanent refusal of the sender does."""
+def run_effect(reply: Reply, sender: str = "") -> RunEffect:
+    """Whether a reply stops the whole run: a permanent refusal of the sender or client does."""
     if reply.stage == Stage.MAIL and reply.code is not None and 500 <= reply.code < 600:
         return RunEffect.CONTINUE if reply.code == 552 else RunEffect.STOP
+    if refuses_everyone(reply, sender):
+        return RunEffect.STOP
     return RunEffect.CONTINUE
 
 

@@ -348,13 +348,20 @@ class SendRun:
             )
         )
         delivery = await transport.send(draft, data, job.addresses, self.log.durable)
+        sender = draft.sender
         replies = {
-            address: AddressReply(address_outcome(reply), reply.code, reply.text)
+            address: AddressReply(address_outcome(reply, sender), reply.code, reply.text)
             for address, reply in delivery.replies.items()
         }
-        stop = next((r for r in delivery.replies.values() if run_effect(r) == RunEffect.STOP), None)
+        stop = next(
+            (r for r in delivery.replies.values() if run_effect(r, sender) == RunEffect.STOP),
+            None,
+        )
         if stop is not None:
-            self._stop(f"{transport.name} refused the sender {draft.sender}: {stop}")
+            self._stop(
+                f"{transport.name} refused the sender {sender} or this client for every"
+                f" recipient: {stop}"
+            )
         result = _Result(job, attempt, replies, digest, transport.name)
         went_out = any(r.outcome in (Outcome.ACCEPTED, Outcome.UNKNOWN) for r in replies.values())
         if went_out and self.archive is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ from campaign.sendlog import (
 )
 
 if TYPE_CHECKING:
+    from campaign.models import Draft
     from campaign.pipeline import Plan, RunResult
 
 CSV_COLUMNS = (
@@ -337,6 +338,51 @@ def send_summary(
                     replies.append(f"{address}: {code}{address_state.reply}")
         rows.append(SummaryRow(rid, status, message.addresses, tuple(replies)))
     return rows, left_out
+
+
+@dataclass(frozen=True, slots=True)
+class DryRunRow:
+    """One recipient in a dry run: the addresses a send would try, and those it skips."""
+
+    recipient: str
+    status: Status
+    to_try: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]  # (address, why)
+
+
+def _why_skipped(state: RecipientState | None, address: str) -> str:
+    known = state.addresses.get(address) if state is not None else None
+    if known is None:
+        return "not chosen"
+    if known.outcome == Outcome.ACCEPTED:
+        return "already accepted"
+    if known.outcome == Outcome.UNKNOWN or (state is not None and state.open_attempt):
+        return "unknown: resolve it first, or pass --retry-unknown"
+    code = f"{known.code} " if known.code is not None else ""
+    return f"{known.outcome}: {code}{known.reply}".strip()
+
+
+def dry_run_rows(
+    plan: Plan, history: Replay, drafts: Iterable[Draft], only: Collection[str] | None
+) -> list[DryRunRow]:
+    """Every chosen recipient, in file order, with what a send would do about each address."""
+    planned = {m.draft.recipient_id: m for m in plan.messages}
+    rows = []
+    for draft in drafts:
+        rid = draft.recipient_id
+        if only and rid not in only:
+            continue
+        state = history.recipients.get(rid)
+        message = planned.get(rid)
+        to_try = message.addresses if message is not None else ()
+        skipped = tuple(
+            (address, _why_skipped(state, address))
+            for address in draft.addresses
+            if address not in to_try
+        )
+        status = state.status(draft.addresses) if state is not None else Status.PENDING
+        rows.append(DryRunRow(rid, status, to_try, skipped))
+    return rows
 
 
 class LogFollower:

@@ -29,8 +29,8 @@ class SmtpSettings:
 
     def describe(self) -> str:
         """Where and how, never the password."""
-        login = f" as {self.username}" if self.username else " without login"
-        return f"smtp://{self.host}:{self.port} ({self.security}){login}"
+        login = f"login {self.username}" if self.username else "no login"
+        return f"smtp://{self.host}:{self.port} ({self.security}, {login})"
 
     def __repr__(self) -> str:  # keep the password out of any accidental print
         return f"SmtpSettings({self.describe()!r})"

@@ -27,11 +27,12 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from campaign.addresses import placeholder_reason
 from campaign.display import visible
 from campaign.drafts import DraftsReport
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.models import CampaignFile, Draft
-from campaign.review import LogFollower, RecipientRow, Review, SummaryRow
+from campaign.review import DryRunRow, LogFollower, RecipientRow, Review, SummaryRow
 from campaign.sendlog import Outcome, Status
 
 TABLE_LIMIT = 200
@@ -68,6 +69,20 @@ class Ui:
     def note(self, text: str) -> None:
         self.out.print(safe(text))
 
+    def warning(self, text: str) -> None:
+        self.err.print(f"[yellow]warning:[/] {safe(text)}")
+
+    def problem(self, text: str, hint: str) -> None:
+        """A run that stopped part way: what happened and what to do, not a crash."""
+        self.err.print(f"[bold red]stopped:[/] {safe(text)}")
+        self.err.print(f"  {safe(hint)}")
+
+    def notices(self, source: CampaignFile) -> None:
+        """Every warning `check` gives about the file (likely typos, unchecked domains)."""
+        for notice in source.notices:
+            where = f"{notice.recipient}: " if notice.recipient else ""
+            self.out.print(f"[yellow]warning:[/] {safe(where + notice.message)}")
+
     def check_report(self, source: CampaignFile, problems: Sequence[CampaignError] = ()) -> None:
         campaign = source.campaign
         self.out.print(
@@ -81,13 +96,13 @@ class Ui:
             self._plain_rows(source, failing, warned)
         else:
             self._table_rows(source, failing, warned)
-        for notice in source.notices:
-            where = f"{notice.recipient}: " if notice.recipient else ""
-            self.out.print(f"[yellow]warning:[/] {safe(where + notice.message)}")
-        if campaign.sender.domain in ("example.org", "example.com", "example.net"):
+        self.notices(source)
+        reason = placeholder_reason(campaign.sender.address)
+        if reason:
             self.out.print(
                 f"[yellow]warning:[/] the sender {safe(campaign.sender.address)} is a"
-                f" placeholder; set campaign.from in {safe(campaign.source.name)} before sending"
+                f" placeholder ({safe(reason)}); set campaign.from in"
+                f" {safe(campaign.source.name)}: `campaign send` refuses it"
             )
 
     def _plain_rows(
@@ -274,6 +289,15 @@ def show_plan(ui: Ui, lines: Iterable[tuple[str, str]]) -> None:
     for label, value in lines:
         table.add_row(label, plain(value))
     ui.out.print(table)
+
+
+def show_dry_run(ui: Ui, rows: Sequence[DryRunRow]) -> None:
+    """Each recipient, the addresses a send would try and those it would skip, and why."""
+    for row in rows:
+        tried = ", ".join(row.to_try) if row.to_try else "nothing"
+        ui.out.print(f"{safe(row.recipient)} ({row.status}): would try {safe(tried)}")
+        for address, why in row.skipped:
+            ui.out.print(f"    skips {safe(address)}: {safe(why)}")
 
 
 def show_summary(ui: Ui, rows: Sequence[SummaryRow], left_out: int) -> None:

@@ -29,7 +29,10 @@ from campaign.sendlog import Replay, replay
 
 REPO = Path(__file__).resolve().parent.parent
 CAMPAIGN_ID = "kz-open-letter-2017-10"
-SENDER = "campaign@example.org"
+# The bundled file's sender is a placeholder at example.org, which `send` refuses; the send
+# tests give it a real-looking one (mail goes only to the loopback test server anyway).
+PLACEHOLDER = "campaign@example.org"
+SENDER = "campaign@mep-letter.eu"
 FIXED_NOW = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 # The seed's recipients, in file order: id -> (envelope addresses, salutation in the body).
@@ -53,10 +56,11 @@ def recipient_of(address: str) -> str:
     raise KeyError(address)
 
 
-def copy_bundled(folder: Path) -> Path:
-    """The repository's recipients.yaml and templates/ copied into `folder`; the file's path."""
+def copy_bundled(folder: Path, *, sender: str = SENDER) -> Path:
+    """The repository's campaign copied into `folder`, sent from `sender`; the file's path."""
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(REPO / "recipients.yaml", folder / "recipients.yaml")
+    text = (REPO / "recipients.yaml").read_text("utf-8")
+    (folder / "recipients.yaml").write_text(text.replace(PLACEHOLDER, sender), "utf-8")
     shutil.copytree(REPO / "templates", folder / "templates")
     return folder / "recipients.yaml"
 
@@ -239,7 +243,7 @@ def write_small_campaign(folder: Path, count: int, *, text: str | None = None) -
         "campaign:",
         '  id: "crash-test"',
         '  subject: "A letter for {{ recipient.name }}"',
-        '  from: "Test Sender <sender@example.org>"',
+        '  from: "Test Sender <sender@mep-letter.eu>"',
         '  template: "letter"',
         "recipients:",
     ]

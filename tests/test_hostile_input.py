@@ -203,7 +203,7 @@ def test_a_draft_whose_sender_was_changed_is_refused(
     bundled: Path, smtp_server: SmtpServer
 ) -> None:
     outbox = write_drafts(bundled)
-    edit_head(outbox / "02-general-prosecutor.eml", b"campaign@example.org", b"x@example.org")
+    edit_head(outbox / "02-general-prosecutor.eml", b"campaign@mep-letter.eu", b"x@example.org")
     run = send(bundled, smtp_server, "--from-outbox")
     assert_refused_cleanly(run, smtp_server)
     assert "the From header is" in run.err

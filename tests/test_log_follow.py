@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from campaign_factory import copy_bundled
 from log_helpers import (
     STATUS_WORDS,
     campaign,
@@ -27,6 +26,7 @@ from log_helpers import (
     send,
     subprocess_environ,
 )
+from send_helpers import copy_bundled
 from smtp_server import STALL, FaultScript, SmtpServer
 
 CAMPAIGN_ID = "kz-open-letter-2017-10"

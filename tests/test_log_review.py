@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from campaign_factory import BUNDLED_IDS, copy_bundled, write_campaign
+from campaign_factory import BUNDLED_IDS, write_campaign
 from log_helpers import (
     campaign,
     counts_line,
@@ -37,6 +37,7 @@ from log_helpers import (
     squash,
     table_rows,
 )
+from send_helpers import copy_bundled, run_cli
 from smtp_server import DROP, FaultScript, Received, SmtpServer
 
 from campaign.sendlog import (
@@ -536,9 +537,10 @@ def test_send_resumes_exactly_what_log_shows_left(mixed: Sent, tmp_path: Path) -
     left_addresses = sorted(
         a["address"] for obj in left for a in obj["addresses"] if a["outcome"] != "accepted"
     )
-    dry = campaign(sent.file, "send", "--dry-run")
+    loopback = {"CAMPAIGN_SMTP_HOST": "127.0.0.1", "CAMPAIGN_SMTP_SECURITY": "none"}
+    dry = run_cli(sent.file, "send", "--dry-run", environ=loopback)
     assert dry.status == 0, dry.stderr
-    assert "messages 3 to 3 addresses" in dry.out
+    assert "letters 3 letters to 3 addresses" in dry.out
     assert "skipped 1 partial, 1 sent, 1 unknown" in dry.out
 
     run_ids_before = {r["run"] for r in log_records(sent.log) if "run" in r}

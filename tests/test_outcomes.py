@@ -43,6 +43,31 @@ RUN_EFFECTS = [
 ]
 
 
+SENDER = "campaign@mep-letter.eu"
+SERVER_WIDE = [
+    # (code, text, stops the run and leaves the address pending)
+    (553, "5.7.1 <campaign@mep-letter.eu>: Sender address rejected: not owned by user", True),
+    (554, "5.7.1 <unknown[127.0.0.1]>: Client host rejected: Access denied", True),
+    (554, "5.7.1 <a@example.net>: Relay access denied", True),
+    (550, "5.7.1 <campaign@mep-letter.eu> is not allowed to send here", True),
+    (550, "5.1.1 <a@example.net>: Recipient address rejected: User unknown", False),
+    (550, "5.7.1 <a@example.net>: Recipient address rejected: blocked by policy", False),
+    (450, "4.7.1 <campaign@mep-letter.eu>: Sender address rejected: try later", False),
+]
+
+
+@pytest.mark.parametrize(("code", "text", "everyone"), SERVER_WIDE)
+def test_a_refusal_of_the_sender_or_client_at_rcpt_is_the_runs(
+    code: int, text: str, everyone: bool
+) -> None:
+    reply = Reply(code, text, Stage.RCPT)
+    assert (run_effect(reply, SENDER) == RunEffect.STOP) is everyone
+    if everyone:
+        assert address_outcome(reply, SENDER) == Outcome.PENDING
+    else:
+        assert address_outcome(reply, SENDER) != Outcome.PENDING
+
+
 @pytest.mark.parametrize(("code", "stage", "effect"), RUN_EFFECTS)
 def test_run_effect(code: int | None, stage: Stage, effect: RunEffect) -> None:
     assert run_effect(Reply(code, "text", stage)) == effect

@@ -108,7 +108,7 @@ def test_log_records_attempt_and_result_per_address(bundled: Path, smtp_server: 
     for rid, (addresses, _) in BUNDLED.items():
         [attempt] = events(bundled, "attempt", rid)
         [result] = events(bundled, "result", rid)
-        message_id = f"<{CAMPAIGN_ID}.{rid}@example.org>"
+        message_id = f"<{CAMPAIGN_ID}.{rid}@mep-letter.eu>"
         assert attempt["campaign"] == CAMPAIGN_ID
         assert attempt["attempt"] == 1
         assert attempt["message_id"] == message_id
@@ -122,7 +122,7 @@ def test_log_records_attempt_and_result_per_address(bundled: Path, smtp_server: 
         assert result["status"] == "sent"
         assert result["time"] >= attempt["time"]
     [message] = [m for m in smtp_server.messages if m.rcpt_tos == ["aprk@akorda.kz"]]
-    assert parse(message.data)["Message-ID"] == f"<{CAMPAIGN_ID}.president@example.org>"
+    assert parse(message.data)["Message-ID"] == f"<{CAMPAIGN_ID}.president@mep-letter.eu>"
 
 
 def test_sent_folder_keeps_the_exact_bytes_the_server_received(
@@ -175,9 +175,9 @@ def test_each_connection_is_reused_for_many_messages(
 ) -> None:
     run = send(bundled, smtp_server, "--concurrency", "2")
     assert run.status == 0, run.stderr
-    assert smtp_server.sessions == 2
+    assert smtp_server.sessions == 1 + 2  # the check before the question, then the run
     assert len({message.session_id for message in smtp_server.messages}) == 2
-    assert "2 connection(s)" in run.out
+    assert "(2 connections)" in run.out
 
 
 def test_rate_spaces_the_message_starts(bundled: Path, smtp_server: SmtpServer) -> None:
@@ -219,8 +219,8 @@ def test_dry_run_prints_the_plan_and_connects_to_nothing(
     before = files_in(bundled.parent)
     run = send(bundled, smtp_server, "--dry-run")
     assert run.status == 0, run.stderr
-    assert "6 to 8 addresses" in run.out
-    assert f"smtp://127.0.0.1:{smtp_server.port} (none)" in run.out
+    assert "6 letters to 8 addresses" in run.out
+    assert f"smtp://127.0.0.1:{smtp_server.port} (none, no login)" in run.out
     assert SENDER in run.out
     assert "Dry run: nothing was sent and nothing was written." in run.out
     assert smtp_server.sessions == 0
@@ -236,9 +236,9 @@ def test_dry_run_after_a_partial_send_shows_what_is_skipped(
     log_before = log_path(bundled).read_bytes()
     run = send(bundled, smtp_server, "--dry-run")
     assert run.status == 0, run.stderr
-    assert "5 to 7 addresses" in run.out
+    assert "5 letters to 7 addresses" in run.out
     assert "1 sent" in run.out
-    assert smtp_server.sessions == 1
+    assert smtp_server.sessions == 2  # the first send's check and run; none for the dry run
     assert log_path(bundled).read_bytes() == log_before
 
 
@@ -406,13 +406,15 @@ def test_without_a_terminal_and_without_yes_nothing_is_sent(
 
 def test_confirmation_answered_no_sends_nothing(bundled: Path, smtp_server: SmtpServer) -> None:
     run = run_cli(bundled, "send", environ=smtp_environ(smtp_server), prompt=lambda _: "n")
-    assert run.status == 2
-    assert "not confirmed" in run.err
+    assert run.status == 1
+    assert "Not confirmed: nothing was sent." in run.out
+    assert "error" not in run.err
     [question] = run.prompts
-    assert "6 message(s) to 8 address(es)" in question
+    assert "6 letters to 8 addresses" in question
     assert f"smtp://127.0.0.1:{smtp_server.port}" in question
     assert SENDER in question
-    assert smtp_server.sessions == 0
+    assert smtp_server.messages == []
+    assert not any(line.startswith("MAIL") for _, line in smtp_server.commands)
     assert not log_path(bundled).exists()
 
 

@@ -314,3 +314,24 @@ class SmtpTransport:
             await smtp.rset()
         except (SMTPException, OSError):
             self._drop()
+
+
+async def probe(settings: SmtpSettings, timeout: float) -> str:
+    """Connect, set up TLS and log in once, then leave: what the server said, or a failure.
+
+    Run before the user is asked to confirm, so a wrong password, port or CA file is
+    known before anything is recorded against any recipient.
+    """
+    smtp = await connect(settings, timeout)
+    try:
+        size = smtp.esmtp_extensions.get("size", "")
+        limit = server_size_limit(size) if size else None
+        tls = "TLS" if settings.security != "none" else "no TLS (loopback)"
+        login = f", logged in as {settings.username}" if settings.username else ""
+        taken = f", takes letters up to {limit:,} bytes" if limit else ""
+        return f"{settings.address} answered: {tls}{login}{taken}"
+    finally:
+        try:
+            await smtp.quit(timeout=5)
+        except (SMTPException, OSError):
+            smtp.close()
