@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import getpass
+import json
 import os
 import signal
 import socket
@@ -43,7 +44,6 @@ from campaign.review import (
     Review,
     as_json_lines,
     build_review,
-    check_log,
     dry_run_rows,
     history_of,
     load_roster,
@@ -90,6 +90,7 @@ class Environment:
     terminal: bool | None = None
     prompt: Callable[[str], str] | None = None
     keyring: PasswordBackend | None = None  # None: the OS keyring, if there is one
+    width: int | None = None  # the terminal's columns; None: as the terminal says
 
     def is_terminal(self) -> bool:
         if self.terminal is not None:
@@ -371,7 +372,10 @@ class Context:
         return log if log is not None else self.outbox / "send-log.jsonl"
 
     def load(self, *, check_dns: bool = False) -> CampaignFile:
-        return load_campaign(Options(self.file, self.args.templates, check_dns=check_dns))
+        progress = self.ui.dns_progress if check_dns else None
+        return load_campaign(
+            Options(self.file, self.args.templates, check_dns=check_dns, dns_progress=progress)
+        )
 
 
 def run_check(ctx: Context) -> ExitStatus:
@@ -753,8 +757,6 @@ def run_log(ctx: Context) -> ExitStatus:
     args = ctx.args
     path = ctx.log_path
     options = Options(ctx.file, args.templates)
-    if not args.follow:
-        check_log(path)
     campaign_id, entries = load_roster(options)
     require_known(
         [*(args.recipient or ()), *([args.history] if args.history else [])],
@@ -778,6 +780,10 @@ def run_log(ctx: Context) -> ExitStatus:
     review = build_review(campaign_id, entries, path, replay(path, None))
     if args.history:
         events = list(history_of(path, args.history))
+        if args.json:
+            for event in events:
+                ctx.env.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+            return ExitStatus.OK
         if events:
             show_history(ctx.ui, args.history, events)
         if not any(event.get("event") == "attempt" for event in events):
@@ -815,7 +821,7 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
 
 
 def _main(argv: Sequence[str] | None, env: Environment) -> int:
-    ui = Ui(env.stdout, env.stderr, terminal=env.is_terminal())
+    ui = Ui(env.stdout, env.stderr, terminal=env.is_terminal(), width=env.width)
     parser = build_parser()
     try:
         with contextlib.redirect_stdout(env.stdout), contextlib.redirect_stderr(env.stderr):
@@ -832,5 +838,15 @@ def _main(argv: Sequence[str] | None, env: Environment) -> int:
         ui.error(err)
         return int(ExitStatus.BAD_INPUT)
     except KeyboardInterrupt:
-        ui.err.print("[red]interrupted[/]")
+        ui.err.print(
+            "[red]interrupted[/]: nothing recorded is lost; a letter on its way at that moment"
+            " is recorded as unknown. `campaign log` shows where each letter stands, and"
+            " `campaign send` goes on from there."
+        )
         return int(ExitStatus.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`campaign log --csv | head -1`): stop writing, quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, env.stdout.fileno())
+        return int(ExitStatus.OK)

@@ -29,6 +29,7 @@ class CampaignError(Exception):
         self.recipient = recipient
         self.field = field
         self.hint = hint
+        self.recipients: tuple[str, ...] = ()  # when one problem is said for many recipients
 
     def location(self) -> str:
         """`file:line: recipient 'x', field 'y'` with whatever parts are known."""

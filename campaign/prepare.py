@@ -13,7 +13,7 @@ from pathlib import Path
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.message import MessageBuilder
 from campaign.models import CampaignFile, Draft, Mailbox, Recipient
-from campaign.render import LetterRenderer
+from campaign.render import LetterRenderer, collapse_template_errors
 from campaign.store import MessageStore
 
 Clock = Callable[[], datetime]
@@ -65,7 +65,8 @@ def prepare(
     else:
         drafts, errors = _build(job, recipients, store)
     if errors:
-        raise ValidationErrors(errors[:MAX_REPORTED_ERRORS])
+        # One template mistake is said once, not once per recipient.
+        raise ValidationErrors(collapse_template_errors(errors)[:MAX_REPORTED_ERRORS])
     return Prepared(source, drafts, store)
 
 

@@ -359,6 +359,7 @@ def collapse_template_errors(errors: Sequence[CampaignError]) -> list[CampaignEr
         more = f" and {len(ids) - _SHOWN_RECIPIENTS} more" if len(ids) > _SHOWN_RECIPIENTS else ""
         merged = copy.copy(group[0])
         merged.recipient = None
+        merged.recipients = tuple(ids)
         merged.message = f"{group[0].message} (for {len(ids)} recipients: {shown}{more})"
         merged.args = (merged.message,)
         collapsed.append(merged)

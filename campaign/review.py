@@ -183,10 +183,11 @@ class Review:
             )
         if counts[Status.PENDING]:
             steps.append(f"{counts[Status.PENDING]} pending: `campaign send` will send them")
-        if counts[Status.FAILED] or counts[Status.PARTIAL]:
+        refused = [f"{counts[s]} {s}" for s in (Status.FAILED, Status.PARTIAL) if counts[s]]
+        if refused:
             steps.append(
-                f"{counts[Status.FAILED]} failed, {counts[Status.PARTIAL]} partial: the server"
-                " refused some addresses for good; check them (see --history ID)"
+                f"{', '.join(refused)}: the server refused some addresses for good; correct"
+                " them in the file and `campaign send` again, or see `campaign log --history ID`"
             )
         return steps
 
@@ -264,6 +265,8 @@ def build_review(
     holder = LogLock(path).held_by_other()
     live = frozenset(history.runs[-1:]) if holder else frozenset()
     notes = list(history.notes)
+    if not path.exists():
+        notes.append(f"there is no send log at {path} yet: nothing has been sent")
     if history.other_campaigns:
         notes.append(
             f"the log also holds records of {', '.join(sorted(history.other_campaigns))};"

@@ -12,6 +12,7 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import IO
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
@@ -27,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from campaign.addresses import placeholder_reason
+from campaign.addresses import DomainResult, placeholder_reason
 from campaign.display import visible
 from campaign.drafts import DraftsReport
 from campaign.errors import CampaignError, ValidationErrors
@@ -52,8 +53,10 @@ def plain(text: str) -> Text:
 class Ui:
     """Rich consoles on the given streams; plain text when they are not terminals."""
 
-    def __init__(self, stdout: IO[str], stderr: IO[str], *, terminal: bool) -> None:
-        width = None if terminal else 120
+    def __init__(
+        self, stdout: IO[str], stderr: IO[str], *, terminal: bool, width: int | None = None
+    ) -> None:
+        width = width or (None if terminal else 120)
         self.out = Console(file=stdout, force_terminal=terminal, width=width, highlight=False)
         self.err = Console(file=stderr, force_terminal=terminal, width=width, highlight=False)
         self.terminal = terminal
@@ -77,6 +80,14 @@ class Ui:
         self.err.print(f"[bold red]stopped:[/] {safe(text)}")
         self.err.print(f"  {safe(hint)}")
 
+    def dns_progress(self, done: int, total: int, result: DomainResult) -> None:
+        """One line per domain as DNS answers (`check --check-dns`), on stderr."""
+        self.err.print(
+            f"checking domains {done}/{total}: {safe(result.domain)} {result.status}"
+            + (f" ({safe(result.reason)})" if result.reason else ""),
+            markup=False,
+        )
+
     def notices(self, source: CampaignFile) -> None:
         """Every warning `check` gives about the file (likely typos, unchecked domains)."""
         for notice in source.notices:
@@ -91,6 +102,7 @@ class Ui:
             f" from {safe(campaign.sender.address)} ({safe(str(campaign.source))})"
         )
         failing = {p.recipient for p in problems if p.recipient}
+        failing.update(r for p in problems for r in p.recipients)
         warned = {n.recipient for n in source.notices}
         if len(source.recipients) > TABLE_LIMIT:
             self._plain_rows(source, failing, warned)
@@ -237,8 +249,8 @@ class PlainProgress:
         done = sum(self.counts.values())
         parts = ", ".join(f"{count} {status}" for status, count in sorted(self.counts.items()))
         self.ui.out.print(
-            f"{done}/{self.total} messages done in {elapsed:.1f} s"
-            f" ({done / elapsed:.1f}/s): {parts or 'none'}"
+            f"{done}/{self.total} letters done in {elapsed:.1f} s"
+            f" ({done * 60 / elapsed:,.0f}/min): {parts or 'none'}"
         )
 
 
@@ -272,7 +284,7 @@ class RichProgress(PlainProgress):
         done = sum(self.counts.values())
         summary = (
             f"[green]{self.counts['sent']} sent[/] [red]{self.counts['failed']} failed[/]"
-            f" [yellow]{self.retrying} retries[/] {done / elapsed:.1f}/s"
+            f" [yellow]{self.retrying} retries[/] {done * 60 / elapsed:,.0f}/min"
         )
         if self.task is not None:
             self.bar.update(self.task, completed=done, summary=summary)
@@ -321,22 +333,50 @@ def show_summary(ui: Ui, rows: Sequence[SummaryRow], left_out: int) -> None:
                 plain("\n".join(row.replies)),
             )
         ui.out.print(table)
-    if left_out:
-        ui.out.print(f"{left_out} more not listed; `campaign log` lists every recipient")
+    if left_out and not rows:
+        ui.out.print(f"All {left_out} letters were accepted; `campaign log` lists them.")
+    elif left_out:
+        ui.out.print(f"{left_out} more not listed; `campaign log` lists every recipient.")
 
 
-def review_table(review: Review, rows: Sequence[RecipientRow]) -> Table:
+WIDE = 120  # from this width on, the review also shows names and addresses
+
+
+def review_table(review: Review, rows: Sequence[RecipientRow], width: int = WIDE) -> Table:
+    """One recipient per row. Narrower than WIDE: id, status, tries, when and the reply cut
+    to fit, each recipient on one line (`--history ID` shows everything)."""
     counts = review.counts()
     summary = ", ".join(f"{counts[s]} {s}" for s in Status if counts[s])
-    table = Table(title=f"{review.campaign}: {summary or 'no recipients'}")
+    wide = width >= WIDE
+    table = Table(
+        title=f"{review.campaign}: {summary or 'no recipients'}",
+        box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD,
+        pad_edge=wide,
+        expand=not wide,
+    )
     table.add_column("id", no_wrap=True)
-    table.add_column("name / organisation", overflow="fold", ratio=2)
-    table.add_column("addresses", overflow="fold", ratio=2)
+    if wide:
+        table.add_column("name / organisation", overflow="fold", ratio=2)
+        table.add_column("addresses", overflow="fold", ratio=2)
     table.add_column("status", no_wrap=True)
-    table.add_column("tries", justify="right")
-    table.add_column("last reply", overflow="fold", ratio=3)
-    table.add_column("last event (UTC)", no_wrap=True)
+    table.add_column("tries", justify="right", no_wrap=True)
+    if wide:
+        table.add_column("last reply", overflow="fold", ratio=3)
+        table.add_column("last event (UTC)", no_wrap=True)
+    else:
+        table.add_column("when (UTC)", no_wrap=True)
+        table.add_column("last reply", no_wrap=True, overflow="ellipsis", ratio=1)
     for row in rows:
+        reply = f"{row.last_code} {row.last_reply}" if row.last_code is not None else row.last_reply
+        if not wide:
+            table.add_row(
+                plain(row.recipient),
+                status_text(row.status),
+                str(row.attempts),
+                plain(row.time[5:16].replace("T", " ")),
+                plain(" ".join(reply.split())),
+            )
+            continue
         outcomes = {a.outcome for a in row.addresses}
         address_lines = Text()
         for position, address in enumerate(row.addresses):
@@ -348,10 +388,9 @@ def review_table(review: Review, rows: Sequence[RecipientRow]) -> Table:
                 address_lines.append(
                     f" ({address.outcome}{code})", style=STATUS_STYLES.get(address.outcome, "")
                 )
-        reply = f"{row.last_code} {row.last_reply}" if row.last_code is not None else row.last_reply
         name = plain(row.name)
         if row.organisation:
-            name.append(f"\n{row.organisation}", style="dim")
+            name.append(f"\n{visible(row.organisation)}", style="dim")
         table.add_row(
             plain(row.recipient),
             name,
@@ -378,7 +417,7 @@ def show_review(ui: Ui, review: Review, rows: Iterable[RecipientRow]) -> None:
     rows = iter(rows)
     first = list(itertools.islice(rows, TABLE_LIMIT + 1))
     if len(first) <= TABLE_LIMIT:
-        ui.out.print(review_table(review, first))
+        ui.out.print(review_table(review, first, ui.out.width))
     else:
         _plain_review_rows(ui, itertools.chain(first, rows))
     for step in review.next_steps():
@@ -400,30 +439,44 @@ def _plain_review_rows(ui: Ui, rows: Iterable[RecipientRow]) -> None:
         write("\t".join(visible(f) for f in (*fields, row.organisation, addresses)) + "\n")
 
 
+def _history_detail(record: dict[str, object]) -> str:
+    """What one event says: each address's outcome and reply, the Message-ID, a settlement."""
+    lines = []
+    replies = record.get("replies")
+    if isinstance(replies, dict):
+        for address, reply in replies.items():
+            if isinstance(reply, dict):
+                code = f" {reply.get('code')}" if reply.get("code") is not None else ""
+                lines.append(f"{address}: {reply.get('outcome')}{code} {reply.get('reply')}")
+    if record.get("event") == "resolve":
+        lines.append(f"as {record.get('as')}: {record.get('reason')}")
+        if record.get("by"):
+            lines.append(f"by {record.get('by')}")
+    if record.get("event") == "attempt" and record.get("message_id"):
+        lines.append(f"Message-ID {record.get('message_id')}")
+    if record.get("sha256") and record.get("event") in ("result", "resolve"):
+        lines.append(f"SHA-256 {record.get('sha256')}")
+    return "\n".join(lines)
+
+
 def show_history(ui: Ui, recipient: str, records: Iterable[dict[str, object]]) -> int:
+    """Every event of one recipient, in order; test sends marked as such."""
     table = Table(title=f"history of {recipient}")
     for column in ("time", "event", "attempt", "addresses", "outcome / reply", "run"):
         table.add_column(column, overflow="fold")
     count = 0
     for record in records:
         count += 1
-        replies = record.get("replies")
-        detail = ""
-        if isinstance(replies, dict):
-            detail = "\n".join(
-                f"{address}: {reply.get('outcome')} {reply.get('code') or ''} {reply.get('reply')}"
-                for address, reply in replies.items()
-                if isinstance(reply, dict)
-            )
-        elif record.get("event") == "resolve":
-            detail = f"as {record.get('as')}: {record.get('reason')}"
+        event = str(record.get("event", ""))
+        if record.get("test"):
+            event += " (test)"
         addresses = record.get("addresses")
         table.add_row(
             plain(str(record.get("time", ""))[:23].replace("T", " ")),
-            plain(str(record.get("event", ""))),
+            plain(event),
             plain(str(record.get("attempt", ""))),
-            plain("\n".join(addresses) if isinstance(addresses, list) else ""),
-            plain(detail),
+            plain("\n".join(str(a) for a in addresses) if isinstance(addresses, list) else ""),
+            plain(_history_detail(record)),
             plain(str(record.get("run", ""))),
         )
     ui.out.print(table)
@@ -450,7 +503,8 @@ def follow(
             follower.poll()
             review = review_of(follower)
             if live is not None:
-                live.update(review_table(review, list(review.filtered(*filters))), refresh=True)
+                table = review_table(review, list(review.filtered(*filters)), ui.out.width)
+                live.update(table, refresh=True)
             else:
                 counts = dict(review.counts())
                 if counts != last_counts:

@@ -131,7 +131,8 @@ def test_check_reports_a_render_error_in_the_table_and_exits_2(tmp_path: Path) -
     result = run_cli("--file", path, "check")
     assert result.status == 2
     assert "error" in result.stdout  # the table's status column
-    assert "recipient 'alice', field 'title': undefined variable" in result.err
+    assert "field 'title': undefined variable" in result.err
+    assert "(for 2 recipients: alice, bob)" in result.err
     assert "Traceback" not in result.stderr
 
 

@@ -331,15 +331,15 @@ def test_undefined_variable_is_refused_naming_template_line_recipient_and_variab
     )
     message = assert_clean_refusal(refusal)
     template = tmp_path / "templates" / "letter.txt.j2"
-    assert f"{template}:3: recipient 'alice', field 'nmae': undefined variable" in message
-    assert f"{template}:3: recipient 'bob', field 'nmae': undefined variable" in message
+    assert f"{template}:3: field 'nmae': undefined variable" in message
+    assert "(for 2 recipients: alice, bob)" in message  # said once, for both
 
 
 def test_undefined_top_level_name_is_refused(tmp_path: Path) -> None:
     refusal = refuse_over_existing_outbox(tmp_path, None, text_template="{{ sender }}\n")
     message = assert_clean_refusal(refusal)
     template = tmp_path / "templates" / "letter.txt.j2"
-    assert f"{template}:1: recipient 'alice', field 'sender': undefined variable" in message
+    assert f"{template}:1: field 'sender': undefined variable" in message
     assert "'sender' is undefined" in message
 
 
@@ -349,7 +349,8 @@ def test_undefined_variable_in_html_template_names_that_template(tmp_path: Path)
     )
     message = assert_clean_refusal(refusal)
     template = tmp_path / "templates" / "letter.html.j2"
-    assert f"{template}:2: recipient 'alice', field 'signature': undefined variable" in message
+    assert f"{template}:2: field 'signature': undefined variable" in message
+    assert "(for 2 recipients: alice, bob)" in message
 
 
 def test_undefined_variable_in_subject_names_the_subject(tmp_path: Path) -> None:
@@ -357,7 +358,8 @@ def test_undefined_variable_in_subject_names_the_subject(tmp_path: Path) -> None
         tmp_path, GOOD_YAML.replace("{{ recipient.name }}", "{{ recipient.title }}")
     )
     message = assert_clean_refusal(refusal)
-    assert f"{refusal.path}:3: recipient 'alice', field 'title': undefined variable" in message
+    assert f"{refusal.path}:3: field 'title': undefined variable" in message
+    assert "(for 2 recipients: alice, bob)" in message
 
 
 def test_error_for_one_recipient_writes_no_draft_at_all(tmp_path: Path) -> None:
@@ -417,7 +419,7 @@ def test_template_cannot_reach_python_internals(tmp_path: Path) -> None:
         tmp_path, None, text_template="{{ recipient.__class__.__mro__ }}\n"
     )
     message = assert_clean_refusal(refusal)
-    assert "recipient 'alice'" in message
+    assert "(for 2 recipients: alice, bob)" in message
     assert "access to attribute '__class__'" in message
     assert "is unsafe" in message
 
@@ -427,5 +429,5 @@ def test_template_cannot_change_the_data(tmp_path: Path) -> None:
         tmp_path, None, text_template="{{ recipients.append(recipient) }}\n"
     )
     message = assert_clean_refusal(refusal)
-    assert "recipient 'alice'" in message
+    assert "(for 2 recipients: alice, bob)" in message
     assert "template error" in message

@@ -117,7 +117,7 @@ def test_the_reported_two_gigabyte_string_is_refused_in_little_memory(tmp_path: 
     assert usage.ru_maxrss < 300 * 1024  # KiB: was 1.9 GB
     assert "Traceback" not in stderr
     assert "letter.txt.j2:1" in stderr
-    assert "would make 2,000,000,000 characters" in stderr
+    assert "would make 2,000,000,000 characters" in " ".join(stderr.split())
 
 
 def test_huge_value_is_refused_by_the_cli_with_the_outbox_untouched(tmp_path: Path) -> None:
