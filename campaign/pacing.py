@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -166,10 +165,11 @@ def rule_for(code: int, text: str) -> Rule | None:
 
 @dataclass(frozen=True, slots=True)
 class Slot:
-    """An answer to `reserve()`: start now (`wait` 0, the slot is booked), or ask again later."""
+    """An answer to `reserve()`: start now (`wait` 0: the slot is booked), or ask again later."""
 
     wait: float  # seconds to wait before asking again; 0: the message starts now
     epoch: int = 0  # the pace it was booked under (a refusal under an older pace is no news)
+    start: float = 0.0  # clock time it was booked
     paced: bool = False  # the pace, not the client, decided when it started
 
     @property
@@ -185,8 +185,9 @@ class Pace:
     connections: int
 
     def describe(self) -> str:
+        """'18/min over 2 connections', for the progress display."""
         rate = "no rate limit" if self.per_minute is None else f"{_per_minute(self.per_minute)}/min"
-        return f"{rate}, {self.connections} connection{'s' if self.connections != 1 else ''}"
+        return f"{rate} over {_connections(self.connections)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,21 +196,19 @@ class PaceChange:
 
     before: Pace
     after: Pace
-    signal: Signal
-    reply: str  # the reply that caused it ("" for a recovery)
+    signal: Signal  # NONE for a recovery
+    reply: str  # the server's reply that caused it, one printable line ("" for a recovery)
     message: str  # "slowed to 18/min: 451 4.7.1 rate limited"
 
     def __str__(self) -> str:
         return self.message
 
     def fields(self) -> dict[str, object]:
-        """The change as fields of a send-log event (`pace`)."""
+        """The change as the fields of one send-log event (e.g. `log.append("pace", **f)`)."""
         return {
-            "per_minute": None if self.after.per_minute is None else round(self.after.per_minute, 2),
+            "per_minute": _rounded(self.after.per_minute),
             "connections": self.after.connections,
-            "before_per_minute": (
-                None if self.before.per_minute is None else round(self.before.per_minute, 2)
-            ),
+            "before_per_minute": _rounded(self.before.per_minute),
             "before_connections": self.before.connections,
             "signal": str(self.signal),
             "reply": self.reply,
@@ -217,39 +216,51 @@ class PaceChange:
         }
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
 def _per_minute(value: float) -> str:
     return f"{value:.0f}" if value >= 10 else f"{value:.1f}".rstrip("0").rstrip(".")
 
 
-def _clean(text: str, limit: int = 120) -> str:
-    """A reply as one short printable line (server text is untrusted)."""
-    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+def _connections(count: int) -> str:
+    return f"{count} connection{'s' if count != 1 else ''}"
+
+
+def _clean(code: int | None, text: str, limit: int = 160) -> str:
+    """A reply as one short printable line: server text is untrusted."""
+    raw = text if code is None else f"{code} {text}"
+    flat = " ".join("".join(c if c.isprintable() else " " for c in raw).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-GUESS_WINDOW = 10.0  # s: at the first refusal, read what was accepted as a minute's allowance
-SLOW_START = 2.0  # until the pace is first refused: an accepted message doubles it ...
+# The rule's constants; tests/test_pacing_sim.py shows what they give against many servers.
+GUESS_WINDOW = 10.0  # s: at the first refusal, what got through is read as this long's allowance
+REFILL_PROBE = 0.25  # s: ... and the first try after it comes this soon (a fast refill shows)
+SLOW_START = 2.0  # until the pace is first refused, an accepted message doubles it ...
 SLOW_START_PERIOD = 0.25  # ... at most once in this many seconds
-REFILL_PROBE = 0.25  # s: after the first refusal, the first try comes this soon
-RECHECK = 0.5  # s: the longest a waiting connection sleeps before asking again
-APPROACH = 0.1  # below the pace last refused: each accepted message closes this share of the gap
-GROWTH = 0.005  # (and adds at least this share) ...
-NEAR = 0.98  # ... up to this share of it
-PROBE = 0.001  # ... and beyond it, this share, doubled every PROBE_DOUBLING messages
-PROBE_DOUBLING = 20
+DECREASE = 0.15  # a refusal takes this share off the pace, more after few accepted messages
+NEAR = 0.97  # after a refusal the pace climbs back to this share of the pace refused ...
+APPROACH = 0.2  # ... closing this share of the gap with each accepted message (at least
+GROWTH = 0.005  # this share of the pace) ...
+PROBE = 0.001  # ... then beyond it by this share, doubled every PROBE_DOUBLING messages
+PROBE_DOUBLING = 50
 MAX_PROBE = 0.05
-DECREASE = 0.15  # a refusal after many accepted messages takes this share away, after few more
-HOLD_CAP = 15.0  # s: while every try is refused, the pause between tries doubles up to this ...
-HOLD_MAX = 300.0  # ... then grows with the time refused so far, up to this
-RECENT = 8  # accepted messages that tell the pace the run really kept
+LONG_CLOSURE = 5.0  # s, and ...
+LONG_CLOSURE_INTERVALS = 8  # ... intervals: refused this long, the limit is a window that resets
+HOLD_CAP = 15.0  # s: while every try is refused the pause between tries doubles to this, then
+HOLD_MAX = 300.0  # grows with the time refused so far (a quarter of it), up to this
+RECHECK = 0.5  # s: the longest a waiting connection sleeps before asking again
+CONNECTION_HEADROOM = 2.0  # connections kept: the pace times a message's duration, times this
 
 
 class Pacer:
-    """The whole run's pace: message starts spaced over the allowed connections.
+    """The whole run's pace: message starts spaced evenly, over the connections allowed.
 
-    `rate` (messages per minute) and `connections` are the user's ceilings and are never
-    exceeded. A rate-limit refusal slows the whole run; accepted messages speed it up
-    again, carefully.
+    `rate` (messages per minute) and `connections` are the user's ceilings, never exceeded.
+    A rate-limit refusal slows the whole run; accepted messages speed it up again, carefully.
+    Every method is plain arithmetic on the injected clock: no I/O, no sleeping.
     """
 
     def __init__(
@@ -264,129 +275,234 @@ class Pacer:
     ) -> None:
         if connections < 1:
             raise ValueError("connections must be at least 1")
+        if rate is not None and rate <= 0:
+            raise ValueError("rate must be positive")
         self.ceiling_rate = rate / 60.0 if rate else None  # per second
         self.ceiling_connections = connections
         self.max_wait = max_wait
         self.retries = retries
         self.backoff = backoff
         self._clock = clock
-        self._rate = self.ceiling_rate  # per second; None: not limited
-        self._connections = connections
+        self._rate = self.ceiling_rate  # per second; None: no limit at all
+        self._limit_connections = connections  # what the server allows, as far as seen
         self._epoch = 0
-        self._last_start = -math.inf  # the latest slot booked
+        self._started: float | None = None  # the first slot
+        self._last_start = -math.inf
+        self._waited = False  # a reserve() was told to wait since the last slot was booked
         self._hold_until = -math.inf
         self._hold = 0.0
-        self._started = clock()
         self._slow_start = True
         self._grown = -math.inf
         self._refusals = 0
-        self._refused_at = -math.inf  # the last rate refusal that counted
+        self._refused_at = -math.inf
+        self._refused_pace: float | None = None  # the pace of the last refusal (per second)
+        self._probing = 0  # accepted messages since the pace passed the pace last refused
+        self._since_refusal = 0  # accepted messages (of this epoch) since the last refusal
         self._closed = 0  # refusals since the last accepted message
-        # A cycle runs from one reopening of the limit to the next (or from the start): what got
-        # through in it is what the server sustains, unless slow start was still probing.
-        self._cycle_start = self._started
+        # A cycle runs from one reopening of the limit to the next: what got through in it
+        # is what the server sustains (unless slow start was still feeling for the pace).
+        self._cycle_start = 0.0
         self._cycle_accepted = 0
         self._cycle_valid = True
-        self._probing = 0  # accepted messages since the pace passed the pace last refused
-        self._refused_pace: float | None = None  # the pace of the last refusal (per second)
-        self._accepted_since_refusal = 0
-        self._shown = self.pace  # the pace last reported
-        self._accepted_total = 0
+        self._accepted = 0
+        self._duration: float | None = None  # a message's time from slot to acceptance
         self._first_unanswered: float | None = None  # first refusal since the last acceptance
         self._last_reply = ""
-        self._accepts: deque[float] = deque(maxlen=RECENT)
+        self._shown = self.pace
 
     # -- what the send loop asks
 
     @property
     def pace(self) -> Pace:
-        return Pace(None if self._rate is None else self._rate * 60.0, self._connections)
+        per_minute = None if self._rate is None else self._rate * 60.0
+        return Pace(per_minute, self.connections)
 
     @property
     def connections(self) -> int:
-        """How many connections the run may hold now (close any beyond this)."""
-        return self._connections
+        """How many connections the run may hold now: close any beyond this when idle."""
+        allowed = self._limit_connections
+        if self._rate is not None and self._duration is not None:
+            needed = math.ceil(self._rate * self._duration * CONNECTION_HEADROOM) + 1
+            allowed = min(allowed, needed)
+        return max(1, allowed)
 
     def reserve(self) -> Slot:
         """Book a message start now, or say how long to wait before asking again.
 
-        A slot is only ever booked for now, so a change of pace applies at once to every
-        connection that is waiting.
+        Only one connection should wait for a slot at a time, the others queuing behind it
+        (an asyncio.Lock is fair), so that nobody is passed over. A slot is only ever booked
+        for now, so a change of pace applies at once.
         """
         now = self._clock()
-        interval = self._interval() if self._rate is not None else 0.0
-        due = max(self._hold_until, self._last_start + interval)
+        if self._started is None:
+            self._started = self._cycle_start = now
+        due = max(self._hold_until, self._last_start + self._interval())
         if due > now:
-            # Ask again soon rather than sleep through a change of pace.
-            return Slot(min(due - now, RECHECK), self._epoch)
-        # Paced: this start is as early as the pace allowed (not late because of the client).
-        paced = self._rate is not None and now - due <= 0.1 * interval + 0.005
+            self._waited = True
+            return Slot(min(due - now, RECHECK), self._epoch, now)
+        # Paced: somebody had to wait for this slot, so the pace (not the client) binds.
+        paced, self._waited = self._waited and self._rate is not None, False
         self._last_start = now
-        return Slot(0.0, self._epoch, paced)
+        return Slot(0.0, self._epoch, now, paced)
 
     def stalled(self) -> str | None:
-        """Why the run should give up now (nothing accepted for max_wait), or None."""
+        """Why the run should stop now (nothing accepted for `max_wait`), else None."""
         if self._first_unanswered is None:
             return None
         waited = self._clock() - self._first_unanswered
         if waited < self.max_wait:
             return None
-        return (
-            f"nothing accepted for {waited / 60:.0f} min (--max-wait);"
-            f" last reply: {self._last_reply}"
-        )
+        return f"nothing accepted for {_duration(waited)} (--max-wait); last reply: {self._last_reply}"
 
     def retry_after(self, signal: Signal, tries: int, first_refused: float) -> float | None:
         """Seconds until a refused message may be tried again; None: give up (deferred).
 
-        Rate and connection refusals are retried as soon as the pace allows (their slot
-        spaces them); other temporary failures back off exponentially, at most `retries`
-        times. Nothing is retried once `max_wait` has passed since its first refusal.
+        `tries` counts its refusals so far, `first_refused` is the clock time of the first.
+        Rate and connection refusals are retried as soon as the pace allows (the pace spaces
+        them; put them before messages not tried yet); other temporary failures back off
+        exponentially, at most `retries` times. Nothing is retried once `max_wait` has passed
+        since its first refusal.
         """
-        now = self._clock()
         if signal in (Signal.RATE, Signal.CONNECTIONS):
             delay = 0.0
         elif signal == Signal.TEMPORARY and tries <= self.retries:
             delay = self.backoff * 2 ** (tries - 1)
         else:
             return None
-        if now + delay - first_refused > self.max_wait:
+        if self._clock() + delay - first_refused > self.max_wait:
             return None
         return delay
 
     # -- what the send loop tells it
 
     def accepted(self, slot: Slot) -> PaceChange | None:
-        """A message was accepted; the pace may grow back towards the ceiling."""
+        """The message booked in `slot` was accepted; the pace may grow back."""
         now = self._clock()
-        self._accepted_total += 1
-        self._accepts.append(now)
+        self._accepted += 1
+        closure = 0.0 if self._first_unanswered is None else now - self._first_unanswered
         self._first_unanswered = None
+        duration = max(0.0, now - slot.start)
+        self._duration = duration if self._duration is None else 0.8 * self._duration + 0.2 * duration
         if slot.epoch < self._epoch:
-            return None  # sent before the last refusal: no news about the pace since
-        self._accepted_since_refusal += 1
+            return self._report()  # sent before the last refusal: no news about the pace
+        self._since_refusal += 1
         self._hold = 0.0
-        reopened = self._closed >= 2
-        self._closed = 0
-        if reopened and self._rate is not None:
-            # The limit let mail through again after holding it back for a while (a window
-            # that reset, a bucket that refilled): what got through over the whole cycle is
-            # what the server sustains.
-            if self._cycle_valid and self._cycle_accepted >= 2:
+        if self._closed >= 2 and self._rate is not None:
+            # The limit lets mail through again after holding it back: a window that reset
+            # (a long closure), or a bucket that refilled. What got through over the whole
+            # cycle is what the server sustains; after a short closure the pauses were partly
+            # ours, so the estimate at most halves the pace.
+            long_closure = closure >= max(LONG_CLOSURE, LONG_CLOSURE_INTERVALS * self._interval())
+            if long_closure:
+                self._slow_start = False  # doubling would only spend each window faster
+            if self._cycle_valid and self._cycle_accepted >= 2 and now > self._cycle_start:
                 sustained = self._cycle_accepted / (now - self._cycle_start)
-                self._rate = min(self._rate, sustained)
-                self._refused_pace = sustained
+                floor = 0.0 if long_closure else 0.5 * self._rate
+                self._rate = min(self._rate, max(sustained, floor))
+                self._refused_pace = self._rate
                 self._probing = 0
             self._cycle_start, self._cycle_accepted, self._cycle_valid = now, 0, True
+        self._closed = 0
         self._cycle_accepted += 1
+        if self._rate is not None and slot.paced and self._rate != self.ceiling_rate:
+            self._grow(now)
+        return self._report()
+
+    def refused(self, slot: Slot, code: int | None, text: str) -> tuple[Signal, PaceChange | None]:
+        """A temporary refusal of the message booked in `slot`: its signal, and any change.
+
+        Feed it every 4xx reply to MAIL, RCPT or DATA (and a 421 that closed the connection).
+        """
+        signal = classify_reply(code, text)
+        if signal not in (Signal.RATE, Signal.CONNECTIONS):
+            return signal, None
+        now = self._clock()
+        reply = _clean(code, text)
+        self._last_reply = reply
+        if self._first_unanswered is None:
+            self._first_unanswered = now
+        if slot.epoch < self._epoch:
+            return signal, None  # booked before the last slow-down: already answered
+        before = self.pace
+        accepted, self._since_refusal = self._since_refusal, 0
+        self._closed += 1
+        self._epoch += 1
+        if self._rate is None:
+            # The first limit seen: read what got through as GUESS_WINDOW's allowance, and
+            # try again soon: a message accepted then shows a faster refill than that.
+            started = self._started if self._started is not None else now
+            self._rate = max(self._accepted, 1) / max(now - started, GUESS_WINDOW)
+            self._hold = min(self._interval(), REFILL_PROBE)
+        elif accepted == 0 and self._refusals:
+            # Refused again before anything got through: the limit has not reset yet (a
+            # window, an empty bucket). No news about the rate: wait longer.
+            waited = now - self._first_unanswered
+            self._hold = min(HOLD_MAX, max(self._interval(), min(2 * self._hold, HOLD_CAP), waited / 4))
+        else:
+            self._refused_pace = self._rate
+            self._probing = 0
+            if self._slow_start:
+                factor = 0.5  # it doubled since the last pace that held
+                self._slow_start = False
+            else:
+                factor = max(0.5, 1.0 - DECREASE - 0.35 / max(accepted, 1))
+            self._rate *= factor
+            self._hold = self._interval()
+        self._refusals += 1
+        self._rate = max(self._rate, 1.0 / HOLD_MAX)
+        if self.ceiling_rate is not None:
+            self._rate = min(self._rate, self.ceiling_rate)
+            self._hold = max(self._hold, 1.0 / self.ceiling_rate)
+        self._hold_until = now + self._hold
+        self._last_start = -math.inf  # after a refusal the hold, not the spacing, says when
+        self._refused_at = now
+        return signal, self._change(before, signal, reply, "slowed")
+
+    def connection_refused(
+        self, code: int | None, text: str, *, open_connections: int
+    ) -> PaceChange | None:
+        """A connection could not be opened: a 421 greeting, or refused or reset before EHLO.
+
+        `open_connections`: how many of this run's connections are up (past the greeting)
+        now. With one or more up, the refusal shows a per-client connection limit: the run
+        keeps those and opens no more. With none up, a limit reply (421, "too many
+        connections") holds the run back like a rate refusal; a failure without such a
+        reply (code None) is not the pacer's: the server may be down.
+        """
+        now = self._clock()
+        reply = _clean(code, text)
+        before = self.pace
+        if open_connections >= 1:
+            self._last_reply = reply
+            if open_connections >= self._limit_connections:
+                return None
+            self._limit_connections = open_connections
+            return self._change(before, Signal.CONNECTIONS, reply, "fewer connections")
+        if code is None or classify_reply(code, text) not in (Signal.RATE, Signal.CONNECTIONS):
+            return None
+        self._last_reply = reply
+        if self._first_unanswered is None:
+            self._first_unanswered = now
+        waited = now - self._first_unanswered
+        self._hold = min(HOLD_MAX, max(self._interval(), min(2 * self._hold, HOLD_CAP), waited / 4))
+        self._hold_until = now + self._hold
+        self._last_start = -math.inf
+        self._limit_connections = 1
+        return self._change(before, Signal.CONNECTIONS, reply, f"waiting {_duration(self._hold)}")
+
+    # -- inside
+
+    def _interval(self) -> float:
+        return 1.0 / self._rate if self._rate else 0.0
+
+    def _grow(self, now: float) -> None:
+        assert self._rate is not None
         rate = self._rate
-        if rate is None or rate == self.ceiling_rate or not slot.paced:
-            return None  # not held back by the pace: growing it would mean nothing
         if self._slow_start:
             if now - self._grown < SLOW_START_PERIOD:
-                return None
+                return
             rate *= SLOW_START
-            if self._accepted_since_refusal == 1 and now > self._refused_at:
+            if self._since_refusal == 1 and now > self._refused_at:
                 # The first message through after a refusal: the server refilled at least
                 # one message's worth in that time.
                 rate = max(rate, 1.0 / (now - self._refused_at))
@@ -401,122 +517,39 @@ class Pacer:
             # Beyond the pace last refused: cautiously, then faster the longer it holds.
             self._probing += 1
             rate *= 1.0 + min(MAX_PROBE, PROBE * 2 ** (self._probing / PROBE_DOUBLING))
-        if self.ceiling_rate is not None and rate >= self.ceiling_rate:
-            rate = self.ceiling_rate
+        if self.ceiling_rate is not None:
+            rate = min(rate, self.ceiling_rate)
         self._rate = rate
         self._grown = now
-        if self._quiet():
-            return None
-        return self._change(self._shown, Signal.NONE, "", "sped up")
 
-    def refused(self, slot: Slot, code: int | None, text: str) -> tuple[Signal, PaceChange | None]:
-        """A temporary refusal of the message booked in `slot`: its signal, and any change."""
-        signal = classify_reply(code, text)
-        if signal not in (Signal.RATE, Signal.CONNECTIONS):
-            return signal, None
-        now = self._clock()
-        reply = _clean(f"{code} {text}" if code is not None else text)
-        self._last_reply = reply
-        if self._first_unanswered is None:
-            self._first_unanswered = now
-        if slot.epoch < self._epoch:
-            return signal, None  # booked before the last slow-down: already answered
-        before = self.pace
-        accepted = self._accepted_since_refusal
-        self._accepted_since_refusal = 0
-        self._closed += 1
-        self._epoch += 1
-        if self._rate is None:
-            # The first limit seen: guess what got through was GUESS_WINDOW's allowance, and
-            # try again soon: a message accepted then shows a faster refill than that.
-            self._rate = max(self._accepted_total, 1) / max(now - self._started, GUESS_WINDOW)
-            self._hold = min(self._interval(), REFILL_PROBE)
-        elif accepted == 0 and self._refusals:
-            # Refused again before anything got through: the limit has not reset yet (a
-            # window, an empty bucket). No news about the rate; wait longer.
-            if self._hold >= self._interval():
-                self._slow_start = False  # even the guessed pace was too fast
-            waited = now - (self._first_unanswered or now)
-            self._hold = max(self._interval(), min(2 * self._hold, HOLD_CAP), waited / 4)
-            self._hold = min(self._hold, HOLD_MAX)
-        else:
-            self._refused_pace = self._rate
-            self._probing = 0
-            if self._slow_start:
-                factor = 0.5
-                self._slow_start = False
-            else:
-                factor = max(0.5, 1.0 - DECREASE - 0.35 / max(accepted, 1))
-            self._rate *= factor
-            self._hold = self._interval()
-        self._refusals += 1
-        if self.ceiling_rate is not None:
-            self._rate = min(self._rate, self.ceiling_rate)
-        self._rate = max(self._rate, 1.0 / HOLD_MAX)
-        self._hold_until = now + self._hold
-        self._last_start = -math.inf  # after a refusal the hold, not the spacing, says when
-        self._refused_at = now
-        return signal, self._change(before, signal, reply, "slowed")
-
-    def connection_refused(
-        self, code: int | None, text: str, *, open_connections: int
-    ) -> PaceChange | None:
-        """A connection could not be opened (a 421 greeting, refused, reset before EHLO).
-
-        With `open_connections` others up, it shows a per-client connection limit: the run
-        keeps those. With none up, a limit reply holds the run back like a rate refusal;
-        no reply at all is the caller's to handle (the server may be down).
-        """
-        reply = _clean(f"{code} {text}" if code is not None else text)
-        before = self.pace
-        if open_connections >= 1:
-            if open_connections >= self._connections:
-                return None
-            self._connections = open_connections
-            self._last_reply = reply
-            return self._change(before, Signal.CONNECTIONS, reply, "fewer connections")
-        signal = classify_reply(code, text)
-        if signal not in (Signal.RATE, Signal.CONNECTIONS):
-            return None
-        now = self._clock()
-        self._last_reply = reply
-        if self._first_unanswered is None:
-            self._first_unanswered = now
-        self._hold = min(HOLD_MAX, max(self._hold * 2, self._interval()))
-        self._hold_until = now + self._hold
-        self._connections = 1
-        return self._change(before, signal, reply, "slowed")
-
-    # -- inside
-
-    def _interval(self) -> float:
-        return 1.0 / self._rate if self._rate else 1.0
-
-    def _achieved(self) -> float:
-        """Messages accepted per second lately: the pace the run really kept."""
-        accepts = self._accepts
-        if len(accepts) < 2:
-            return math.inf
-        span = accepts[-1] - accepts[0]
-        return (len(accepts) - 1) / span if span > 0 else math.inf
-
-    def _quiet(self) -> bool:
-        """A speed-up too small to report (under a fifth above the pace last reported)."""
+    def _report(self) -> PaceChange | None:
+        """A speed-up worth showing: a tenth above the pace last shown, or other connections."""
         after, shown = self.pace, self._shown
-        if after.connections != shown.connections:
-            return False
-        if after.per_minute is None or shown.per_minute is None:
-            return after.per_minute == shown.per_minute
-        return after.per_minute < shown.per_minute * 1.2
+        if after.connections == shown.connections and (
+            after.per_minute is None
+            or shown.per_minute is None
+            or after.per_minute < shown.per_minute * 1.1
+        ):
+            return None
+        verb = "sped up" if (after.per_minute or 0) >= (shown.per_minute or 0) else "slowed"
+        return self._change(shown, Signal.NONE, "", verb)
 
     def _change(self, before: Pace, signal: Signal, reply: str, verb: str) -> PaceChange:
         after = self.pace
         if after.per_minute is None:
             what = f"{verb}: no rate limit"
+        elif verb.startswith("waiting"):
+            what = verb
         else:
             what = f"{verb} to {_per_minute(after.per_minute)}/min"
         if after.connections != before.connections:
-            what += f", {after.connections} connection{'s' if after.connections != 1 else ''}"
+            what += f", {_connections(after.connections)}"
         message = f"{what}: {reply}" if reply else what
         self._shown = after
         return PaceChange(before, after, signal, reply, message)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
