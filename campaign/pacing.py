@@ -249,8 +249,9 @@ PROBE_DOUBLING = 50
 MAX_PROBE = 0.05
 LONG_CLOSURE = 5.0  # s, and ...
 LONG_CLOSURE_INTERVALS = 8  # ... intervals: refused this long, the limit is a window that resets
-HOLD_CAP = 15.0  # s: while every try is refused the pause between tries doubles to this, then
+HOLD_CAP = 10.0  # s: while every try is refused the pause between tries doubles to this, then
 HOLD_MAX = 300.0  # grows with the time refused so far (a quarter of it), up to this
+CONNECTION_HOLD = 1.0  # s: the least pause after a refused connection, none being open
 RECHECK = 0.5  # s: the longest a waiting connection sleeps before asking again
 CONNECTION_HEADROOM = 2.0  # connections kept: the pace times a message's duration, times this
 
@@ -349,10 +350,12 @@ class Pacer:
         """Why the run should stop now (nothing accepted for `max_wait`), else None."""
         if self._first_unanswered is None:
             return None
-        waited = self._clock() - self._first_unanswered
-        if waited < self.max_wait:
+        if self._clock() - self._first_unanswered < self.max_wait:
             return None
-        return f"nothing accepted for {_duration(waited)} (--max-wait); last reply: {self._last_reply}"
+        return (
+            f"nothing accepted for {_duration(self.max_wait)} (--max-wait);"
+            f" last reply: {self._last_reply}"
+        )
 
     def retry_after(self, signal: Signal, tries: int, first_refused: float) -> float | None:
         """Seconds until a refused message may be tried again; None: give up (deferred).
@@ -395,13 +398,23 @@ class Pacer:
             long_closure = closure >= max(LONG_CLOSURE, LONG_CLOSURE_INTERVALS * self._interval())
             if long_closure:
                 self._slow_start = False  # doubling would only spend each window faster
+            measured = None
             if self._cycle_valid and self._cycle_accepted >= 2 and now > self._cycle_start:
-                sustained = self._cycle_accepted / (now - self._cycle_start)
+                # It reopened between the last refused try and now: count from the middle.
+                reopened = (self._refused_at + now) / 2 if long_closure else now
+                sustained = self._cycle_accepted / max(reopened - self._cycle_start, 1e-3)
                 floor = 0.0 if long_closure else 0.5 * self._rate
+                before = self.pace
                 self._rate = min(self._rate, max(sustained, floor))
                 self._refused_pace = self._rate
                 self._probing = 0
+                if self._rate < 0.95 * before.per_minute / 60.0:  # type: ignore[operator]
+                    measured = self._change(before, Signal.RATE, self._last_reply, "slowed")
             self._cycle_start, self._cycle_accepted, self._cycle_valid = now, 0, True
+            if measured is not None:
+                self._closed = 0
+                self._cycle_accepted += 1
+                return measured
         self._closed = 0
         self._cycle_accepted += 1
         if self._rate is not None and slot.paced and self._rate != self.ceiling_rate:
@@ -453,7 +466,7 @@ class Pacer:
         if self.ceiling_rate is not None:
             self._rate = min(self._rate, self.ceiling_rate)
             self._hold = max(self._hold, 1.0 / self.ceiling_rate)
-        self._hold_until = now + self._hold
+        self._hold_until = min(now + self._hold, self._first_unanswered + self.max_wait)
         self._last_start = -math.inf  # after a refusal the hold, not the spacing, says when
         self._refused_at = now
         return signal, self._change(before, signal, reply, "slowed")
@@ -484,8 +497,10 @@ class Pacer:
         if self._first_unanswered is None:
             self._first_unanswered = now
         waited = now - self._first_unanswered
-        self._hold = min(HOLD_MAX, max(self._interval(), min(2 * self._hold, HOLD_CAP), waited / 4))
-        self._hold_until = now + self._hold
+        self._hold = min(
+            HOLD_MAX, max(self._interval(), CONNECTION_HOLD, min(2 * self._hold, HOLD_CAP), waited / 4)
+        )
+        self._hold_until = min(now + self._hold, self._first_unanswered + self.max_wait)
         self._last_start = -math.inf
         self._limit_connections = 1
         return self._change(before, Signal.CONNECTIONS, reply, f"waiting {_duration(self._hold)}")

@@ -153,7 +153,10 @@ class TokenBucket(Provider):
 
 
 class FixedWindow(Provider):
-    """Postfix anvil: `limit` MAIL commands per `window` s, counted from the first event."""
+    """Postfix anvil: `limit` MAIL commands per `window` s, counted from the first event.
+
+    A refused MAIL counts too, but does not move the window; anvil counts whole seconds.
+    """
 
     def __init__(
         self,
@@ -172,7 +175,7 @@ class FixedWindow(Provider):
         self.limit = limit
         self.window = window
         self.max_connections = max_connections
-        self.start: float | None = None
+        self.start: int | None = None
         self.count = 0
         self.mail_reply = mail_reply
         self.greeting_reply = greeting_reply
@@ -181,8 +184,10 @@ class FixedWindow(Provider):
         self.name = f"fixed window {limit}/{window:g} s (Postfix anvil), {max_connections} conn"
 
     def _event(self, now: float) -> None:
-        if self.start is None or self.start + self.window < now:
-            self.start, self.count = now, 0
+        # anvil keeps whole seconds (time_t): a window lasts from 60 to almost 62 s.
+        second = math.floor(now)
+        if self.start is None or self.start + self.window < second:
+            self.start, self.count = second, 0
 
     def connect(self, now: float) -> Reply | None:
         self._event(now)
