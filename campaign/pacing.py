@@ -385,7 +385,9 @@ class Pacer:
         closure = 0.0 if self._first_unanswered is None else now - self._first_unanswered
         self._first_unanswered = None
         duration = max(0.0, now - slot.start)
-        self._duration = duration if self._duration is None else 0.8 * self._duration + 0.2 * duration
+        self._duration = (
+            duration if self._duration is None else 0.8 * self._duration + 0.2 * duration
+        )
         if slot.epoch < self._epoch:
             return self._report()  # sent before the last refusal: no news about the pace
         self._since_refusal += 1
@@ -404,11 +406,11 @@ class Pacer:
                 reopened = (self._refused_at + now) / 2 if long_closure else now
                 sustained = self._cycle_accepted / max(reopened - self._cycle_start, 1e-3)
                 floor = 0.0 if long_closure else 0.5 * self._rate
-                before = self.pace
+                before, previous = self.pace, self._rate
                 self._rate = min(self._rate, max(sustained, floor))
                 self._refused_pace = self._rate
                 self._probing = 0
-                if self._rate < 0.95 * before.per_minute / 60.0:  # type: ignore[operator]
+                if self._rate < 0.95 * previous:
                     measured = self._change(before, Signal.RATE, self._last_reply, "slowed")
             self._cycle_start, self._cycle_accepted, self._cycle_valid = now, 0, True
             if measured is not None:
@@ -450,7 +452,9 @@ class Pacer:
             # Refused again before anything got through: the limit has not reset yet (a
             # window, an empty bucket). No news about the rate: wait longer.
             waited = now - self._first_unanswered
-            self._hold = min(HOLD_MAX, max(self._interval(), min(2 * self._hold, HOLD_CAP), waited / 4))
+            self._hold = min(
+                HOLD_MAX, max(self._interval(), min(2 * self._hold, HOLD_CAP), waited / 4)
+            )
         else:
             self._refused_pace = self._rate
             self._probing = 0
@@ -498,7 +502,8 @@ class Pacer:
             self._first_unanswered = now
         waited = now - self._first_unanswered
         self._hold = min(
-            HOLD_MAX, max(self._interval(), CONNECTION_HOLD, min(2 * self._hold, HOLD_CAP), waited / 4)
+            HOLD_MAX,
+            max(self._interval(), CONNECTION_HOLD, min(2 * self._hold, HOLD_CAP), waited / 4),
         )
         self._hold_until = min(now + self._hold, self._first_unanswered + self.max_wait)
         self._last_start = -math.inf

@@ -27,8 +27,9 @@ import math
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from campaign.pacing import Pacer, Signal
+from campaign.pacing import Pacer, Signal, Slot
 
 Reply = tuple[int, str]
 Process = Generator[float | None, None, None]
@@ -278,6 +279,7 @@ class SimResult:
     changes: list[str] = field(default_factory=list)
     max_rate_per_min: float = 0.0  # the most messages started in any 60 s window, per minute
     max_connections: int = 0
+    stopped: str | None = None  # why the run gave up (--max-wait), if it did
 
     @property
     def ratio(self) -> float:
@@ -319,13 +321,13 @@ def simulate(
     starts: deque[float] = deque()
     peak = {"rate": 0, "connections": 0}
     live: set[int] = set()
-    done = {"left": n, "end": 0.0, "stopped": False}
+    done: dict[str, Any] = {"left": n, "end": 0.0, "stopped": False, "why": None}
 
     def note(change: object) -> None:
         if change is not None:
             changes.append(f"{sim.now:9.2f}s {change}")
 
-    def next_job() -> Job | None | float:
+    def next_job() -> Job | float | None:
         """A due retry, else a fresh message; a float: wait that long; None: nothing left."""
         if retries and retries[0][0] <= sim.now:
             return heapq.heappop(retries)[2]
@@ -338,14 +340,14 @@ def simulate(
 
     def finish(job: Job) -> None:
         done["left"] -= 1
-        done["end"] = sim.now
+        done["end"] = max(done["end"], sim.now)
 
     def give_up(job: Job) -> None:
         failed.add(job.index)
         finish(job)
 
-    def refused(job: Job, slot: object, reply: Reply) -> None:
-        signal, change = pacer.refused(slot, *reply)  # type: ignore[arg-type]
+    def refused(job: Job, slot: Slot, reply: Reply) -> None:
+        signal, change = pacer.refused(slot, *reply)
         note(change)
         job.tries += 1
         if job.first_refused is None:
@@ -359,7 +361,7 @@ def simulate(
     gate: deque[Process] = deque()  # workers waiting for their turn at the pace, in order
     gate_busy = {"held": False}
 
-    def pace(me: list[Process]) -> Generator[float | None, None, object]:
+    def pace(me: list[Process]) -> Generator[float | None, None, Slot]:
         """Wait for a booked slot, first come first served (asyncio.Lock is fair too)."""
         if gate_busy["held"]:
             gate.append(me[0])
@@ -381,8 +383,10 @@ def simulate(
             while done["left"] > 0 and not done["stopped"]:
                 if number >= pacer.connections:
                     return
-                if pacer.stalled() is not None:
-                    done["stopped"] = True
+                why = pacer.stalled()
+                if why is not None:
+                    if not done["stopped"]:
+                        done["stopped"], done["why"], done["end"] = True, why, sim.now
                     return
                 slot = yield from pace(me)
                 job = next_job()  # chosen once the slot is ours: a due retry goes first
@@ -404,13 +408,13 @@ def simulate(
                     session = Session()
                     yield rtt  # EHLO
                 starts.append(sim.now)
-                while starts and starts[0] <= sim.now - 60.0:
+                while starts and starts[0] <= sim.now - 60.0 + 1e-6:
                     starts.popleft()
                 peak["rate"] = max(peak["rate"], len(starts))
                 yield rtt + provider.reply_delay(session)  # MAIL
                 refusal = provider.mail(sim.now, session)
                 if refusal is not None:
-                    refused(job, slot, refusal)  # type: ignore[arg-type]
+                    refused(job, slot, refusal)
                     if refusal[0] == 421:
                         provider.disconnect(sim.now)
                         session = None
@@ -420,7 +424,7 @@ def simulate(
                 yield 2 * rtt + transfer  # RCPT, DATA, the data and its reply
                 provider.delivered(sim.now, session)
                 delivered[job.index] = delivered.get(job.index, 0) + 1
-                note(pacer.accepted(slot))  # type: ignore[arg-type]
+                note(pacer.accepted(slot))
                 finish(job)
                 spawn_more()
         finally:
@@ -458,7 +462,50 @@ def simulate(
         changes=changes,
         max_rate_per_min=float(peak["rate"]),
         max_connections=peak["connections"],
+        stopped=done["why"],
     )
+
+
+SWEEP: list[tuple[Callable[[], Provider], int, float]] = [
+    (lambda: TokenBucket(600, 20, 2), 2000, 0.001),
+    (lambda: TokenBucket(600, 20, 2), 2000, 0.025),
+    (lambda: TokenBucket(200, 5, 1), 2000, 0.001),
+    (lambda: TokenBucket(3000, 50, 4), 2000, 0.001),
+    (lambda: TokenBucket(6000, 10, 4), 2000, 0.001),
+    (lambda: TokenBucket(1000, 100, 2), 2000, 0.01),
+    (lambda: TokenBucket(400, 3, 2), 2000, 0.001),
+    (lambda: TokenBucket(120, 10, 3), 2000, 0.001),
+    (lambda: TokenBucket(60, 30, 8), 2000, 0.001),
+    (lambda: TokenBucket(30, 1, 3), 2000, 0.001),
+    (
+        lambda: TokenBucket(
+            400, 10, 3, mail_reply=(421, "4.7.28 unusual rate of unsolicited mail - gsmtp")
+        ),
+        2000,
+        0.025,
+    ),
+    (lambda: FixedWindow(10, 60, 2), 200, 0.001),
+    (lambda: FixedWindow(30, 60, 3), 600, 0.001),
+    (lambda: FixedWindow(100, 60, 2), 2000, 0.001),
+    (lambda: SlidingWindow(50, 60, 3), 2000, 0.001),
+    (lambda: SlidingWindow(5, 1, 2), 2000, 0.001),
+]
+
+
+def main() -> int:
+    """Print the sweep as a Markdown table (default settings: no --rate, 4 connections)."""
+    print("| model | RTT ms | N | ideal s | simulated s | ratio | refused MAIL / MAIL |", end="")
+    print(" refused conn | failed | pace changes |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+    for make, n, rtt in SWEEP:
+        r = simulate(make(), n, rtt=rtt)
+        print(
+            f"| {r.provider} | {rtt * 1000:g} | {n:,} | {r.ideal_s:,.0f} | {r.wall_s:,.0f} "
+            f"| {r.ratio:.2f} | {r.refused_mail:,} / {r.mail_commands:,} "
+            f"({r.refused_share:.1%}) | {r.refused_connections} | {r.failed} "
+            f"| {len(r.changes)} |"
+        )
+    return 0
 
 
 __all__ = [
@@ -471,3 +518,8 @@ __all__ = [
 ]
 
 _ = Signal  # re-exported for the tests' convenience
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

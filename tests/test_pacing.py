@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from campaign.pacing import RULES, Pacer, Signal, Slot, classify_reply, rule_for
@@ -45,7 +47,12 @@ REPLIES = [
     ("milter-greylist", 451, "4.7.1 Greylisting in action, please come back later", TEMPORARY),
     ("mailbox-busy", 451, "4.3.0 mailbox busy", TEMPORARY),
     # Microsoft 365 / Exchange Online
-    ("m365-thread-limit", 432, "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded", CONNECTIONS),
+    (
+        "m365-thread-limit",
+        432,
+        "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded",
+        CONNECTIONS,
+    ),
     (
         "m365-concurrent",
         432,
@@ -172,7 +179,7 @@ def test_rate_ceiling_spaces_starts_evenly() -> None:
     for _ in range(10):
         book(pacer, clock)
         starts.append(clock.now)
-    gaps = {round(b - a, 6) for a, b in zip(starts, starts[1:], strict=False)}
+    gaps = {round(b - a, 6) for a, b in itertools.pairwise(starts)}
     assert gaps == {2.0}
 
 
@@ -282,7 +289,9 @@ def test_connection_failure_without_a_reply_and_none_open_is_not_a_limit() -> No
 def test_limit_reply_with_none_open_holds_the_run_back() -> None:
     clock = Clock()
     pacer = Pacer(connections=4, clock=clock)
-    change = pacer.connection_refused(421, "Too many concurrent SMTP connections", open_connections=0)
+    change = pacer.connection_refused(
+        421, "Too many concurrent SMTP connections", open_connections=0
+    )
     assert change is not None and change.message.startswith("waiting ")
     assert pacer.connections == 1
     assert not pacer.reserve().booked
