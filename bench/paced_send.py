@@ -35,7 +35,7 @@ if __package__ in (None, ""):
 
 import aiosmtplib
 
-from campaign.pacing import Pacer, PaceChange, Signal
+from campaign.pacing import PaceChange, Pacer, Signal
 
 HOST = "127.0.0.1"
 SENDER = "campaign@example.org"
@@ -121,7 +121,9 @@ async def worker(run: Run, number: int) -> None:
                     await candidate.connect()
                 except aiosmtplib.SMTPConnectResponseError as err:
                     run.refused_connections += 1
-                    run.note(pacer.connection_refused(err.code, err.message, open_connections=run.open))
+                    run.note(
+                        pacer.connection_refused(err.code, err.message, open_connections=run.open)
+                    )
                     run.retry(job, 0.0)  # not tried: first in line again
                     if run.open:
                         return
