@@ -2012,6 +2012,8 @@ def write_outputs(results: Results) -> None:
             *evaluate_provider(results),
         ]:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    if cfg.provider_only:
+        cfg.plot = None  # nothing to plot; the file keeps the last full run's figure
     if cfg.plot is not None and not plot(results, cfg.plot):
         _log(cfg, "matplotlib not importable: no plot")
         cfg.plot = None
