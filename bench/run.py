@@ -12,6 +12,13 @@ The same again in latency mode (the sink delays every reply by --latency
 seconds, default 0.025) at smaller N (--latency-n, default 500), and the
 sink's own ceiling (pre-built bytes over K pipelined connections).
 
+Then provider mode (issue 13; --no-provider skips it, --provider-only runs it
+alone): the sink enforces a relay's limits (a token bucket of 600 messages a
+minute with a burst of 20, at most 2 connections per client, refusing beyond
+them as relays do), and campaign with its default settings, campaign with a
+well-chosen --rate, the smtplib loop and mailmerge each send N = 2,000 letters
+through it: wall time against the ideal N / rate, refusals, and what arrived.
+
 Then the figures issue 6 also asks for (--no-extras skips them): `campaign
 check` on 100,000 recipients; `campaign log` and `campaign log --json` on a
 log of 1,000,000 events written by bench/genlog.py; peak RSS of `campaign
@@ -27,6 +34,7 @@ matplotlib can be imported.
     python bench/run.py                        # the full benchmark
     python bench/run.py --quick                # N=200, 1 run, latency N=50, small extras
     python bench/run.py --only-extras          # only check / log / send RSS
+    python bench/run.py --provider-only        # only provider mode (about 8 minutes)
     python bench/run.py --senders smtplib-loop,aiosmtplib-ceiling --n 1000
     python bench/run.py measure --n 100000 -- {campaign} --file {yaml} check
 
@@ -60,12 +68,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.generate import Generated, generate, mailmerge_config
-from bench.sink import SinkCounts, SinkProcess, measure_ceiling
+from bench.sink import ProviderLimits, SinkCounts, SinkProcess, measure_ceiling
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 LOOPBACK = "loopback"
 LATENCY = "latency"
+PROVIDER = "provider"
 
 
 # --------------------------------------------------------------------------- senders
@@ -82,6 +91,7 @@ class RunContext:
     concurrency: int
     run_dir: Path  # fresh, empty; the sender's cwd
     prebuilt: Path | None  # pickled (sender, rcpts, bytes), for senders that need it
+    rate: float | None = None  # provider mode: campaign's --rate, when the sender sets one
 
 
 def _no_env(ctx: RunContext) -> dict[str, str]:
@@ -214,6 +224,61 @@ SENDERS: dict[str, Sender] = {
 }
 
 
+def _campaign_default_argv(ctx: RunContext) -> list[str]:
+    """campaign as a user runs it: no --concurrency (4 by default), no --rate."""
+    return [
+        *campaign_command(ctx.python),
+        "--file",
+        str(ctx.data.yaml_path),
+        "--outbox",
+        str(ctx.run_dir / "outbox"),
+        "send",
+        "--yes",
+        "--log",
+        str(ctx.run_dir / "send-log.jsonl"),
+    ]
+
+
+def _campaign_rate_argv(ctx: RunContext) -> list[str]:
+    assert ctx.rate is not None
+    rate = ["--rate", f"{ctx.rate:g}", "--concurrency", str(ctx.concurrency)]
+    return [*_campaign_default_argv(ctx), *rate]
+
+
+# Provider mode: what a campaigner would run against a relay that limits them.
+PROVIDER_SENDERS: dict[str, Sender] = {
+    s.name: s
+    for s in [
+        Sender(
+            "campaign",
+            "`campaign send --yes` with its default settings (4 connections, no --rate)",
+            _campaign_default_argv,
+            env=_campaign_env,
+            connections=lambda ctx: 4,
+        ),
+        Sender(
+            "campaign-rate",
+            "`campaign send --yes --rate R --concurrency C`, chosen to fit the relay: R 95% of"
+            " its rate, C its connection limit",
+            _campaign_rate_argv,
+            env=_campaign_env,
+            connections=lambda ctx: ctx.concurrency,
+        ),
+        SENDERS["smtplib-loop"],
+        SENDERS["mailmerge"],
+    ]
+}
+PROVIDER_BEHAVIOUR = {
+    "campaign": "paces itself by the relay's refusals (issue 13); until the pacer is wired"
+    " in, a 4xx is retried per message with --retries/--backoff and then left deferred",
+    "campaign-rate": "spaces message starts to the given rate; 4xx as for campaign",
+    "smtplib-loop": "a refused message is counted failed and the loop goes on to the next"
+    " recipient: nothing is tried again",
+    "mailmerge": "stops at the first refusal (`Error on message N ... Hint: --resume N`);"
+    " its own `ratelimit` setting is 0 here, as generated",
+}
+
+
 # --------------------------------------------------------------------------- measuring
 
 
@@ -336,6 +401,16 @@ class Config:
     fs_settle_ms: float = 0.15
     fs_settle_max_s: float = 180.0
     extra_timeout: float = 1800.0
+    # Provider mode (issue 13): the sink as a rate-limiting relay.
+    provider: bool = True
+    provider_only: bool = False
+    provider_n: int = 2000
+    provider_limits: ProviderLimits = field(
+        default_factory=lambda: ProviderLimits(per_minute=600, burst=20, max_connections=2)
+    )
+    provider_rate: float = 570.0  # campaign's "well-chosen --rate": 95% of the relay's rate
+    provider_senders: list[str] = field(default_factory=lambda: list(PROVIDER_SENDERS))
+    provider_runs: int = 1
     # This invocation's run directories (fresh; removed only at the very end).
     runs_root: Path | None = None
 
@@ -525,6 +600,7 @@ class Results:
     started: str
     finished: str = ""
     extras: list[dict[str, Any]] = field(default_factory=list)  # kind "extra", one per run
+    provider: list[dict[str, Any]] = field(default_factory=list)  # kind "provider", one per run
     genlog: dict[str, Any] | None = None  # what bench/genlog.py wrote for `campaign log`
 
     def summary(self) -> list[dict[str, Any]]:
@@ -537,12 +613,13 @@ class Results:
             not any(r["status"] == "failed" for r in self.records)
             and all(c["verified"] for c in self.ceiling)
             and all(e["verified"] for e in self.extras)
+            and all(p["verified"] for p in self.provider)
         )
 
     def failed_run_dirs(self) -> list[str]:
         return [
             r["run_dir"]
-            for r in [*self.records, *self.extras]
+            for r in [*self.records, *self.extras, *self.provider]
             if r.get("run_dir") and not r.get("verified", r.get("status") == "ok")
         ]
 
@@ -712,6 +789,238 @@ def ceiling_messages(prebuilt: Path, count: int) -> list[tuple[str, list[str], b
     return out
 
 
+def campaign_statuses(cfg: Config, data: Generated, run_dir: Path) -> dict[str, int] | None:
+    """What campaign's own log says per recipient (`campaign log --json`), or None."""
+    log = run_dir / "send-log.jsonl"
+    if not log.exists():
+        return None
+    argv = [
+        *campaign_command(cfg.python),
+        "--file",
+        str(data.yaml_path),
+        "--outbox",
+        str(run_dir / "outbox"),
+        "log",
+        "--log",
+        str(log),
+        "--json",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode not in (0, 1):
+        return None
+    counts: Counter[str] = Counter()
+    try:
+        for line in done.stdout.splitlines():
+            if line.strip():
+                counts[str(json.loads(line)["status"])] += 1
+    except (ValueError, KeyError, TypeError):
+        return None
+    return dict(sorted(counts.items()))
+
+
+def run_provider_once(cfg: Config, sender: Sender, data: Generated, rep: int) -> dict[str, Any]:
+    """One run of one sender against the sink in provider mode; what arrived, and when."""
+    limits = cfg.provider_limits
+    ideal = limits.ideal_seconds(data.n)
+    run_dir = fresh_run_dir(cfg, f"provider-n{data.n}-{sender.name}-{rep}")
+    timeout = cfg.timeout or ideal * 4 + 300
+    sink = SinkProcess(run_dir / "sink-report.json", max_seconds=timeout + 600, provider=limits)
+    sink.start()
+    error = ""
+    try:
+        ctx = RunContext(
+            python=cfg.python,
+            data=data,
+            port=sink.port,
+            latency=0.0,
+            concurrency=(limits.max_connections or 4) if sender.name == "campaign-rate" else 4,
+            run_dir=run_dir,
+            prebuilt=None,
+            rate=cfg.provider_rate if sender.name == "campaign-rate" else None,
+        )
+        sender.prepare(ctx)
+        argv = sender.argv(ctx)
+        result = measure_process(
+            argv,
+            env=sender.env(ctx),
+            cwd=run_dir,
+            timeout=timeout,
+            stdout=run_dir / "stdout.txt",
+            stderr=run_dir / "stderr.txt",
+        )
+    finally:
+        try:
+            counts = sink.stop()
+        except RuntimeError as exc:
+            error = str(exc)
+            counts = None
+        finally:
+            sink.__exit__()
+    record: dict[str, Any] = {
+        "kind": PROVIDER,
+        "sender": sender.name,
+        "n": data.n,
+        "addresses": data.address_count,
+        "run": rep,
+        "limits": {
+            "per_minute": limits.per_minute,
+            "burst": limits.burst,
+            "max_connections": limits.max_connections,
+            "greeting_reply": limits.greeting_reply,
+            "mail_reply": limits.mail_reply,
+        },
+        "rate": ctx.rate,
+        "exit_code": result.exit_code,
+        "timed_out": result.timed_out,
+        "wall_s": round(result.wall_s, 3),
+        "ideal_s": round(ideal, 3),
+        "ratio": round(result.wall_s / ideal, 4) if ideal else None,
+        "argv": [str(a) for a in argv],
+        "stderr_tail": _tail(run_dir / "stderr.txt"),
+        "stdout_tail": _tail(run_dir / "stdout.txt", 300),
+    }
+    if counts is None:
+        record.update(verified=False, error=error, run_dir=str(run_dir))
+        return record
+    report = counts.verify(data.addresses())
+    once = report.expected - len(report.missing) - len(report.duplicates)
+    record.update(
+        mail_commands=counts.mail_commands,
+        refused_mail=counts.refused_mail,
+        refused_connections=counts.refused_connections,
+        refused_share=round(counts.refused_mail / counts.mail_commands, 4)
+        if counts.mail_commands
+        else 0.0,
+        connections=counts.connections,
+        max_concurrent=counts.max_concurrent,
+        delivered_once=once,
+        missing=len(report.missing),
+        duplicates=len(report.duplicates),
+        unexpected=len(report.unexpected),
+        statuses=campaign_statuses(cfg, data, run_dir)
+        if sender.name.startswith("campaign")
+        else None,
+    )
+    # Verified: nothing sent twice or to an address not in the campaign. What is missing is
+    # the sender's result, reported, not a fault of the benchmark.
+    record["verified"] = not (report.duplicates or report.unexpected or result.timed_out)
+    record["run_dir"] = "" if record["verified"] else str(run_dir)
+    return record
+
+
+def run_provider(cfg: Config, results: Results) -> None:
+    """Provider mode: every provider sender through a rate-limiting sink, N letters each."""
+    data = generate(
+        cfg.provider_n, cfg.work / "data" / f"n{cfg.provider_n}-seed{cfg.seed}", cfg.seed
+    )
+    senders = []
+    for name in cfg.provider_senders:
+        sender = PROVIDER_SENDERS[name]
+        reason = sender.unavailable(cfg.python)
+        if reason:
+            results.skipped[f"{name} (provider)"] = reason
+            _log(cfg, f"skip {name} (provider): {reason}")
+        else:
+            senders.append(sender)
+    limits = cfg.provider_limits
+    _log(
+        cfg,
+        f"provider mode: {limits.per_minute:g}/min, burst {limits.burst}, "
+        f"{limits.max_connections} connections; N = {data.n:,}, ideal "
+        f"{limits.ideal_seconds(data.n):.0f} s per sender",
+    )
+    for rep in range(1, cfg.provider_runs + 1):
+        for sender in senders:
+            rec = run_provider_once(cfg, sender, data, rep)
+            results.provider.append(rec)
+            _log(
+                cfg,
+                f"provider n={data.n:<6} {sender.name:14} run {rep}: wall {rec['wall_s']:8.1f} s "
+                f"({rec.get('ratio') or 0:.2f}x ideal)  refused MAIL "
+                f"{rec.get('refused_mail', 0)}/{rec.get('mail_commands', 0)}, connections "
+                f"{rec.get('refused_connections', 0)}  delivered once "
+                f"{rec.get('delivered_once', 0)}/{data.address_count}  exit {rec['exit_code']}"
+                + ("" if rec["verified"] else "  NOT VERIFIED"),
+            )
+
+
+@dataclass(frozen=True)
+class ProviderTarget:
+    """One of issue 13's targets for campaign with its default settings in provider mode."""
+
+    label: str
+    check: Callable[[dict[str, Any], Config], tuple[bool | None, str]]
+
+
+def _ratio_check(rec: dict[str, Any], cfg: Config) -> tuple[bool | None, str]:
+    ratio = rec.get("ratio")
+    if ratio is None or "missing" not in rec:
+        return None, "not measured"
+    value = f"{_ratio(ratio, 1.25)}× the ideal {rec['ideal_s']:.0f} s"
+    if rec["missing"]:
+        return False, f"{value}, but {rec['missing']:,} addresses not delivered"
+    return ratio <= 1.25, value
+
+
+def _status_check(status: str) -> Callable[[dict[str, Any], Config], tuple[bool | None, str]]:
+    def check(rec: dict[str, Any], cfg: Config) -> tuple[bool | None, str]:
+        statuses = rec.get("statuses")
+        if statuses is None:
+            return None, "campaign's log could not be read"
+        count = int(statuses.get(status, 0))
+        return count == 0, f"{count:,} {status}"
+
+    return check
+
+
+def _duplicates_check(rec: dict[str, Any], cfg: Config) -> tuple[bool | None, str]:
+    if "duplicates" not in rec:
+        return None, "not measured"
+    once = f"{rec['delivered_once']:,} of {rec['addresses']:,} addresses got exactly one"
+    return rec["duplicates"] == 0 and rec["unexpected"] == 0, f"{rec['duplicates']} twice; {once}"
+
+
+def _refused_check(rec: dict[str, Any], cfg: Config) -> tuple[bool | None, str]:
+    if not rec.get("mail_commands"):
+        return None, "not measured"
+    share = rec["refused_share"]
+    return share <= 0.10, (
+        f"{share:.1%} ({rec['refused_mail']:,} of {rec['mail_commands']:,} MAIL commands)"
+    )
+
+
+PROVIDER_TARGETS = [
+    ProviderTarget("wall time ≤ 1.25 × the ideal N / rate", _ratio_check),
+    ProviderTarget("0 failed", _status_check("failed")),
+    ProviderTarget("0 unknown", _status_check("unknown")),
+    ProviderTarget("0 duplicates", _duplicates_check),
+    ProviderTarget("≤ 10% of attempts refused", _refused_check),
+]
+
+
+def evaluate_provider(results: Results) -> list[dict[str, Any]]:
+    """Issue 13's targets for campaign (default settings), on its median-wall run."""
+    runs = [r for r in results.provider if r["sender"] == "campaign"]
+    if not runs:
+        return []
+    rec = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
+    out = []
+    for target in PROVIDER_TARGETS:
+        met, value = target.check(rec, results.config)
+        verdict = "not measured" if met is None else "met" if met else "**missed**"
+        out.append(
+            {
+                "kind": "provider-target",
+                "target": target.label,
+                "value": value,
+                "met": met,
+                "verdict": verdict,
+                "run": rec["run"],
+            }
+        )
+    return out
+
+
 def run_benchmark(cfg: Config) -> Results:
     unknown = [s for s in cfg.senders if s not in SENDERS]
     if unknown:
@@ -729,8 +1038,9 @@ def run_benchmark(cfg: Config) -> Results:
             senders.append(SENDERS[name])
 
     results.environment["fs_probe_start"] = settle_file_system(cfg)
-    modes: list[tuple[str, float, list[int]]] = [] if cfg.only_extras else [(LOOPBACK, 0.0, cfg.ns)]
-    if cfg.latency > 0 and cfg.latency_ns and not cfg.only_extras:
+    senders_run = not (cfg.only_extras or cfg.provider_only)
+    modes: list[tuple[str, float, list[int]]] = [(LOOPBACK, 0.0, cfg.ns)] if senders_run else []
+    if cfg.latency > 0 and cfg.latency_ns and senders_run:
         modes.append((LATENCY, cfg.latency, cfg.latency_ns))
     datasets: dict[int, tuple[Generated, Path | None]] = {}
     need_prebuilt = cfg.ceiling or any(s.needs_prebuilt for s in senders)
@@ -779,7 +1089,9 @@ def run_benchmark(cfg: Config) -> Results:
                 f"sink ceiling run {rep}: {r['msgs_per_s']:.0f} msgs/s, {r['mb_per_s']:.0f} MB/s "
                 f"over {r['connections']} connections, verified={r['verified']}",
             )
-    if cfg.extras:
+    if (cfg.provider or cfg.provider_only) and not cfg.only_extras:
+        run_provider(cfg, results)
+    if cfg.extras and not cfg.provider_only:
         run_extras(cfg, results, {n: d for n, (d, _) in datasets.items()})
     results.environment["fs_probe_end"] = round(probe_file_creation(cfg, "end"), 3)
     results.finished = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -1298,8 +1610,9 @@ def render_markdown(results: Results) -> str:
         lines += [f"- {name}: {why}" for name, why in results.skipped.items()]
         lines.append("")
 
-    modes = [] if cfg.only_extras else [(LOOPBACK, "Loopback, no added latency", cfg.ns)]
-    if cfg.latency > 0 and not cfg.only_extras:
+    senders_run = not (cfg.only_extras or cfg.provider_only)
+    modes = [(LOOPBACK, "Loopback, no added latency", cfg.ns)] if senders_run else []
+    if cfg.latency > 0 and senders_run:
         modes.append(
             (
                 LATENCY,
@@ -1384,8 +1697,10 @@ def render_markdown(results: Results) -> str:
             )
         lines.append("")
 
-    lines += render_extras(results)
-    if not cfg.only_extras:
+    lines += render_provider(results)
+    if not cfg.provider_only:
+        lines += render_extras(results)
+    if senders_run:
         lines += ["## Senders", ""]
         lines += [f"- **{name}**: {SENDERS[name].describe}" for name in cfg.senders]
         lines.append("")
@@ -1395,6 +1710,101 @@ def render_markdown(results: Results) -> str:
     if cfg.plot is not None and cfg.plot.exists():
         lines += ["", f"![throughput against N]({_rel(cfg.plot, cfg.results_md.parent)})"]
     return "\n".join(lines) + "\n"
+
+
+PROVIDER_HEADING = "## Provider mode: a relay that limits the rate"
+
+
+def replace_section(text: str, heading: str, section: list[str]) -> str:
+    """`text` with the `## ` section under `heading` replaced by `section` (or inserted).
+
+    A new section goes before "## Also measured" (or "## Senders", or at the end).
+    """
+    lines = text.splitlines()
+    body = [*section] if section else []
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), None)
+        if end is None:
+            end = next(
+                (i for i in range(start + 1, len(lines)) if lines[i].startswith("Raw figures")),
+                len(lines),
+            )
+        lines[start:end] = body
+    else:
+        at = next(
+            (i for i, line in enumerate(lines) if line in ("## Also measured", "## Senders")),
+            len(lines),
+        )
+        lines[at:at] = body
+    return "\n".join(lines) + "\n"
+
+
+def render_provider(results: Results) -> list[str]:
+    """Provider mode: each sender against the rate-limiting sink, and issue 13's targets."""
+    if not results.provider:
+        return []
+    cfg = results.config
+    limits = cfg.provider_limits
+    first = results.provider[0]
+    lines = [
+        PROVIDER_HEADING,
+        "",
+        f"Measured on {results.finished or results.started} (UTC) by `{cfg.command}`.",
+        "",
+        f"The sink as a rate-limiting relay (`bench/sink.py --provider-rate`): a token bucket of "
+        f"**{limits.per_minute:g} messages a minute with a burst of {limits.burst}** (a token "
+        f"taken at MAIL), at most **{limits.max_connections} connections** per client; beyond "
+        f"them it answers `{limits.greeting_reply}` at the greeting (and closes) and "
+        f"`{limits.mail_reply}` at MAIL. N = {first['n']:,} letters to {first['addresses']:,} "
+        f"addresses; the ideal time is N / rate = {first['ideal_s']:,.0f} s. Refused = MAIL "
+        "commands refused for the rate, of all MAIL commands; connections refused at the "
+        "greeting are counted apart. A fresh sink and folder per run; every address checked "
+        "at the sink.",
+        "",
+        "| sender | run | wall s | × ideal | MAIL commands | refused MAIL | refused connections "
+        "| addresses delivered once | not delivered | twice | campaign's log | exit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for rec in results.provider:
+        if "mail_commands" not in rec:
+            lines.append(
+                f"| {rec['sender']} | {rec['run']} | **FAILED** | | | | | | | | "
+                f"{str(rec.get('error', ''))[:100]} | {rec['exit_code']} |"
+            )
+            continue
+        statuses = rec.get("statuses")
+        log = ", ".join(f"{v:,} {k}" for k, v in statuses.items()) if statuses else "—"
+        wall = _fmt(rec["wall_s"], 1) + (" (timed out)" if rec["timed_out"] else "")
+        lines.append(
+            f"| {rec['sender']} | {rec['run']} | {wall} | {_ratio(rec['ratio'], None)} "
+            f"| {rec['mail_commands']:,} | {rec['refused_mail']:,} ({rec['refused_share']:.1%}) "
+            f"| {rec['refused_connections']:,} | {rec['delivered_once']:,} "
+            f"| {rec['missing']:,} | {rec['duplicates']:,} | {log} | {rec['exit_code']} |"
+        )
+    lines.append("")
+    targets = evaluate_provider(results)
+    if targets:
+        lines += [
+            "Targets of issue 13, for campaign with its default settings:",
+            "",
+            "| target | measured | verdict |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {t['target']} | {t['value']} | {t['verdict']} |" for t in targets]
+        lines.append("")
+    senders = list(dict.fromkeys(rec["sender"] for rec in results.provider))
+    lines += ["How each sender meets a refusal:", ""]
+    for name in senders:
+        rate = ""
+        if name == "campaign-rate":
+            rate = f" (R = {cfg.provider_rate:g}/min, C = {limits.max_connections or 4})"
+        lines.append(
+            f"- **{name}**{rate}: {PROVIDER_SENDERS[name].describe}; "
+            f"{PROVIDER_BEHAVIOUR.get(name, '')}."
+        )
+    lines.append("")
+    return lines
 
 
 def _limits_text(name: str, scale: int) -> str:
@@ -1599,13 +2009,24 @@ def write_outputs(results: Results) -> None:
             *extra_meta,
             *results.extras,
             *evaluate_extras(results),
+            *results.provider,
+            *evaluate_provider(results),
         ]:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    if cfg.provider_only:
+        cfg.plot = None  # nothing to plot; the file keeps the last full run's figure
     if cfg.plot is not None and not plot(results, cfg.plot):
         _log(cfg, "matplotlib not importable: no plot")
         cfg.plot = None
     cfg.results_md.parent.mkdir(parents=True, exist_ok=True)
-    cfg.results_md.write_text(render_markdown(results), "utf-8")
+    if cfg.provider_only and cfg.results_md.exists():
+        # Only the provider section is new: keep every other figure the file holds.
+        text = replace_section(
+            cfg.results_md.read_text("utf-8"), PROVIDER_HEADING, render_provider(results)
+        )
+    else:
+        text = render_markdown(results)
+    cfg.results_md.write_text(text, "utf-8")
     _log(cfg, f"wrote {cfg.results_md} and {cfg.raw}" + (f" and {cfg.plot}" if cfg.plot else ""))
 
 
@@ -1700,6 +2121,23 @@ def parse_args(argv: Sequence[str]) -> Config:
     p.add_argument("--log-events", type=int, help="lines of the long log (1000000)")
     p.add_argument("--rss-n", type=_ints, help="N for send peak RSS (1000,10000,100000)")
     p.add_argument("--extra-runs", type=int, help="runs of check and log (default 3)")
+    p.add_argument("--no-provider", action="store_true", help="skip provider mode")
+    p.add_argument(
+        "--provider-only", action="store_true", help="only provider mode (issue 13), no other"
+    )
+    p.add_argument("--provider-n", type=int, help="letters in provider mode (2000)")
+    p.add_argument(
+        "--provider-limits",
+        help="RATE,BURST,CONNECTIONS of the relay, e.g. 600,20,2 (the default)",
+    )
+    p.add_argument(
+        "--provider-rate", type=float, help="campaign-rate's --rate (default 95%% of RATE)"
+    )
+    p.add_argument(
+        "--provider-senders",
+        help=f"comma-separated subset of {','.join(PROVIDER_SENDERS)}",
+    )
+    p.add_argument("--provider-runs", type=int, help="runs per provider sender (1)")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(list(argv))
     cfg = Config()
@@ -1744,6 +2182,26 @@ def parse_args(argv: Sequence[str]) -> Config:
     cfg.rss_ns = a.rss_n if a.rss_n is not None else cfg.rss_ns
     if a.extra_runs:
         cfg.check_runs = cfg.log_runs = a.extra_runs
+    if a.provider_only and (a.no_provider or a.only_extras):
+        p.error("--provider-only excludes --no-provider and --only-extras")
+    cfg.provider = not a.no_provider
+    cfg.provider_only = a.provider_only
+    if a.quick:
+        cfg.provider_n = 200
+    cfg.provider_n = a.provider_n or cfg.provider_n
+    if a.provider_limits:
+        try:
+            rate, burst, conns = a.provider_limits.split(",")
+            cfg.provider_limits = ProviderLimits(float(rate), int(burst), int(conns))
+        except ValueError as err:
+            p.error(f"--provider-limits: give RATE,BURST,CONNECTIONS, e.g. 600,20,2 ({err})")
+    cfg.provider_rate = a.provider_rate or round(cfg.provider_limits.per_minute * 0.95, 1)
+    if a.provider_senders:
+        cfg.provider_senders = [x.strip() for x in a.provider_senders.split(",")]
+        unknown = [x for x in cfg.provider_senders if x not in PROVIDER_SENDERS]
+        if unknown:
+            p.error(f"unknown provider sender(s) {unknown}; known: {list(PROVIDER_SENDERS)}")
+    cfg.provider_runs = a.provider_runs or cfg.provider_runs
     cfg.quiet = a.quiet
     cfg.command = shlex.join(["python", "bench/run.py", *argv])
     return cfg

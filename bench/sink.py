@@ -16,6 +16,14 @@ afterwards tells whether every expected address got exactly one message.
 * Bounded: command lines longer than 8 KiB and messages larger than SIZE are
   refused and the connection closed; the subprocess mode stops by itself
   after `--max-seconds`.
+* Provider mode (`provider=ProviderLimits(...)`, or `--provider-rate`) models a
+  real relay's limits, per client address: a message rate as a token bucket
+  (`per_minute`, `burst`; a token is taken at MAIL), and at most
+  `max_connections` connections at once. Beyond them it answers as relays do,
+  with configurable replies: the greeting of a connection too many (default
+  `421 4.7.0 Too many concurrent connections`, then it closes) and MAIL without
+  a token (default `451 4.7.1 rate limited, try again later`; a 421 reply also
+  closes the connection). It counts MAIL commands and refusals of both kinds.
 
 In-process use::
 
@@ -29,6 +37,8 @@ being measured)::
     python bench/sink.py --port 0 --latency 0.025 --report-file counts.json
     # first line on stdout: the port; on SIGTERM/SIGINT it writes the counts
     # (see SinkCounts.to_json) to --report-file and exits 0.
+    python bench/sink.py --provider-rate 600 --provider-burst 20 --provider-connections 2 \
+        --provider-mail-reply "450 4.7.1 too much mail" --report-file counts.json
 
 `SinkProcess` wraps that for Python callers. The sink's own ceiling::
 
@@ -118,6 +128,9 @@ class SinkCounts:
     connections: int = 0
     max_concurrent: int = 0
     protocol_errors: int = 0
+    mail_commands: int = 0  # every MAIL command, accepted or refused
+    refused_mail: int = 0  # provider mode: MAIL refused for the rate
+    refused_connections: int = 0  # provider mode: connections refused at the greeting
 
     def messages_for(self, address: str) -> int:
         entry = self.per_recipient.get(address.lower())
@@ -152,6 +165,9 @@ class SinkCounts:
             "connections": self.connections,
             "max_concurrent": self.max_concurrent,
             "protocol_errors": self.protocol_errors,
+            "mail_commands": self.mail_commands,
+            "refused_mail": self.refused_mail,
+            "refused_connections": self.refused_connections,
             "per_recipient": self.per_recipient,
         }
 
@@ -164,7 +180,77 @@ class SinkCounts:
             connections=data["connections"],
             max_concurrent=data["max_concurrent"],
             protocol_errors=data.get("protocol_errors", 0),
+            mail_commands=data.get("mail_commands", 0),
+            refused_mail=data.get("refused_mail", 0),
+            refused_connections=data.get("refused_connections", 0),
         )
+
+
+# --------------------------------------------------------------------------- provider mode
+
+
+def _reply_line(text: str) -> bytes:
+    """A configured reply as one CRLF-terminated line: '451 4.7.1 rate limited'."""
+    line = text.strip().encode("ascii")
+    if len(line) < 4 or not line[:3].isdigit() or line[:1] not in b"45" or line[3:4] != b" ":
+        raise ValueError(f"a refusal must look like '451 4.7.1 text', not {text!r}")
+    if b"\r" in line or b"\n" in line or len(line) > 500:
+        raise ValueError(f"a refusal must be one line of at most 500 characters: {text!r}")
+    return line + b"\r\n"
+
+
+@dataclass(frozen=True)
+class ProviderLimits:
+    """What provider mode enforces per client address, and how it says no."""
+
+    per_minute: float  # the token bucket's rate
+    burst: int  # and its size (it starts full)
+    max_connections: int = 0  # at once; 0: no limit
+    greeting_reply: str = "421 4.7.0 Too many concurrent connections"
+    mail_reply: str = "451 4.7.1 rate limited, try again later"
+
+    def __post_init__(self) -> None:
+        if self.per_minute <= 0 or self.burst < 1 or self.max_connections < 0:
+            raise ValueError("provider limits: rate > 0, burst >= 1, connections >= 0")
+        _reply_line(self.greeting_reply)
+        _reply_line(self.mail_reply)
+
+    def ideal_seconds(self, messages: int) -> float:
+        """N / rate: the time the issue's target compares with."""
+        return messages * 60.0 / self.per_minute
+
+    def to_argv(self) -> list[str]:
+        return [
+            "--provider-rate",
+            repr(self.per_minute),
+            "--provider-burst",
+            str(self.burst),
+            "--provider-connections",
+            str(self.max_connections),
+            "--provider-greeting-reply",
+            self.greeting_reply,
+            "--provider-mail-reply",
+            self.mail_reply,
+        ]
+
+
+class _Client:
+    """One client address's share of the provider's limits: its bucket and its sessions."""
+
+    def __init__(self, limits: ProviderLimits, now: float) -> None:
+        self.rate = limits.per_minute / 60.0
+        self.burst = float(limits.burst)
+        self.tokens = float(limits.burst)
+        self.updated = now
+        self.sessions = 0
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
 
 
 # --------------------------------------------------------------------------- protocol
@@ -196,12 +282,24 @@ class _Session(asyncio.Protocol):
         self.closing = False
         self.pending: deque[tuple[float, bytes, bool]] = deque()
         self.timer: asyncio.TimerHandle | None = None
+        self.client: _Client | None = None  # provider mode: this client's limits
 
     # -- connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         counts = self.counts
+        limits = self.sink.provider
+        if limits is not None:
+            peer = self.transport.get_extra_info("peername")
+            client = self.sink._client(str(peer[0]) if peer else "?")
+            if limits.max_connections and client.sessions >= limits.max_connections:
+                counts.refused_connections += 1
+                self.closing = True
+                self._send(self.sink.greeting_refusal, True)
+                return
+            client.sessions += 1
+            self.client = client
         counts.connections += 1
         self.sink._sessions.add(self)
         if len(self.sink._sessions) > counts.max_concurrent:
@@ -209,6 +307,9 @@ class _Session(asyncio.Protocol):
         self._send(b"220 " + self.sink.hostname + b" ESMTP bench sink ready\r\n", False)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.client is not None:
+            self.client.sessions -= 1
+            self.client = None
         self.sink._sessions.discard(self)
         if self.timer is not None:
             self.timer.cancel()
@@ -340,6 +441,7 @@ class _Session(asyncio.Protocol):
                 self.rcpts.append(address)
                 out.append(b"250 2.1.5 OK\r\n")
             elif verb == b"MAIL":
+                counts.mail_commands += 1
                 if self.mail_from is not None:
                     out.append(b"503 5.5.1 nested MAIL\r\n")
                     continue
@@ -349,6 +451,13 @@ class _Session(asyncio.Protocol):
                 address = _path(line[10:])
                 if address is None:
                     out.append(b"501 5.1.7 bad sender address\r\n")
+                    continue
+                if self.client is not None and not self.client.take(self.loop.time()):
+                    counts.refused_mail += 1
+                    out.append(self.sink.mail_refusal)
+                    if self.sink.mail_refusal.startswith(b"421"):
+                        close = True  # RFC 5321 3.8: 421 closes the channel
+                        break
                     continue
                 self.mail_from = address
                 self.rcpts = []
@@ -404,6 +513,7 @@ class SmtpSink:
         latency: float = 0.0,
         keep_messages: bool = False,
         hostname: str = "sink.bench.invalid",
+        provider: ProviderLimits | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -422,6 +532,18 @@ class SmtpSink:
         self.messages: list[tuple[str, tuple[str, ...], bytes]] = []
         self._sessions: set[_Session] = set()
         self._server: asyncio.Server | None = None
+        self.provider = provider
+        self.greeting_refusal = _reply_line(provider.greeting_reply) if provider else b""
+        self.mail_refusal = _reply_line(provider.mail_reply) if provider else b""
+        self._clients: dict[str, _Client] = {}
+
+    def _client(self, address: str) -> _Client:
+        client = self._clients.get(address)
+        if client is None:
+            assert self.provider is not None
+            now = asyncio.get_running_loop().time()
+            client = self._clients[address] = _Client(self.provider, now)
+        return client
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
@@ -463,8 +585,13 @@ class SmtpSink:
 class SinkThread:
     """The sink on its own event loop in a background thread (for synchronous callers)."""
 
-    def __init__(self, latency: float = 0.0, keep_messages: bool = False) -> None:
-        self.sink = SmtpSink(latency=latency, keep_messages=keep_messages)
+    def __init__(
+        self,
+        latency: float = 0.0,
+        keep_messages: bool = False,
+        provider: ProviderLimits | None = None,
+    ) -> None:
+        self.sink = SmtpSink(latency=latency, keep_messages=keep_messages, provider=provider)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
@@ -497,9 +624,11 @@ class SinkProcess:
         latency: float = 0.0,
         python: str = sys.executable,
         max_seconds: float = 3600.0,
+        provider: ProviderLimits | None = None,
     ) -> None:
         self.report_file = Path(report_file)
         self.latency = latency
+        self.provider = provider
         self.python = python
         self.max_seconds = max_seconds
         self.proc: subprocess.Popen[str] | None = None
@@ -518,6 +647,7 @@ class SinkProcess:
             str(self.report_file),
             "--max-seconds",
             repr(self.max_seconds),
+            *(self.provider.to_argv() if self.provider is not None else []),
         ]
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
@@ -691,7 +821,16 @@ def measure_ceiling(
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    sink = SmtpSink(port=args.port, latency=args.latency)
+    provider = None
+    if args.provider_rate is not None:
+        provider = ProviderLimits(
+            per_minute=args.provider_rate,
+            burst=args.provider_burst,
+            max_connections=args.provider_connections,
+            greeting_reply=args.provider_greeting_reply,
+            mail_reply=args.provider_mail_reply,
+        )
+    sink = SmtpSink(port=args.port, latency=args.latency, provider=provider)
     port = await sink.start()
     sys.stdout.write(f"{port}\n")
     sys.stdout.flush()
@@ -709,7 +848,11 @@ async def _serve(args: argparse.Namespace) -> int:
         os.replace(tmp, path)
     else:
         c = sink.counts
-        print(f"messages={c.total_messages} bytes={c.total_bytes} connections={c.connections}")
+        print(
+            f"messages={c.total_messages} bytes={c.total_bytes} connections={c.connections}"
+            f" mail={c.mail_commands} refused_mail={c.refused_mail}"
+            f" refused_connections={c.refused_connections}"
+        )
     return 0
 
 
@@ -748,7 +891,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
     p.add_argument("--report-file", help="write counts as JSON here on SIGTERM/SIGINT")
     p.add_argument("--max-seconds", type=float, default=3600.0, help="stop by itself after this")
-    return asyncio.run(_serve(p.parse_args(argv)))
+    defaults = ProviderLimits(per_minute=1, burst=1)
+    g = p.add_argument_group("provider mode", "a relay's limits per client address")
+    g.add_argument("--provider-rate", type=float, help="messages per minute (turns it on)")
+    g.add_argument("--provider-burst", type=int, default=20, help="token bucket size (20)")
+    g.add_argument("--provider-connections", type=int, default=0, help="at once; 0: no limit")
+    g.add_argument("--provider-greeting-reply", default=defaults.greeting_reply)
+    g.add_argument("--provider-mail-reply", default=defaults.mail_reply)
+    args = p.parse_args(argv)
+    if args.provider_rate is not None:
+        try:
+            ProviderLimits(
+                args.provider_rate,
+                args.provider_burst,
+                args.provider_connections,
+                args.provider_greeting_reply,
+                args.provider_mail_reply,
+            )
+        except ValueError as err:
+            p.error(str(err))
+    return asyncio.run(_serve(args))
 
 
 if __name__ == "__main__":

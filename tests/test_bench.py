@@ -35,7 +35,14 @@ if str(ROOT) not in sys.path:
 from bench import run as bench_run  # noqa: E402
 from bench.generate import generate  # noqa: E402
 from bench.genlog import genlog  # noqa: E402
-from bench.sink import SinkProcess, SinkThread, SmtpSink, push_ceiling, synthetic_messages  # noqa: E402
+from bench.sink import (  # noqa: E402
+    ProviderLimits,
+    SinkProcess,
+    SinkThread,
+    SmtpSink,
+    push_ceiling,
+    synthetic_messages,
+)
 
 # --------------------------------------------------------------------------- helpers
 
@@ -253,6 +260,104 @@ def test_sink_ceiling_pushes_pipelined_bytes() -> None:
     assert ok
     assert result["messages"] == 300 and not result["errors"]
     assert float(result["msgs_per_s"]) > 0  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- provider mode
+
+
+def _greeting(port: int) -> tuple[socket.socket, bytes]:
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10)
+    return s, _recv_lines(s, 1)[0]
+
+
+@pytest.mark.bench
+def test_provider_sink_refuses_mail_beyond_the_burst_with_the_configured_reply() -> None:
+    limits = ProviderLimits(per_minute=1, burst=3, mail_reply="450 4.7.1 too much mail from you")
+    refusals: list[tuple[int, bytes]] = []
+    with SinkThread(provider=limits) as st, smtplib.SMTP("127.0.0.1", st.port) as client:
+        for i in range(5):
+            try:
+                client.sendmail("s@example.org", [f"r{i}@example.com"], b"Subject: x\r\n\r\nx\r\n")
+            except smtplib.SMTPSenderRefused as err:
+                refusals.append((err.smtp_code, err.smtp_error))
+                client.rset()
+        counts = st.sink.counts
+    assert refusals == [(450, b"4.7.1 too much mail from you")] * 2
+    assert sorted(counts.per_recipient) == ["r0@example.com", "r1@example.com", "r2@example.com"]
+    assert (counts.mail_commands, counts.refused_mail, counts.refused_connections) == (5, 2, 0)
+
+
+@pytest.mark.bench
+def test_provider_sink_refills_its_bucket_at_its_rate() -> None:
+    limits = ProviderLimits(per_minute=300, burst=1)  # a message every 0.2 s
+    with SinkThread(provider=limits) as st, smtplib.SMTP("127.0.0.1", st.port) as client:
+        first = client.docmd("MAIL", "FROM:<s@example.org>")
+        client.rset()
+        at_once = client.docmd("MAIL", "FROM:<s@example.org>")
+        client.rset()
+        time.sleep(0.3)
+        later = client.docmd("MAIL", "FROM:<s@example.org>")
+    assert first[0] == 250 and later[0] == 250
+    assert at_once == (451, b"4.7.1 rate limited, try again later")
+
+
+@pytest.mark.bench
+def test_provider_sink_refuses_a_connection_beyond_the_limit_at_the_greeting() -> None:
+    limits = ProviderLimits(per_minute=60, burst=5, max_connections=2)
+    with SinkThread(provider=limits) as st:
+        one, g1 = _greeting(st.port)
+        two, g2 = _greeting(st.port)
+        three, g3 = _greeting(st.port)
+        closed = three.recv(100) == b""  # the sink closed the third after its reply
+        three.close()
+        one.close()
+        time.sleep(0.1)
+        four, g4 = _greeting(st.port)
+        two.close()
+        four.close()
+        counts = st.sink.counts
+    assert [g[:4] for g in (g1, g2, g4)] == [b"220 "] * 3
+    assert g3 == b"421 4.7.0 Too many concurrent connections"
+    assert closed
+    assert (counts.refused_connections, counts.connections, counts.max_concurrent) == (1, 3, 2)
+
+
+@pytest.mark.bench
+def test_provider_sink_closes_the_connection_after_a_421_at_mail() -> None:
+    limits = ProviderLimits(per_minute=1, burst=1, mail_reply="421 4.7.28 unusual rate of mail")
+    with SinkThread(provider=limits) as st:
+        s, _ = _greeting(st.port)
+        s.sendall(b"EHLO c.example.org\r\nMAIL FROM:<s@example.org>\r\nRSET\r\n")
+        _recv_lines(s, 8)
+        s.sendall(b"MAIL FROM:<s@example.org>\r\nNOOP\r\n")
+        reply = _recv_lines(s, 1)
+        rest = s.recv(100)
+        s.close()
+    assert reply == [b"421 4.7.28 unusual rate of mail"]
+    assert rest == b""  # closed: the NOOP after it got no answer
+
+
+@pytest.mark.bench
+def test_provider_limits_refuse_a_reply_that_is_not_one_4xx_line() -> None:
+    for reply in ("250 fine", "rate limited", "451 4.7.1 two\r\n451 lines"):
+        with pytest.raises(ValueError, match="refusal"):
+            ProviderLimits(per_minute=60, burst=1, mail_reply=reply)
+
+
+@pytest.mark.bench
+def test_provider_sink_process_reports_its_refusals(tmp_path: Path) -> None:
+    limits = ProviderLimits(per_minute=1, burst=1, max_connections=1)
+    sink = SinkProcess(tmp_path / "report.json", max_seconds=60, provider=limits)
+    with sink:
+        with smtplib.SMTP("127.0.0.1", sink.port) as client:
+            client.sendmail("s@example.org", ["a@example.com"], b"x\r\n")
+            with pytest.raises(smtplib.SMTPSenderRefused):
+                client.sendmail("s@example.org", ["b@example.com"], b"x\r\n")
+            with pytest.raises(smtplib.SMTPConnectError):
+                smtplib.SMTP("127.0.0.1", sink.port, timeout=10)
+        counts = sink.stop()
+    assert (counts.total_messages, counts.refused_mail, counts.refused_connections) == (1, 1, 1)
 
 
 # --------------------------------------------------------------------------- generator
