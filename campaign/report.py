@@ -1,0 +1,1213 @@
+"""`campaign report`: the send log as one self-contained HTML page, safe to open and to print.
+
+Three layers. `scan_log` reads the log once: the same `Replay` that `campaign log` folds (so the
+counts are the same), plus what only the report needs (test sends, answers per minute, the log's
+SHA-256). `report_data` turns a review into `ReportData`, frozen values with everything the page
+shows. `render_report` writes that as HTML chunks; `write_report` puts them in a file atomically.
+Every value that came from the log, the campaign file or a server is escaped on the way out.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import html
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from campaign.models import Campaign
+from campaign.review import Review
+from campaign.sendlog import (
+    ACCEPTED,
+    IN_FLIGHT,
+    REFUSED,
+    SENT,
+    STATUSES,
+    TRY_AGAIN,
+    LogReader,
+    Replay,
+    now_iso,
+)
+
+# At most this many recipients are shown one by one; past it, only those needing attention are,
+# and the rest are counted per status with the `campaign log` command that lists them.
+LIST_LIMIT = 1000
+# At most this many test sends are listed (all are counted).
+TEST_SEND_LIMIT = 200
+# A server reply longer than this is cut on the page (the log keeps it whole).
+REPLY_LIMIT = 2000
+# The chart aims at no more bars than this.
+CHART_BUCKETS = 60
+# Minute counts kept while reading; past this many the scan coarsens to hours, then days.
+MAX_TIME_KEYS = 20_000
+
+# The chart's series, bottom of each stacked bar first.
+CHART_SERIES = ("sent", "deferred", "failed", "unknown", "bounced", "replied")
+_SERIES_OF_OUTCOME = {ACCEPTED: 0, TRY_AGAIN: 1, REFUSED: 2, IN_FLIGHT: 3}
+_SERIES_OF_EVENT = {"bounce": 4, "reply": 5, "auto-reply": 5}
+_ALWAYS_SHOWN = 4  # sent, deferred, failed, unknown appear in the legend even at zero
+
+
+# ---------------------------------------------------------------------------- the input model
+
+
+class ArchiveCheck(StrEnum):
+    """What the archive file says about the SHA-256 the log recorded."""
+
+    MATCHES = "matches"
+    DIFFERS = "differs"
+    MISSING = "missing"
+    NOT_CHECKED = "not checked"
+    NONE = "none"  # nothing was accepted, so nothing was archived
+
+
+@dataclass(frozen=True, slots=True)
+class AddressOutcome:
+    """One address of a recipient and the last thing its server said."""
+
+    address: str
+    outcome: str
+    code: int | None
+    reply: str
+    time: str  # when that answer was logged ("" when never tried)
+    queue_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientRecord:
+    """One recipient as the report shows it: the proof of what was sent, and the answers."""
+
+    id: str
+    name: str
+    organisation: str
+    status: str
+    attempts: int
+    addresses: tuple[AddressOutcome, ...]
+    last_code: int | None
+    last_reply: str
+    queue_id: str | None
+    last_event: str
+    accepted_at: str | None  # the latest acceptance among its addresses
+    message_id: str | None
+    sha256: str | None
+    archive: str | None  # as the log names it (relative to the log's folder)
+    archive_check: ArchiveCheck = ArchiveCheck.NOT_CHECKED
+    archive_sha256: str | None = None  # the file's own digest, when it differs
+    resolved: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TestSend:
+    """One answer to a `send --test-to` message: shown apart, never counted as sent."""
+
+    time: str
+    recipient: str
+    address: str
+    outcome: str
+    code: int | None
+    reply: str
+    message_id: str | None
+    sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """Server answers per time bucket: `buckets[i][j]` counts series j in bucket i."""
+
+    start: datetime | None
+    width: timedelta
+    buckets: tuple[tuple[int, ...], ...]
+    series: tuple[str, ...] = CHART_SERIES
+    undated: int = 0  # answers whose record had no readable time
+
+    def totals(self) -> tuple[int, ...]:
+        return tuple(sum(bucket[j] for bucket in self.buckets) for j in range(len(self.series)))
+
+    def marks(self) -> int:
+        """How many bars the chart draws: one per non-empty (bucket, series)."""
+        return sum(1 for bucket in self.buckets for count in bucket if count)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportData:
+    """Everything the page shows, as plain values."""
+
+    campaign: str
+    subject: str
+    sender: str
+    period: tuple[str, str] | None
+    counts: tuple[tuple[str, int], ...]  # every status, in reading order
+    total: int
+    next_steps: tuple[str, ...]
+    notes: tuple[str, ...]
+    recipients: tuple[RecipientRecord, ...]  # those shown one by one, in file order
+    collapsed: tuple[tuple[str, int], ...]  # status -> recipients not shown one by one
+    test_sends: tuple[TestSend, ...]
+    test_send_total: int
+    test_counts: tuple[tuple[str, int], ...]
+    timeline: Timeline
+    log_path: str
+    log_sha256: str
+    log_size: int
+    log_events: int
+    made_at: str
+    live: str | None = None
+
+
+# ---------------------------------------------------------------------------- pure helpers
+
+
+def _control_table() -> dict[int, str]:
+    table: dict[int, str] = {}
+    for code in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)]:
+        if chr(code) not in "\n\t":
+            table[code] = f"\\x{code:02x}"
+    # Bidirectional overrides and isolates reorder what is shown (CVE-2021-42574, "Trojan
+    # Source"); line and paragraph separators break lines unseen.
+    for code in [0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029]:
+        table[code] = f"\\u{code:04x}"
+    for code in range(0xD800, 0xE000):  # lone surrogates from JSON "\ud800" cannot be encoded
+        table[code] = f"\\u{code:04x}"
+    return table
+
+
+_CONTROLS = _control_table()
+_NEEDS_TRANSLATION = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]"
+)
+
+
+def visible(text: str) -> str:
+    """`text` with control characters written out (`\\x1b`); newlines and tabs kept."""
+    if _NEEDS_TRANSLATION.search(text) is None:
+        return text
+    return text.translate(_CONTROLS)
+
+
+def esc(value: object) -> str:
+    """Any value as HTML text: control characters written out, then HTML-escaped."""
+    return html.escape(visible(str(value)), quote=True)
+
+
+def _shorten(text: str, limit: int = REPLY_LIMIT) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters in the log)"
+
+
+# Where common servers put the queue id in their 250 reply to DATA.
+_QUEUE_ID_PATTERNS = (
+    re.compile(r"\bqueued as ([A-Za-z0-9][A-Za-z0-9._-]*)", re.IGNORECASE),  # Postfix
+    re.compile(r"\bid=([A-Za-z0-9][A-Za-z0-9-]*)"),  # Exim
+    re.compile(r"\[InternalId=(\d+)"),  # Microsoft 365 / Exchange
+    re.compile(r"\bOK\s+\d+\s+(\S+)\s+-\s+gsmtp\b"),  # Gmail
+    re.compile(r"^(?:\d\.\d\.\d+\s+)?([A-Za-z0-9]{8,}) Message accepted for delivery"),  # Sendmail
+    re.compile(r"^(?:\d\.\d\.\d+\s+)?Ok ([0-9a-f]{8,}(?:-[0-9a-f]+)+)", re.IGNORECASE),  # SES
+)
+
+
+def queue_id(reply: str) -> str | None:
+    """The queue id a server gave in its reply, when it follows a known pattern."""
+    for pattern in _QUEUE_ID_PATTERNS:
+        match = pattern.search(reply)
+        if match is not None:
+            return match.group(1)
+    return None
+
+
+_WIDTHS = tuple(
+    timedelta(minutes=m)
+    for m in (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880, 10080, 43200)
+)
+
+
+def bucket_width(span: timedelta, buckets: int = CHART_BUCKETS) -> timedelta:
+    """The smallest round width that draws `span` in at most `buckets` bars."""
+    for width in _WIDTHS:
+        if span < width * buckets:
+            return width
+    return _WIDTHS[-1] * (span // (_WIDTHS[-1] * buckets) + 1)
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+# ---------------------------------------------------------------------------- reading the log
+
+
+@dataclass
+class _Minutes:
+    """Counts per series per time key, the key a prefix of the ISO time (minute, hour, day)."""
+
+    key_length: int = 16  # "2024-01-02T03:04"
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    samples: dict[str, str] = field(default_factory=dict)  # a full time string per key
+    undated: int = 0
+
+    def add(self, time: object, series: int, count: int = 1) -> None:
+        if not isinstance(time, str) or len(time) < self.key_length:
+            self.undated += count
+            return
+        key = time[: self.key_length]
+        row = self.counts.get(key)
+        if row is None:
+            if len(self.counts) >= MAX_TIME_KEYS:
+                self._coarsen()
+                self.add(time, series, count)
+                return
+            row = self.counts[key] = [0] * len(CHART_SERIES)
+            self.samples[key] = time
+        row[series] += count
+
+    def _coarsen(self) -> None:
+        self.key_length = {16: 13, 13: 10, 10: 7}.get(self.key_length, 4)
+        counts: dict[str, list[int]] = {}
+        samples: dict[str, str] = {}
+        for key, row in self.counts.items():
+            short = key[: self.key_length]
+            merged = counts.setdefault(short, [0] * len(CHART_SERIES))
+            for j, n in enumerate(row):
+                merged[j] += n
+            samples.setdefault(short, self.samples[key])
+        self.counts, self.samples = counts, samples
+
+    def _floor(self, moment: datetime) -> datetime:
+        """The start of the minute, hour or day `moment` was counted in (in UTC)."""
+        moment = moment.replace(second=0, microsecond=0)
+        if self.key_length <= 13:
+            moment = moment.replace(minute=0)
+        if self.key_length <= 10:
+            moment = moment.replace(hour=0)
+        return moment
+
+    def timeline(self) -> Timeline:
+        dated: list[tuple[datetime, list[int]]] = []
+        undated = self.undated
+        for key, row in self.counts.items():
+            moment = _parse_time(self.samples[key])
+            if moment is None:
+                undated += sum(row)
+                continue
+            dated.append((self._floor(moment), row))
+        if not dated:
+            return Timeline(None, timedelta(minutes=1), (), undated=undated)
+        start = min(moment for moment, _ in dated)
+        end = max(moment for moment, _ in dated)
+        width = bucket_width(end - start)
+        if self.key_length < 16:  # hours or days were kept: never draw finer than that
+            width = max(width, timedelta(hours=1) if self.key_length == 13 else timedelta(days=1))
+        buckets = [[0] * len(CHART_SERIES) for _ in range((end - start) // width + 1)]
+        for moment, row in dated:
+            bucket = buckets[(moment - start) // width]
+            for j, n in enumerate(row):
+                bucket[j] += n
+        return Timeline(start, width, tuple(tuple(b) for b in buckets), undated=undated)
+
+
+@dataclass
+class LogScan:
+    """One pass over the log: the replay `campaign log` shows, and what only the report needs."""
+
+    history: Replay
+    sha256: str
+    size: int
+    events: int = 0
+    first_time: str | None = None
+    last_time: str | None = None
+    test_sends: list[TestSend] = field(default_factory=list)
+    test_send_total: int = 0
+    test_counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    minutes: _Minutes = field(default_factory=_Minutes)
+
+    def timeline(self) -> Timeline:
+        return self.minutes.timeline()
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    """The SHA-256 and size of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def scan_log(path: Path, campaign_id: str | None = None) -> LogScan:
+    """Read the log once into the replay `campaign log` uses and the report's own figures.
+
+    `scan.history` is exactly what `sendlog.replay(path, campaign_id)` returns, so a review
+    built on it counts what `campaign log --json` counts.
+    """
+    digest, size = file_sha256(path)
+    scan = LogScan(Replay(campaign=campaign_id), digest, size)
+    history = scan.history
+    minutes = scan.minutes
+    open_attempts: dict[str, tuple[object, int]] = {}  # recipient -> (time, addresses)
+    test_attempts: dict[str, dict[str, Any]] = {}
+    reader = LogReader(path)
+    for _, record in reader.records(final=True):
+        history.fold(record)
+        found = record.get("campaign")
+        if found is not None and found != history.campaign:
+            continue  # another campaign's record: fold() ignored it, so does the report
+        scan.events += 1
+        time = record.get("time")
+        if isinstance(time, str):
+            if scan.first_time is None:
+                scan.first_time = time
+            scan.last_time = time
+        event = record.get("event")
+        recipient = record.get("recipient")
+        if record.get("test"):
+            if isinstance(recipient, str):
+                _test_record(scan, test_attempts, event, recipient, record)
+            continue
+        if event == "result":
+            open_attempts.pop(recipient, None)  # type: ignore[arg-type]
+            replies = record.get("replies")
+            if isinstance(replies, dict):
+                for reply in replies.values():
+                    outcome = reply.get("outcome") if isinstance(reply, dict) else None
+                    series = _SERIES_OF_OUTCOME.get(outcome)  # type: ignore[arg-type]
+                    if series is not None:
+                        minutes.add(time, series)
+        elif event == "attempt" and isinstance(recipient, str):
+            addresses = record.get("addresses")
+            count = len(addresses) if isinstance(addresses, list) else 1
+            earlier = open_attempts.get(recipient)
+            if earlier is not None:  # an attempt left without an answer, then tried again
+                minutes.add(earlier[0], _SERIES_OF_OUTCOME[IN_FLIGHT], earlier[1])
+            open_attempts[recipient] = (time, count)
+        elif event == "resolve":
+            open_attempts.pop(recipient, None)  # type: ignore[arg-type]
+        elif event in _SERIES_OF_EVENT:
+            minutes.add(time, _SERIES_OF_EVENT[str(event)])
+    history.notes.extend(reader.notes)
+    for time, count in open_attempts.values():  # no answer in the log: unknown
+        minutes.add(time, _SERIES_OF_OUTCOME[IN_FLIGHT], count)
+    for recipient, attempt in test_attempts.items():
+        for address in attempt.get("addresses") or ():
+            _add_test_send(scan, attempt, recipient, str(address), {"outcome": IN_FLIGHT})
+    with contextlib.suppress(OSError):
+        now = path.stat().st_size
+        if now != size:
+            scan.notes.append(
+                f"the log grew from {size:,} to {now:,} bytes while the report was made (a run"
+                " is in progress): its SHA-256 is that of the first size, the counts may include"
+                " later events"
+            )
+    return scan
+
+
+def _test_record(
+    scan: LogScan,
+    test_attempts: dict[str, dict[str, Any]],
+    event: object,
+    recipient: str,
+    record: dict[str, Any],
+) -> None:
+    if event == "attempt":
+        test_attempts[recipient] = record
+    elif event == "result":
+        attempt = test_attempts.pop(recipient, {})
+        replies = record.get("replies")
+        if isinstance(replies, dict):
+            for address, reply in replies.items():
+                merged = {**attempt, **record}  # the attempt's SHA-256, the result's time
+                _add_test_send(
+                    scan, merged, recipient, str(address), reply if isinstance(reply, dict) else {}
+                )
+
+
+def _add_test_send(
+    scan: LogScan, record: dict[str, Any], recipient: str, address: str, reply: dict[str, Any]
+) -> None:
+    outcome = str(reply.get("outcome", IN_FLIGHT))
+    scan.test_send_total += 1
+    scan.test_counts[outcome] = scan.test_counts.get(outcome, 0) + 1
+    if len(scan.test_sends) < TEST_SEND_LIMIT:
+        code = reply.get("code")
+        scan.test_sends.append(
+            TestSend(
+                time=str(record.get("time", "")),
+                recipient=recipient,
+                address=address,
+                outcome=outcome,
+                code=code if isinstance(code, int) else None,
+                reply=str(reply.get("reply", "")),
+                message_id=_optional_str(record.get("message_id")),
+                sha256=_optional_str(record.get("sha256")),
+            )
+        )
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+# ---------------------------------------------------------------------------- building the data
+
+
+def report_data(
+    review: Review,
+    log_path: Path,
+    campaign: Campaign,
+    clock: Callable[[], datetime],
+    *,
+    scan: LogScan | None = None,
+    list_limit: int = LIST_LIMIT,
+    verify_archive: bool = True,
+) -> ReportData:
+    """What the page shows for `review`: pass the `scan` its history came from to read once.
+
+    Without `scan` the log is read again (a second pass). Recipients are listed one by one
+    up to `list_limit`; past it only those needing attention are (not sent, or resolved by
+    hand), up to the limit, and the others are counted per status.
+    """
+    if scan is None:
+        scan = scan_log(log_path, campaign.id)
+    counts = review.counts()
+    order = [*STATUSES, *sorted(set(map(str, counts)) - set(STATUSES))]
+    total = len(review.entries)
+    listed: list[RecipientRecord] = []
+    collapsed: dict[str, int] = {}
+    list_all = total <= list_limit
+    folder = log_path.parent
+    for row in review.rows():
+        state = review.history.recipients.get(row.recipient)
+        resolved = state.resolved if state is not None else None
+        status = str(row.status)
+        wanted = list_all or status != SENT or resolved is not None
+        if not wanted or len(listed) >= list_limit:
+            collapsed[status] = collapsed.get(status, 0) + 1
+            continue
+        times = {a: s.time for a, s in state.addresses.items()} if state is not None else {}
+        addresses = tuple(
+            AddressOutcome(
+                a.address,
+                str(a.outcome),
+                a.code,
+                a.reply,
+                times.get(a.address, ""),
+                queue_id(a.reply) if a.outcome == ACCEPTED else None,
+            )
+            for a in row.addresses
+        )
+        accepted = [a.time for a in addresses if a.outcome == ACCEPTED and a.time]
+        check, actual = _check_archive(folder, row.archive, row.sha256, verify_archive)
+        listed.append(
+            RecipientRecord(
+                id=row.recipient,
+                name=row.name,
+                organisation=row.organisation,
+                status=status,
+                attempts=row.attempts,
+                addresses=addresses,
+                last_code=row.last_code,
+                last_reply=row.last_reply,
+                queue_id=queue_id(row.last_reply),
+                last_event=row.time,
+                accepted_at=max(accepted) if accepted else None,
+                message_id=row.message_id,
+                sha256=row.sha256,
+                archive=row.archive,
+                archive_check=check,
+                archive_sha256=actual,
+                resolved=resolved,
+            )
+        )
+    period = (
+        (scan.first_time, scan.last_time)
+        if scan.first_time is not None and scan.last_time is not None
+        else None
+    )
+    test_order = sorted(scan.test_counts, key=lambda s: (s not in STATUSES, s))
+    sender = campaign.sender
+    sender_text = f"{sender.display_name} <{sender.address}>" if sender.display_name else ""
+    return ReportData(
+        campaign=campaign.id,
+        subject=campaign.subject,
+        sender=sender_text or sender.address,
+        period=period,
+        counts=tuple((status, counts.get(status, 0)) for status in order),
+        total=total,
+        next_steps=tuple(review.next_steps()),
+        notes=tuple([*review.notes, *scan.notes]),
+        recipients=tuple(listed),
+        collapsed=tuple((s, collapsed[s]) for s in order if collapsed.get(s)),
+        test_sends=tuple(scan.test_sends),
+        test_send_total=scan.test_send_total,
+        test_counts=tuple((s, scan.test_counts[s]) for s in test_order),
+        timeline=scan.timeline(),
+        log_path=str(log_path),
+        log_sha256=scan.sha256,
+        log_size=scan.size,
+        log_events=scan.events,
+        made_at=now_iso(clock()),
+        live=review.live,
+    )
+
+
+def _check_archive(
+    folder: Path, archive: str | None, sha256: str | None, verify: bool
+) -> tuple[ArchiveCheck, str | None]:
+    if archive is None:
+        return ArchiveCheck.NONE, None
+    if not verify:
+        return ArchiveCheck.NOT_CHECKED, None
+    path = Path(archive) if os.path.isabs(archive) else folder / archive
+    try:
+        actual, _ = file_sha256(path)
+    except OSError:
+        return ArchiveCheck.MISSING, None
+    if actual == sha256:
+        return ArchiveCheck.MATCHES, None
+    return ArchiveCheck.DIFFERS, actual
+
+
+# ---------------------------------------------------------------------------- the page
+
+# Okabe & Ito's palette (safe for the common colour-vision deficiencies); every status is also
+# written out, with a sign, and the failing series are hatched for a grey printer.
+_STYLE = """
+:root{--sent:#009e73;--partial:#f0e442;--deferred:#e69f00;--failed:#d55e00;--unknown:#cc79a7;
+--pending:#bbbbbb;--sending:#56b4e9;--bounced:#56b4e9;--replied:#0072b2;--ink:#1a1a1a;
+--muted:#595959;--rule:#c8c8c8}
+*{box-sizing:border-box}
+html{color:var(--ink);background:#fff;font:15px/1.45 "DejaVu Sans","Liberation Sans",Arial,
+sans-serif;-webkit-print-color-adjust:exact;print-color-adjust:exact}
+body{margin:0 auto;padding:1.5rem;max-width:72rem}
+h1{font-size:1.6rem;margin:0 0 .5rem}h2{font-size:1.25rem;margin:2rem 0 .6rem;
+border-bottom:2px solid var(--ink)}h3{font-size:1.05rem;margin:0 0 .3rem}
+code,.mono{font-family:"DejaVu Sans Mono","Liberation Mono",monospace;font-size:.86em;
+overflow-wrap:anywhere}
+dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem;margin:0}
+dl.meta dt,dl.proof dt{font-weight:bold}dl.meta dd,dl.proof dd{margin:0;overflow-wrap:anywhere}
+ul.counts{list-style:none;padding:0;margin:.5rem 0;display:flex;flex-wrap:wrap;gap:.5rem}
+ul.counts li{padding:.35rem .7rem;border:2px solid;border-radius:.3rem;min-width:6.5rem}
+ul.counts .n{font-size:1.5rem;font-weight:bold;margin-right:.25rem}
+li.zero{opacity:.55}
+.badge{display:inline-block;padding:0 .4rem;border:1.5px solid;border-radius:.25rem;
+white-space:nowrap;font-weight:bold;font-size:.85em}
+.b-sent,.b-accepted,.b-matches{background:#d5efe6;border-color:#00664a}
+.b-partial{background:#fbf6c4;border-color:#8a7f00}
+.b-deferred{background:#fbe8c2;border-color:#a36f00}
+.b-failed,.b-refused,.b-differs,.b-missing{background:#f8d8c6;border-color:#a34100}
+.b-unknown{background:#f4dcea;border-color:#94477a}
+.b-pending,.b-none,.b-not-checked{background:#eeeeee;border-color:#777777}
+.b-sending,.b-bounced{background:#d8ecf8;border-color:#2a77a8}
+.b-replied{background:#d2e4f3;border-color:#00508a}
+ul.next li{margin:.2rem 0}
+.note{border-left:4px solid var(--deferred);padding:.2rem .6rem;background:#fdf4e3}
+svg.chart{width:100%;height:auto;max-height:20rem;border:1px solid var(--rule)}
+svg .axis{stroke:var(--ink);stroke-width:1}svg .grid{stroke:var(--rule);stroke-width:1}
+svg text{font-size:11px;fill:var(--ink)}
+.s-sent{fill:var(--sent)}.s-deferred{fill:var(--deferred)}.s-failed{fill:url(#pat-failed)}
+.s-unknown{fill:url(#pat-unknown)}.s-bounced{fill:url(#pat-bounced)}.s-replied{fill:var(--replied)}
+.pf-failed{fill:var(--failed)}.pf-unknown{fill:var(--unknown)}.pf-bounced{fill:var(--bounced)}
+.pl{fill:#000;fill-opacity:.45}
+ul.legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:1rem;margin:.4rem 0}
+ul.legend svg{width:1rem;height:1rem;vertical-align:-.15rem;margin-right:.3rem}
+table{border-collapse:collapse;width:100%}
+th,td{text-align:left;vertical-align:top;padding:.25rem .4rem;border-bottom:1px solid var(--rule)}
+th{border-bottom:2px solid var(--ink)}td.num,th.num{text-align:right}
+th button{font:inherit;font-weight:bold;border:0;background:none;padding:0;cursor:pointer}
+th[aria-sort=ascending] button::after{content:" \\25B2"}
+th[aria-sort=descending] button::after{content:" \\25BC"}
+.reply{white-space:pre-wrap;overflow-wrap:anywhere}
+#controls{display:flex;flex-wrap:wrap;gap:1rem;align-items:center;margin:.5rem 0}
+article.recipient{border:1px solid var(--rule);border-left:6px solid var(--pending);
+padding:.7rem 1rem;margin:1rem 0;break-inside:avoid}
+article.st-sent{border-left-color:var(--sent)}article.st-partial{border-left-color:#b3a800}
+article.st-deferred{border-left-color:var(--deferred)}
+article.st-failed{border-left-color:var(--failed)}
+article.st-unknown{border-left-color:var(--unknown)}
+article.st-sending{border-left-color:var(--sending)}
+.rid{font-weight:normal;color:var(--muted);font-size:.9em}
+.org{margin:0 0 .4rem;color:var(--muted)}
+dl.proof{display:grid;grid-template-columns:max-content 1fr;gap:.1rem 1rem;margin:.6rem 0 0}
+footer{margin-top:2rem;border-top:2px solid var(--ink);padding-top:.5rem;font-size:.9em}
+.print-only{display:none}
+@media print{
+html{font-size:10.5pt}body{max-width:none;padding:0}
+#controls,#table,.screen-only{display:none!important}
+.print-only{display:block}
+h2{break-after:avoid}
+#recipients h2{break-before:page}
+article.recipient{break-before:page;margin:0;border-width:1px 1px 1px 6px}
+#after{break-before:page}
+details>*{display:block}
+svg.chart{max-height:none}
+a{color:inherit;text-decoration:none}
+}
+"""
+
+_SCRIPT = """
+"use strict";
+(function () {
+  var controls = document.getElementById("controls");
+  var table = document.getElementById("table");
+  if (!controls || !table) { return; }
+  controls.hidden = false;
+  var status = document.getElementById("f-status");
+  var text = document.getElementById("f-text");
+  var shown = document.getElementById("f-shown");
+  var body = table.tBodies[0];
+  var rows = Array.prototype.slice.call(body.rows);
+  var blocks = {};
+  document.querySelectorAll("article.recipient").forEach(function (block) {
+    blocks[block.id] = block;
+  });
+  function apply() {
+    var wanted = status.value, needle = text.value.trim().toLowerCase(), count = 0;
+    rows.forEach(function (row) {
+      var keep = (!wanted || row.dataset.status === wanted) &&
+        (!needle || row.textContent.toLowerCase().indexOf(needle) >= 0);
+      row.hidden = !keep;
+      var block = blocks[row.dataset.block];
+      if (block) { block.hidden = !keep; }
+      if (keep) { count += 1; }
+    });
+    shown.textContent = count + " of " + rows.length + " listed";
+  }
+  function sortBy(header) {
+    var key = header.dataset.key, numeric = header.dataset.numeric === "1";
+    var direction = header.getAttribute("aria-sort") === "ascending" ? -1 : 1;
+    table.querySelectorAll("th[aria-sort]").forEach(function (h) {
+      h.removeAttribute("aria-sort");
+    });
+    header.setAttribute("aria-sort", direction === 1 ? "ascending" : "descending");
+    rows.sort(function (a, b) {
+      var x = a.dataset[key], y = b.dataset[key];
+      if (numeric) { x = Number(x); y = Number(y); }
+      var order = x < y ? -1 : (x > y ? 1 : 0);
+      return order * direction || Number(a.dataset.order) - Number(b.dataset.order);
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+  }
+  table.querySelectorAll("th[data-key] button").forEach(function (button) {
+    button.addEventListener("click", function () { sortBy(button.parentNode); });
+  });
+  status.addEventListener("change", apply);
+  text.addEventListener("input", apply);
+  apply();
+}());
+"""
+
+_GLYPHS = {
+    "sent": "✓",
+    "accepted": "✓",
+    "partial": "◐",
+    "deferred": "↻",
+    "failed": "✗",
+    "refused": "✗",
+    "unknown": "?",
+    "pending": "…",
+    "sending": "→",
+    "bounced": "↩",
+    "replied": "✉",
+}
+_CHECK_TEXT = {
+    ArchiveCheck.MATCHES: "matches the archived file",
+    ArchiveCheck.DIFFERS: "DIFFERS from the archived file",
+    ArchiveCheck.MISSING: "archived file not found",
+    ArchiveCheck.NOT_CHECKED: "archived file not checked",
+    ArchiveCheck.NONE: "nothing archived",
+}
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+
+
+def _digest(text: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode()
+
+
+def _css_string(text: str) -> str:
+    """`text` as a CSS string literal: anything but plain characters as a hex escape."""
+    out = []
+    for char in text:
+        if char.isascii() and (char.isalnum() or char in " .,:;_-+/()"):
+            out.append(char)
+        else:
+            out.append(f"\\{ord(char):x} ")
+    return '"' + "".join(out) + '"'
+
+
+def _badge(word: str) -> str:
+    glyph = _GLYPHS.get(word)
+    label = f"{glyph} {word}" if glyph else word
+    return f'<span class="badge b-{_slug(word)}">{esc(label)}</span>'
+
+
+def _slug(word: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "-", str(word).lower())
+
+
+def _with_code(text: str) -> str:
+    """Escaped text whose `backquoted` parts become <code>."""
+    return _CODE_SPAN.sub(lambda m: f"<code>{m.group(1)}</code>", esc(text))
+
+
+def _time(value: str | None) -> str:
+    if not value:
+        return "—"
+    return f'<time datetime="{esc(value)}">{esc(value)}</time>'
+
+
+def _reply(code: int | None, reply: str) -> str:
+    text = f"{code} {reply}" if code is not None else reply
+    return esc(_shorten(text)) if text else "—"
+
+
+def render_report(data: ReportData) -> Iterator[str]:
+    """The page as chunks of HTML, in order; nothing in it loads or runs from outside."""
+    page_style = (
+        "@page{size:A4;margin:16mm 14mm 18mm;"
+        "@bottom-left{content:"
+        + _css_string(
+            f"{data.campaign} · report made {data.made_at} · log {data.log_path}"
+            f" sha256 {data.log_sha256}"
+        )
+        + ";font-size:7pt;color:#444}"
+        '@bottom-right{content:"page " counter(page) " of " counter(pages);font-size:7pt}}'
+    )
+    style = _STYLE + page_style
+    policy = (
+        f"default-src 'none'; style-src '{_digest(style)}'; script-src '{_digest(_SCRIPT)}';"
+        " base-uri 'none'; form-action 'none'"
+    )
+    yield (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{policy}">\n'
+        '<meta name="referrer" content="no-referrer">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>Delivery report: {esc(data.campaign)}</title>\n"
+        f"<style>{style}</style>\n</head>\n<body>\n"
+    )
+    yield _header(data)
+    yield _glance(data)
+    yield _chart_section(data.timeline)
+    yield from _recipients(data)
+    yield '<div id="after">\n'
+    yield _collapsed(data)
+    yield _test_sends(data)
+    yield _notes(data)
+    yield _footer(data)
+    yield "</div>\n"
+    yield f"<script>{_SCRIPT}</script>\n</body>\n</html>\n"
+
+
+def write_report(data: ReportData, out: Path) -> None:
+    """Write the page to `out`, atomically: a reader sees the old file or the whole new one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="\n") as handle:
+            for chunk in render_report(data):
+                handle.write(chunk)
+        os.replace(temporary, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+
+
+def _header(data: ReportData) -> str:
+    period = f"{_time(data.period[0])} to {_time(data.period[1])}" if data.period else "nothing yet"
+    return (
+        f'<header>\n<h1>Delivery report: {esc(data.campaign)}</h1>\n<dl class="meta">\n'
+        f"<dt>Subject</dt><dd>{esc(data.subject)}</dd>\n"
+        f"<dt>From</dt><dd>{esc(data.sender)}</dd>\n"
+        f"<dt>Period covered</dt><dd>{period}</dd>\n"
+        f"<dt>Recipients</dt><dd>{data.total}</dd>\n"
+        f"<dt>Report made</dt><dd>{_time(data.made_at)}</dd>\n"
+        "</dl>\n</header>\n"
+    )
+
+
+def _glance(data: ReportData) -> str:
+    parts = ['<section id="glance">\n<h2>At a glance</h2>\n<ul class="counts">\n']
+    for status, count in data.counts:
+        zero = " zero" if count == 0 else ""
+        parts.append(
+            f'<li class="count b-{_slug(status)}{zero}" data-status="{esc(status)}"'
+            f' data-count="{count}"><span class="n">{count}</span>'
+            f' <span class="label">{esc(_GLYPHS.get(status, ""))} {esc(status)}</span></li>\n'
+        )
+    parts.append("</ul>\n")
+    if data.test_send_total:
+        parts.append(
+            f'<p id="test-count">Also {data.test_send_total} test send(s) with'
+            " <code>--test-to</code>, not counted above (see Test sends).</p>\n"
+        )
+    if data.live:
+        parts.append(f'<p class="note">A run is in progress: {esc(data.live)}.</p>\n')
+    parts.append("<h3>What to do next</h3>\n")
+    if data.next_steps:
+        parts.append('<ul class="next">\n')
+        parts.extend(f"<li>{_with_code(step)}</li>\n" for step in data.next_steps)
+        parts.append("</ul>\n")
+    else:
+        parts.append("<p>Nothing: every letter was accepted.</p>\n")
+    parts.append("</section>\n")
+    return "".join(parts)
+
+
+# The chart's drawing area, in SVG user units.
+_W, _H = 760, 250
+_LEFT, _RIGHT, _TOP, _BOTTOM = 48, 12, 14, 36
+
+
+def _nice_ceiling(value: int) -> int:
+    if value <= 1:
+        return 1
+    power = int(10 ** (len(str(value)) - 1))
+    for step in (1, 2, 5, 10):
+        if value <= step * power:
+            return step * power
+    return 10 * power
+
+
+def _bucket_label(moment: datetime, width: timedelta) -> str:
+    return moment.strftime("%Y-%m-%d" if width >= timedelta(days=1) else "%Y-%m-%d %H:%M")
+
+
+def _patterns() -> str:
+    return (
+        "<defs>"
+        '<pattern id="pat-failed" width="6" height="6" patternUnits="userSpaceOnUse"'
+        ' patternTransform="rotate(45)"><rect width="6" height="6" class="pf-failed"/>'
+        '<rect width="2" height="6" class="pl"/></pattern>'
+        '<pattern id="pat-unknown" width="5" height="5" patternUnits="userSpaceOnUse">'
+        '<rect width="5" height="5" class="pf-unknown"/><circle cx="2.5" cy="2.5" r="1.1"'
+        ' class="pl"/></pattern>'
+        '<pattern id="pat-bounced" width="6" height="6" patternUnits="userSpaceOnUse">'
+        '<rect width="6" height="6" class="pf-bounced"/><rect width="6" height="1.5" class="pl"/>'
+        '<rect width="1.5" height="6" class="pl"/></pattern>'
+        "</defs>"
+    )
+
+
+def _chart_section(timeline: Timeline) -> str:
+    totals = timeline.totals()
+    shown = [j for j, total in enumerate(totals) if total or j < _ALWAYS_SHOWN]
+    parts = ['<section id="timeline">\n<h2>Over time</h2>\n']
+    if timeline.start is None:
+        parts.append("<p>No server has answered yet: nothing to draw.</p>\n</section>\n")
+        return "".join(parts)
+    width_text = _duration(timeline.width)
+    parts.append(
+        f"<p>Server answers per address, per {width_text} (UTC), stacked by outcome. An"
+        " attempt with no answer in the log counts as unknown; test sends are not drawn.</p>\n"
+    )
+    parts.append(_svg(timeline, shown))
+    parts.append('<ul class="legend">\n')
+    for j in shown:
+        name = timeline.series[j]
+        parts.append(
+            f'<li><svg viewBox="0 0 10 10" aria-hidden="true">'
+            f'<rect class="swatch s-{name}" width="10" height="10"/></svg>'
+            f"{esc(name)}: {totals[j]}</li>\n"
+        )
+    parts.append("</ul>\n")
+    if timeline.undated:
+        parts.append(
+            f"<p>{timeline.undated} answer(s) had no readable time and are not drawn.</p>\n"
+        )
+    parts.append(_chart_numbers(timeline, shown))
+    parts.append("</section>\n")
+    return "".join(parts)
+
+
+def _duration(width: timedelta) -> str:
+    minutes = int(width.total_seconds() // 60)
+    if minutes % 1440 == 0:
+        days = minutes // 1440
+        return "day" if days == 1 else f"{days} days"
+    if minutes % 60 == 0:
+        hours = minutes // 60
+        return "hour" if hours == 1 else f"{hours} hours"
+    return "minute" if minutes == 1 else f"{minutes} minutes"
+
+
+def _svg(timeline: Timeline, shown: Sequence[int]) -> str:
+    assert timeline.start is not None
+    count = len(timeline.buckets)
+    peak = max((sum(bucket) for bucket in timeline.buckets), default=0)
+    top = _nice_ceiling(peak)
+    plot_w = _W - _LEFT - _RIGHT
+    plot_h = _H - _TOP - _BOTTOM
+    slot = plot_w / count
+    bar = max(slot * 0.8, 1.0)
+    title = f"Server answers over time, {sum(map(sum, timeline.buckets))} in all"
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {_W} {_H}" role="img" aria-labelledby="chart-title"'
+        ' xmlns="http://www.w3.org/2000/svg">',
+        f'<title id="chart-title">{esc(title)}</title>',
+        _patterns(),
+    ]
+    for fraction in (0, 0.5, 1):
+        y = _TOP + plot_h * (1 - fraction)
+        value = top * fraction
+        label = f"{value:g}" if value == int(value) else f"{value:.1f}"
+        parts.append(
+            f'<line class="grid" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>'
+        )
+    for i, bucket in enumerate(timeline.buckets):
+        x = _LEFT + slot * i + (slot - bar) / 2
+        base = float(_TOP + plot_h)
+        start = timeline.start + timeline.width * i
+        when = _bucket_label(start, timeline.width)
+        for j in shown:
+            n = bucket[j]
+            if not n:
+                continue
+            height = plot_h * n / top
+            base -= height
+            name = timeline.series[j]
+            parts.append(
+                f'<rect class="mark s-{name}" x="{x:.2f}" y="{base:.2f}" width="{bar:.2f}"'
+                f' height="{height:.2f}" data-series="{name}" data-count="{n}"'
+                f' data-start="{start.isoformat()}"><title>{esc(when)} UTC: {n} {esc(name)}'
+                "</title></rect>"
+            )
+    parts.append(
+        f'<line class="axis" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{_TOP + plot_h}"'
+        f' y2="{_TOP + plot_h}"/>'
+        f'<line class="axis" x1="{_LEFT}" x2="{_LEFT}" y1="{_TOP}" y2="{_TOP + plot_h}"/>'
+    )
+    last = timeline.start + timeline.width * (count - 1)
+    labels = [(0, "start", timeline.start)]
+    if count > 1:
+        labels.append((count - 1, "end", last))
+    for i, anchor, moment in labels:
+        x = _LEFT + slot * i + slot / 2
+        x = min(max(x, float(_LEFT)), float(_W - _RIGHT))
+        parts.append(
+            f'<text x="{x:.1f}" y="{_H - 14}" text-anchor="{anchor}">'
+            f"{esc(_bucket_label(moment, timeline.width))}</text>"
+        )
+    parts.append("</svg>\n")
+    return "".join(parts)
+
+
+def _chart_numbers(timeline: Timeline, shown: Sequence[int]) -> str:
+    assert timeline.start is not None
+    head = "".join(f'<th class="num">{esc(timeline.series[j])}</th>' for j in shown)
+    parts = [
+        '<details class="screen-only"><summary>The chart\'s numbers</summary>\n'
+        f'<table class="numbers"><thead><tr><th>from (UTC)</th>{head}</tr></thead><tbody>\n'
+    ]
+    for i, bucket in enumerate(timeline.buckets):
+        if not any(bucket):
+            continue
+        start = timeline.start + timeline.width * i
+        cells = "".join(f'<td class="num">{bucket[j]}</td>' for j in shown)
+        parts.append(f"<tr><td>{esc(_bucket_label(start, timeline.width))}</td>{cells}</tr>\n")
+    parts.append("</tbody></table>\n</details>\n")
+    return "".join(parts)
+
+
+def _recipients(data: ReportData) -> Iterator[str]:
+    listed = len(data.recipients)
+    yield '<section id="recipients">\n<h2>Per recipient</h2>\n'
+    if listed < data.total:
+        yield (
+            f"<p>{listed} of {data.total} recipients are listed one by one: those that need"
+            " attention first; the others are counted at the end of the page.</p>\n"
+        )
+    yield (
+        '<p class="screen-only">Anyone holding the sent archive can check a letter:'
+        " <code>sha256sum outbox/sent/FILE.eml</code> must print the SHA-256 shown.</p>\n"
+    )
+    if not listed:
+        yield "<p>No recipient to list.</p>\n</section>\n"
+        return
+    statuses = sorted({r.status for r in data.recipients}, key=_status_rank)
+    options = "".join(f'<option value="{esc(s)}">{esc(s)}</option>' for s in statuses)
+    yield (
+        '<div id="controls" hidden>'
+        '<label>Status <select id="f-status"><option value="">all</option>'
+        f"{options}</select></label>"
+        '<label>Find <input id="f-text" type="search" placeholder="id, name, address, reply">'
+        '</label><span id="f-shown" aria-live="polite"></span></div>\n'
+    )
+    yield (
+        '<table id="table"><thead><tr>'
+        '<th data-key="rank" data-numeric="1"><button type="button">status</button></th>'
+        '<th data-key="id"><button type="button">id</button></th>'
+        '<th data-key="name"><button type="button">name</button></th>'
+        '<th class="num" data-key="attempts" data-numeric="1">'
+        '<button type="button">attempts</button></th>'
+        "<th>last reply</th>"
+        '<th data-key="time"><button type="button">last event</button></th>'
+        "</tr></thead>\n<tbody>\n"
+    )
+    for order, record in enumerate(data.recipients):
+        yield _table_row(order, record)
+    yield "</tbody></table>\n"
+    for record in data.recipients:
+        yield _block(record)
+    yield "</section>\n"
+
+
+def _status_rank(status: str) -> int:
+    return STATUSES.index(status) if status in STATUSES else len(STATUSES)
+
+
+def _table_row(order: int, record: RecipientRecord) -> str:
+    name = record.name + (f" ({record.organisation})" if record.organisation else "")
+    return (
+        f'<tr data-order="{order}" data-block="r-{esc(record.id)}"'
+        f' data-status="{esc(record.status)}"'
+        f' data-rank="{_status_rank(record.status)}" data-id="{esc(record.id)}"'
+        f' data-name="{esc(record.name.lower())}" data-attempts="{record.attempts}"'
+        f' data-time="{esc(record.last_event)}">'
+        f"<td>{_badge(record.status)}</td>"
+        f'<td><a href="#r-{esc(record.id)}">{esc(record.id)}</a></td>'
+        f"<td>{esc(name)}</td>"
+        f'<td class="num">{record.attempts}</td>'
+        f'<td class="reply">{_reply(record.last_code, _shorten(record.last_reply, 200))}</td>'
+        f"<td>{_time(record.last_event)}</td></tr>\n"
+    )
+
+
+def _block(record: RecipientRecord) -> str:
+    parts = [
+        f'<article class="recipient st-{_slug(record.status)}" id="r-{esc(record.id)}"'
+        f' data-status="{esc(record.status)}">\n'
+        f"<h3>{_badge(record.status)} {esc(record.name)}"
+        f' <span class="rid">{esc(record.id)}</span></h3>\n'
+    ]
+    if record.organisation:
+        parts.append(f'<p class="org">{esc(record.organisation)}</p>\n')
+    parts.append(
+        '<table class="addresses"><thead><tr><th>address</th><th>outcome</th>'
+        "<th>server reply</th><th>queue id</th><th>answered</th></tr></thead><tbody>\n"
+    )
+    for address in record.addresses:
+        parts.append(
+            f"<tr><td><code>{esc(address.address)}</code></td><td>{_badge(address.outcome)}</td>"
+            f'<td class="reply">{_reply(address.code, address.reply)}</td>'
+            f"<td>{f'<code>{esc(address.queue_id)}</code>' if address.queue_id else '—'}</td>"
+            f"<td>{_time(address.time)}</td></tr>\n"
+        )
+    parts.append('</tbody></table>\n<dl class="proof">\n')
+    parts.append(f"<dt>attempts</dt><dd>{record.attempts}</dd>\n")
+    parts.append(f"<dt>accepted at</dt><dd>{_time(record.accepted_at)}</dd>\n")
+    if record.queue_id:
+        parts.append(f"<dt>queue id</dt><dd><code>{esc(record.queue_id)}</code></dd>\n")
+    parts.append(
+        f"<dt>Message-ID</dt><dd>{_code_or_dash(record.message_id)}</dd>\n"
+        f"<dt>SHA-256 of the bytes accepted</dt><dd>{_code_or_dash(record.sha256, 'sha')}"
+    )
+    if record.archive is not None:
+        check = record.archive_check
+        parts.append(f' <span class="badge b-{_slug(check)}">{esc(_CHECK_TEXT[check])}</span>')
+        if record.archive_sha256:
+            parts.append(f"<br>the file's SHA-256: <code>{esc(record.archive_sha256)}</code>")
+    parts.append(f"</dd>\n<dt>archived as</dt><dd>{_code_or_dash(record.archive)}</dd>\n")
+    parts.append(f"<dt>last event</dt><dd>{_time(record.last_event)}</dd>\n")
+    if record.resolved:
+        parts.append(f'<dt>resolved by hand</dt><dd class="reply">{esc(record.resolved)}</dd>\n')
+    parts.append("</dl>\n</article>\n")
+    return "".join(parts)
+
+
+def _code_or_dash(value: str | None, css: str = "") -> str:
+    if not value:
+        return "—"
+    klass = f' class="{css}"' if css else ""
+    return f"<code{klass}>{esc(value)}</code>"
+
+
+def _collapsed(data: ReportData) -> str:
+    if not data.collapsed:
+        return ""
+    parts = [
+        '<section id="collapsed">\n<h2>Not listed one by one</h2>\n'
+        f"<p>A page of {data.total} recipient blocks would be too long to open or print; these"
+        " are counted here, and <code>campaign log</code> lists each with its reply, Message-ID"
+        " and SHA-256:</p>\n<ul>\n"
+    ]
+    for status, count in data.collapsed:
+        parts.append(
+            f'<li data-status="{esc(status)}" data-count="{count}">{count} more {esc(status)}:'
+            f" <code>campaign log --status {esc(status)} --csv</code></li>\n"
+        )
+    parts.append("</ul>\n</section>\n")
+    return "".join(parts)
+
+
+def _test_sends(data: ReportData) -> str:
+    if not data.test_send_total:
+        return ""
+    counts = ", ".join(f"{count} {esc(outcome)}" for outcome, count in data.test_counts)
+    parts = [
+        '<section id="tests">\n<h2>Test sends</h2>\n'
+        f"<p>{data.test_send_total} test message(s) went to a test address with"
+        f" <code>campaign send --test-to</code> ({counts}). They are not letters to the"
+        " recipients and are not counted as sent.</p>\n"
+    ]
+    if len(data.test_sends) < data.test_send_total:
+        parts.append(f"<p>The first {len(data.test_sends)} are listed.</p>\n")
+    parts.append(
+        '<table class="tests"><thead><tr><th>time</th><th>letter of</th><th>sent to</th>'
+        "<th>outcome</th><th>server reply</th><th>Message-ID</th><th>SHA-256</th></tr></thead>"
+        "<tbody>\n"
+    )
+    for test in data.test_sends:
+        parts.append(
+            f"<tr><td>{_time(test.time)}</td><td>{esc(test.recipient)}</td>"
+            f"<td><code>{esc(test.address)}</code></td><td>{_badge(test.outcome)}</td>"
+            f'<td class="reply">{_reply(test.code, test.reply)}</td>'
+            f"<td>{_code_or_dash(test.message_id)}</td><td>{_code_or_dash(test.sha256)}</td></tr>\n"
+        )
+    parts.append("</tbody></table>\n</section>\n")
+    return "".join(parts)
+
+
+def _notes(data: ReportData) -> str:
+    if not data.notes:
+        return ""
+    items = "".join(f"<li>{esc(note)}</li>\n" for note in data.notes)
+    return f'<section id="notes">\n<h2>Notes on the log</h2>\n<ul>\n{items}</ul>\n</section>\n'
+
+
+def _footer(data: ReportData) -> str:
+    return (
+        '<footer id="provenance">\n'
+        f"<p>Report made {_time(data.made_at)} from the send log"
+        f" <code>{esc(data.log_path)}</code> ({data.log_events} events of this campaign,"
+        f' {data.log_size} bytes), SHA-256 <code class="sha">{esc(data.log_sha256)}</code>.</p>\n'
+        "<p>The log is the record; this page is a view of it. Check that it is the same log:"
+        f" <code>sha256sum {esc(data.log_path)}</code>.</p>\n"
+        "</footer>\n"
+    )
+
+
+def render_to_string(data: ReportData) -> str:
+    """The whole page as one string (tests, small reports)."""
+    return "".join(render_report(data))
+
+
+def chunks_size(chunks: Iterable[str]) -> int:
+    """How many UTF-8 bytes the chunks make."""
+    return sum(len(chunk.encode("utf-8")) for chunk in chunks)
