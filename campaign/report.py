@@ -22,12 +22,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from campaign.loading import Options, load_campaign
 from campaign.models import Campaign
-from campaign.review import Review
+from campaign.review import Review, build_review, check_log, roster
 from campaign.sendlog import (
     ACCEPTED,
     IN_FLIGHT,
     REFUSED,
+    SENDING,
     SENT,
     STATUSES,
     TRY_AGAIN,
@@ -565,6 +567,19 @@ def report_data(
     )
 
 
+def make_report(
+    options: Options, log_path: Path, out: Path, *, clock: Callable[[], datetime]
+) -> ReportData:
+    """`campaign report`: read the file and the log (once), write the page to `out`."""
+    check_log(log_path)
+    source = load_campaign(options)
+    scan = scan_log(log_path, None)
+    review = build_review(source.campaign.id, roster(source), log_path, scan.history)
+    data = report_data(review, log_path, source.campaign, clock, scan=scan)
+    write_report(data, out)
+    return data
+
+
 def _check_archive(
     folder: Path, archive: str | None, sha256: str | None, verify: bool
 ) -> tuple[ArchiveCheck, str | None]:
@@ -626,6 +641,10 @@ svg text{font-size:11px;fill:var(--ink)}
 ul.legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:1rem;margin:.4rem 0}
 ul.legend svg{width:1rem;height:1rem;vertical-align:-.15rem;margin-right:.3rem}
 table{border-collapse:collapse;width:100%}
+table.addresses,table.tests{table-layout:fixed}
+.c-address{width:24%}.c-outcome{width:15%}.c-reply{width:33%}.c-queue{width:10%}.c-when{width:18%}
+.c-time{width:16%}.c-of{width:12%}.c-to{width:16%}.c-test-reply{width:18%}.c-letter{width:26%}
+.sha{word-break:break-all}
 th,td{text-align:left;vertical-align:top;padding:.25rem .4rem;border-bottom:1px solid var(--rule)}
 th{border-bottom:2px solid var(--ink)}td.num,th.num{text-align:right}
 th button{font:inherit;font-weight:bold;border:0;background:none;padding:0;cursor:pointer}
@@ -651,6 +670,7 @@ html{font-size:10.5pt}body{max-width:none;padding:0}
 .print-only{display:block}
 h2{break-after:avoid}
 #recipients h2{break-before:page}
+article.recipient:first-of-type{break-before:auto}
 article.recipient{break-before:page;margin:0;border-width:1px 1px 1px 6px}
 #after{break-before:page}
 details>*{display:block}
@@ -765,9 +785,13 @@ def _with_code(text: str) -> str:
 
 
 def _time(value: str | None) -> str:
+    """A time from the log, kept exact in `datetime`, shown with a space and `UTC`."""
     if not value:
         return "—"
-    return f'<time datetime="{esc(value)}">{esc(value)}</time>'
+    shown = value.replace("T", " ", 1)
+    if shown.endswith("+00:00"):
+        shown = shown[:-6] + " UTC"
+    return f'<time datetime="{esc(value)}">{esc(shown)}</time>'
 
 
 def _reply(code: int | None, reply: str) -> str:
@@ -844,11 +868,13 @@ def _header(data: ReportData) -> str:
 def _glance(data: ReportData) -> str:
     parts = ['<section id="glance">\n<h2>At a glance</h2>\n<ul class="counts">\n']
     for status, count in data.counts:
+        if count == 0 and status == SENDING:
+            continue  # only while a run is in progress
         zero = " zero" if count == 0 else ""
         parts.append(
             f'<li class="count b-{_slug(status)}{zero}" data-status="{esc(status)}"'
-            f' data-count="{count}"><span class="n">{count}</span>'
-            f' <span class="label">{esc(_GLYPHS.get(status, ""))} {esc(status)}</span></li>\n'
+            f' data-count="{count}"><span class="glyph">{esc(_GLYPHS.get(status, ""))}</span>'
+            f' <span class="n">{count}</span> <span class="label">{esc(status)}</span></li>\n'
         )
     parts.append("</ul>\n")
     if data.test_send_total:
@@ -954,7 +980,7 @@ def _svg(timeline: Timeline, shown: Sequence[int]) -> str:
     plot_w = _W - _LEFT - _RIGHT
     plot_h = _H - _TOP - _BOTTOM
     slot = plot_w / count
-    bar = max(slot * 0.8, 1.0)
+    bar = min(max(slot * 0.8, 1.0), 40.0)
     title = f"Server answers over time, {sum(map(sum, timeline.buckets))} in all"
     parts = [
         f'<svg class="chart" viewBox="0 0 {_W} {_H}" role="img" aria-labelledby="chart-title"'
@@ -1099,7 +1125,9 @@ def _block(record: RecipientRecord) -> str:
     if record.organisation:
         parts.append(f'<p class="org">{esc(record.organisation)}</p>\n')
     parts.append(
-        '<table class="addresses"><thead><tr><th>address</th><th>outcome</th>'
+        '<table class="addresses"><colgroup><col class="c-address"><col class="c-outcome">'
+        '<col class="c-reply"><col class="c-queue"><col class="c-when"></colgroup>'
+        "<thead><tr><th>address</th><th>outcome</th>"
         "<th>server reply</th><th>queue id</th><th>answered</th></tr></thead><tbody>\n"
     )
     for address in record.addresses:
@@ -1169,16 +1197,18 @@ def _test_sends(data: ReportData) -> str:
     if len(data.test_sends) < data.test_send_total:
         parts.append(f"<p>The first {len(data.test_sends)} are listed.</p>\n")
     parts.append(
-        '<table class="tests"><thead><tr><th>time</th><th>letter of</th><th>sent to</th>'
-        "<th>outcome</th><th>server reply</th><th>Message-ID</th><th>SHA-256</th></tr></thead>"
-        "<tbody>\n"
+        '<table class="tests"><colgroup><col class="c-time"><col class="c-of"><col class="c-to">'
+        '<col class="c-outcome"><col class="c-test-reply"><col class="c-letter"></colgroup>'
+        "<thead><tr><th>time</th><th>letter of</th><th>sent to</th><th>outcome</th>"
+        "<th>server reply</th><th>Message-ID, SHA-256</th></tr></thead><tbody>\n"
     )
     for test in data.test_sends:
         parts.append(
             f"<tr><td>{_time(test.time)}</td><td>{esc(test.recipient)}</td>"
             f"<td><code>{esc(test.address)}</code></td><td>{_badge(test.outcome)}</td>"
             f'<td class="reply">{_reply(test.code, test.reply)}</td>'
-            f"<td>{_code_or_dash(test.message_id)}</td><td>{_code_or_dash(test.sha256)}</td></tr>\n"
+            f"<td>{_code_or_dash(test.message_id)}<br>{_code_or_dash(test.sha256, 'sha')}</td>"
+            "</tr>\n"
         )
     parts.append("</tbody></table>\n</section>\n")
     return "".join(parts)
