@@ -102,6 +102,7 @@ class RecipientRecord:
     archive: str | None  # as the log names it (relative to the log's folder)
     archive_check: ArchiveCheck = ArchiveCheck.NOT_CHECKED
     archive_sha256: str | None = None  # the file's own digest, when it differs
+    sent_sha256: str | None = None  # bytes of an attempt whose answer was lost (no archive)
     resolved: str | None = None
 
 
@@ -335,6 +336,9 @@ class LogScan:
     test_counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     minutes: _Minutes = field(default_factory=_Minutes)
+    # recipient -> SHA-256 of the bytes of its last attempt whose answer was lost (unknown, or
+    # settled by `resolve`): what the server may hold, though nothing was archived
+    unanswered: dict[str, str] = field(default_factory=dict)
 
     def timeline(self) -> Timeline:
         return self.minutes.timeline()
@@ -361,7 +365,9 @@ def scan_log(path: Path, campaign_id: str | None = None) -> LogScan:
     scan = LogScan(Replay(campaign=campaign_id), digest, size)
     history = scan.history
     minutes = scan.minutes
-    open_attempts: dict[str, tuple[object, int]] = {}  # recipient -> (time, addresses)
+    # recipient -> (time, addresses, SHA-256) of an attempt whose answer is not logged yet
+    open_attempts: dict[str, tuple[object, int, str | None]] = {}
+    unanswered = scan.unanswered
     test_attempts: dict[str, dict[str, Any]] = {}
     reader = LogReader(path)
     for _, record in reader.records(final=True):
@@ -381,32 +387,41 @@ def scan_log(path: Path, campaign_id: str | None = None) -> LogScan:
             if isinstance(recipient, str):
                 _test_record(scan, test_attempts, event, recipient, record)
             continue
-        if event == "result":
-            open_attempts.pop(recipient, None)  # type: ignore[arg-type]
+        if event == "result" and isinstance(recipient, str):
+            attempt = open_attempts.pop(recipient, None)
             replies = record.get("replies")
+            lost = False
             if isinstance(replies, dict):
                 for reply in replies.values():
                     outcome = reply.get("outcome") if isinstance(reply, dict) else None
                     series = _SERIES_OF_OUTCOME.get(outcome)  # type: ignore[arg-type]
                     if series is not None:
                         minutes.add(time, series)
+                    lost = lost or outcome == IN_FLIGHT
+            if lost and attempt is not None and attempt[2] is not None:
+                unanswered[recipient] = attempt[2]
         elif event == "attempt" and isinstance(recipient, str):
             addresses = record.get("addresses")
             count = len(addresses) if isinstance(addresses, list) else 1
             earlier = open_attempts.get(recipient)
             if earlier is not None:  # an attempt left without an answer, then tried again
                 minutes.add(earlier[0], _SERIES_OF_OUTCOME[IN_FLIGHT], earlier[1])
-            open_attempts[recipient] = (time, count)
-        elif event == "resolve":
-            open_attempts.pop(recipient, None)  # type: ignore[arg-type]
+            unanswered.pop(recipient, None)
+            open_attempts[recipient] = (time, count, _optional_str(record.get("sha256")))
+        elif event == "resolve" and isinstance(recipient, str):
+            settled = open_attempts.pop(recipient, None)
+            if settled is not None and settled[2] is not None:
+                unanswered[recipient] = settled[2]
         elif event in _SERIES_OF_EVENT:
             minutes.add(time, _SERIES_OF_EVENT[str(event)])
     history.notes.extend(reader.notes)
-    for time, count in open_attempts.values():  # no answer in the log: unknown
+    for recipient, (time, count, sha256) in open_attempts.items():  # no answer: unknown
         minutes.add(time, _SERIES_OF_OUTCOME[IN_FLIGHT], count)
-    for recipient, attempt in test_attempts.items():
-        for address in attempt.get("addresses") or ():
-            _add_test_send(scan, attempt, recipient, str(address), {"outcome": IN_FLIGHT})
+        if sha256 is not None:
+            unanswered[recipient] = sha256
+    for recipient, test in test_attempts.items():
+        for address in test.get("addresses") or ():
+            _add_test_send(scan, test, recipient, str(address), {"outcome": IN_FLIGHT})
     with contextlib.suppress(OSError):
         now = path.stat().st_size
         if now != size:
@@ -533,6 +548,7 @@ def report_data(
                 archive_check=check,
                 archive_sha256=actual,
                 resolved=resolved,
+                sent_sha256=None if row.sha256 else scan.unanswered.get(row.recipient),
             )
         )
     period = (
@@ -1152,6 +1168,12 @@ def _block(record: RecipientRecord) -> str:
         if record.archive_sha256:
             parts.append(f"<br>the file's SHA-256: <code>{esc(record.archive_sha256)}</code>")
     parts.append(f"</dd>\n<dt>archived as</dt><dd>{_code_or_dash(record.archive)}</dd>\n")
+    if record.sent_sha256:
+        parts.append(
+            "<dt>SHA-256 of the bytes sent, answer lost</dt>"
+            f"<dd>{_code_or_dash(record.sent_sha256, 'sha')} (the server may hold them; not"
+            " archived, as no acceptance was logged)</dd>\n"
+        )
     parts.append(f"<dt>last event</dt><dd>{_time(record.last_event)}</dd>\n")
     if record.resolved:
         parts.append(f'<dt>resolved by hand</dt><dd class="reply">{esc(record.resolved)}</dd>\n')

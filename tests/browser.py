@@ -229,7 +229,8 @@ class Page:
             method, params = event["method"], event["params"]
             if method == "Runtime.consoleAPICalled":
                 if params["type"] in ("error", "assert", "warning"):
-                    texts = [str(arg.get("value", arg.get("description"))) for arg in params["args"]]
+                    args = params["args"]
+                    texts = [str(arg.get("value", arg.get("description"))) for arg in args]
                     found.append(f"console.{params['type']}: {' '.join(texts)}")
             elif method == "Runtime.exceptionThrown":
                 found.append(f"exception: {params['exceptionDetails']}")
@@ -254,7 +255,9 @@ class Page:
         return result["result"].get("value")
 
     def screenshot(self) -> bytes:
-        result = self.browser.call("Page.captureScreenshot", {"format": "png"}, session=self.session)
+        result = self.browser.call(
+            "Page.captureScreenshot", {"format": "png"}, session=self.session
+        )
         return base64.b64decode(result["data"])
 
     def pdf(self) -> bytes:

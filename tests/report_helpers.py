@@ -16,13 +16,17 @@ with scripted faults, so the log, the sent archive and the replies are the real 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
+from html.parser import HTMLParser
 from pathlib import Path
 
 from campaign_factory import Run, write_campaign, yaml_quote
 from log_helpers import campaign, send
-from smtp_server import DROP, FaultScript, SmtpServer
+from smtp_server import DROP, FaultScript, Received, SmtpServer
 
 from campaign.loading import Options
 from campaign.report import ReportData, make_report
@@ -31,7 +35,9 @@ CAMPAIGN_ID = "report-test"
 HOSTILE_NAME = 'Alice <script>document.title="pwned-name"</script> & "Co"'
 HOSTILE_ORG = "Ministry \x1b[2J of <i>Tests</i>"
 SENT_REPLY = "2.0.0 Ok: queued as QR0001 <script>document.title='pwned-reply'</script>"
-REFUSED_REPLY = "5.1.1 <img src=x onerror=\"document.title='pwned-img'\"> \x1b[31mno such user\x1b[0m"
+REFUSED_REPLY = (
+    "5.1.1 <img src=x onerror=\"document.title='pwned-img'\"> \x1b[31mno such user\x1b[0m"
+)
 GREYLIST_REPLY = '4.7.1 "greylisted" <b>try later</b> \x07'
 FAILED_REPLY = '5.7.1 <a href="http://evil.example/">refused</a> by policy'
 TEST_REPLY = "2.0.0 test taken <ok> as TQ0001"
@@ -85,6 +91,7 @@ class Mixed:
     folder: Path
     file: Path
     runs: tuple[Run, ...]
+    received: tuple[Received, ...]  # every message a server took for the real recipients
 
     @property
     def outbox(self) -> Path:
@@ -98,6 +105,7 @@ class Mixed:
 def send_mixed(folder: Path) -> Mixed:
     file = write_campaign(folder, campaign_yaml())
     runs = []
+    received: list[Received] = []
     with SmtpServer(faults=FaultScript(data=[(250, TEST_REPLY)])) as server:
         run = send(file, server, "--test-to", TEST_TO, "--only", "sent-one", "partial-one", *FAST)
         assert run.status == 0, run.stdout + run.stderr
@@ -116,12 +124,14 @@ def send_mixed(folder: Path) -> Mixed:
         runs.append(
             send(file, server, "--only", *only, "--retries", "1", "--concurrency", "1", *FAST)
         )
+        received += server.messages
     for rid in ("unknown-one", "resolved-one"):
         with SmtpServer(faults=FaultScript(data=DROP)) as server:
             runs.append(send(file, server, "--only", rid, *FAST))
+            received += server.messages
     resolved = campaign(file, "resolve", "resolved-one", "--as", "sent", "--reason", RESOLVE_REASON)
     assert resolved.status == 0, resolved.stderr
-    return Mixed(folder, file, tuple(runs))
+    return Mixed(folder, file, tuple(runs), tuple(received))
 
 
 def report_of(file: Path, out: Path, clock: datetime) -> ReportData:
@@ -129,3 +139,152 @@ def report_of(file: Path, out: Path, clock: datetime) -> ReportData:
     return make_report(
         Options(file), file.parent / "outbox" / "send-log.jsonl", out, clock=lambda: clock
     )
+
+
+# ---- the page read back with the standard library's HTML parser ------------------------------
+
+VOID = frozenset(
+    [
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "param",
+        "source",
+        "track",
+        "wbr",
+    ]
+)
+
+
+@dataclass
+class Node:
+    """An element as `html.parser` saw it: tag, attributes, children (nodes and text)."""
+
+    tag: str
+    attrs: dict[str, str]
+    children: list[Node | str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def walk(self) -> Iterator[Node]:
+        yield self
+        for child in self.children:
+            if isinstance(child, Node):
+                yield from child.walk()
+
+    def find_all(self, tag: str | None = None, **attrs: str) -> list[Node]:
+        """Elements with this tag whose attributes hold these values (`class_` is one class)."""
+        found = []
+        for node in self.walk():
+            if tag is not None and node.tag != tag:
+                continue
+            if all(_has(node, key, value) for key, value in attrs.items()):
+                found.append(node)
+        return found
+
+    def find(self, tag: str | None = None, **attrs: str) -> Node:
+        (node,) = self.find_all(tag, **attrs)
+        return node
+
+
+def _has(node: Node, key: str, value: str) -> bool:
+    if key == "class_":
+        return value in node.attrs.get("class", "").split()
+    return node.attrs.get(key.replace("_", "-")) == value
+
+
+class _TreeBuilder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Node("#document", {})
+        self.stack = [self.root]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        node = Node(tag, {k: v or "" for k, v in attrs})
+        self.stack[-1].children.append(node)
+        if tag not in VOID:
+            self.stack.append(node)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.stack[-1].children.append(Node(tag, {k: v or "" for k, v in attrs}))
+
+    def handle_endtag(self, tag: str) -> None:
+        for depth in range(len(self.stack) - 1, 0, -1):
+            if self.stack[depth].tag == tag:
+                del self.stack[depth:]
+                return
+        raise AssertionError(f"</{tag}> closes nothing")
+
+    def handle_data(self, data: str) -> None:
+        self.stack[-1].children.append(data)
+
+
+def parse_html(text: str) -> Node:
+    builder = _TreeBuilder()
+    builder.feed(text)
+    builder.close()
+    assert len(builder.stack) == 1, f"unclosed: {[n.tag for n in builder.stack[1:]]}"
+    return builder.root
+
+
+def written_out(text: str) -> str:
+    """`text` with control characters as the page writes them (`\\x1b`), by an independent rule."""
+    return "".join(
+        c if c in "\n\t" or not (ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0) else f"\\x{ord(c):02x}"
+        for c in text
+    )
+
+
+CHART_SERIES_OF = {
+    "accepted": "sent",
+    "deferred": "deferred",
+    "refused": "failed",
+    "unknown": "unknown",
+}
+
+
+def answers_by_minute(log: Path) -> Counter[tuple[datetime, str]]:
+    """Server answers per (minute, series), read straight from the log's JSON lines.
+
+    The rule the chart states: each address's answer in a result counts once for its outcome;
+    an attempt that never got an answer counts as unknown (per address) at its own time;
+    test sends are left out.
+    """
+    found: Counter[tuple[datetime, str]] = Counter()
+    waiting: dict[str, tuple[datetime, int]] = {}
+    for line in log.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record.get("test") or "recipient" not in record:
+            continue
+        minute = datetime.fromisoformat(record["time"]).replace(second=0, microsecond=0)
+        recipient, event = record["recipient"], record["event"]
+        if event == "attempt":
+            if recipient in waiting:
+                earlier, count = waiting[recipient]
+                found[(earlier, "unknown")] += count
+            waiting[recipient] = (minute, len(record["addresses"]))
+        elif event == "result":
+            waiting.pop(recipient, None)
+            for reply in record["replies"].values():
+                if reply["outcome"] in CHART_SERIES_OF:
+                    found[(minute, CHART_SERIES_OF[reply["outcome"]])] += 1
+        elif event == "resolve":
+            waiting.pop(recipient, None)
+    for minute, count in waiting.values():
+        found[(minute, "unknown")] += count
+    return found
+
+
+def json_statuses(file: Path) -> Counter[str]:
+    """Recipients per status as `campaign log --json` gives them."""
+    run = campaign(file, "log", "--json")
+    assert run.status == 0, run.stderr
+    return Counter(json.loads(line)["status"] for line in run.stdout.splitlines())
