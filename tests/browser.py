@@ -148,16 +148,16 @@ class Chromium:
         return result
 
     def wait_for(
-        self, method: str, session: str, *, since: int = 0, timeout: float = 60
+        self, methods: tuple[str, ...], session: str, *, since: int = 0, timeout: float = 60
     ) -> dict[str, Any]:
-        """The first event `method` of `session` recorded at or after position `since`."""
+        """The first event of `session` named in `methods`, recorded at or after `since`."""
         deadline = time.monotonic() + timeout
         while True:
             for event in self.events[since:]:
-                if event.get("method") == method and event.get("sessionId") == session:
+                if event.get("method") in methods and event.get("sessionId") == session:
                     return event
             since = len(self.events)
-            self._receive(deadline, method)
+            self._receive(deadline, " or ".join(methods))
 
     def _receive(self, deadline: float, waiting_for: str) -> None:
         while b"\0" not in self._buffer:
@@ -179,7 +179,10 @@ class Chromium:
     # ---- tabs
 
     def open(self, url: str, *, timeout: float = 60) -> Page:
-        """A new tab that records everything, then loads `url` and waits for its load event."""
+        """A new tab that records everything, loads `url` and waits for its load event.
+
+        A dialog (`alert`) holds the load back: its opening ends the wait instead.
+        """
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
             "sessionId"
@@ -190,7 +193,8 @@ class Chromium:
         mark = len(self.events)
         page.first_event = mark
         self.call("Page.navigate", {"url": url}, session=session)
-        self.wait_for("Page.loadEventFired", session, since=mark, timeout=timeout)
+        done = ("Page.loadEventFired", "Page.javascriptDialogOpening")
+        self.wait_for(done, session, since=mark, timeout=timeout)
         return page
 
 
@@ -214,6 +218,19 @@ class Page:
     def requests(self) -> list[str]:
         """The URL of every request the page made, the page itself included."""
         return [e["params"]["request"]["url"] for e in self._events("Network.requestWillBeSent")]
+
+    @property
+    def blocked(self) -> dict[str, str]:
+        """URL -> why the browser stopped the request before it left (e.g. `csp`)."""
+        urls = {
+            e["params"]["requestId"]: e["params"]["request"]["url"]
+            for e in self._events("Network.requestWillBeSent")
+        }
+        return {
+            urls.get(e["params"]["requestId"], "?"): e["params"]["blockedReason"]
+            for e in self._events("Network.loadingFailed")
+            if e["params"].get("blockedReason")
+        }
 
     @property
     def problems(self) -> list[str]:

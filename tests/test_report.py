@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from campaign_factory import write_campaign
+from log_helpers import campaign as run_campaign
 from report_helpers import (
     EXPECTED_STATUS,
     FAILED_REPLY,
@@ -42,7 +43,7 @@ from report_helpers import (
 )
 
 from campaign.errors import CampaignError
-from campaign.loading import Options
+from campaign.loading import Options, load_campaign
 from campaign.report import (
     LIST_LIMIT,
     ArchiveCheck,
@@ -53,6 +54,7 @@ from campaign.report import (
     report_data,
     scan_log,
     visible,
+    write_report,
 )
 from campaign.review import build_review, load_roster
 from campaign.sendlog import replay
@@ -232,9 +234,7 @@ def test_every_recipient_has_a_block_with_what_log_json_says(page: Page) -> None
 
 
 def _log_json(file: Path) -> str:
-    from report_helpers import campaign
-
-    run = campaign(file, "log", "--json")
+    run = run_campaign(file, "log", "--json")
     assert run.status == 0, run.stderr
     return run.stdout
 
@@ -485,8 +485,6 @@ def test_a_long_campaign_lists_those_needing_attention_and_counts_the_rest(
     roster_id, entries = load_roster(Options(file))
     scan = scan_log(log)
     review = build_review(roster_id, entries, log, scan.history)
-    from campaign.loading import load_campaign
-
     source = load_campaign(Options(file))
     data = report_data(review, log, source.campaign, lambda: MADE_AT, scan=scan, list_limit=200)
     counts = dict(review.counts())
@@ -497,8 +495,6 @@ def test_a_long_campaign_lists_those_needing_attention_and_counts_the_rest(
     collapsed = dict(data.collapsed)
     assert {s: listed.get(s, 0) + collapsed.get(s, 0) for s in counts} == counts
     assert collapsed["sent"] == counts["sent"]
-    from campaign.report import write_report
-
     out = tmp_path / "long.html"
     write_report(data, out)
     doc = parse_html(out.read_text(encoding="utf-8"))
@@ -510,8 +506,6 @@ def test_a_campaign_within_the_limit_lists_everyone(long_log: tuple[Path, Path])
     file, log = long_log
     roster_id, entries = load_roster(Options(file))
     review = build_review(roster_id, entries, log)
-    from campaign.loading import load_campaign
-
     source = load_campaign(Options(file))
     data = report_data(review, log, source.campaign, lambda: MADE_AT)
     assert LIST_LIMIT < 3000 and len(data.recipients) == LIST_LIMIT
