@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import html
+import multiprocessing
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -24,7 +27,7 @@ from typing import Any
 
 from campaign.loading import Options, load_campaign
 from campaign.models import Campaign
-from campaign.review import Review, build_review, check_log, roster
+from campaign.review import Review, RosterEntry, build_review, check_log, roster
 from campaign.sendlog import (
     ACCEPTED,
     IN_FLIGHT,
@@ -34,6 +37,7 @@ from campaign.sendlog import (
     STATUSES,
     TRY_AGAIN,
     LogReader,
+    RecipientState,
     Replay,
     now_iso,
 )
@@ -136,6 +140,21 @@ class Timeline:
     def marks(self) -> int:
         """How many bars the chart draws: one per non-empty (bucket, series)."""
         return sum(1 for bucket in self.buckets for count in bucket if count)
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignHeader:
+    """What the page's header shows of the campaign file."""
+
+    id: str
+    subject: str
+    sender: str
+
+    @classmethod
+    def of(cls, campaign: Campaign) -> CampaignHeader:
+        sender = campaign.sender
+        shown = f"{sender.display_name} <{sender.address}>" if sender.display_name else ""
+        return cls(campaign.id, campaign.subject, shown or sender.address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,12 +363,12 @@ class LogScan:
         return self.minutes.timeline()
 
 
-def file_sha256(path: Path) -> tuple[str, int]:
-    """The SHA-256 and size of a file, read in chunks."""
+def file_sha256(path: Path, limit: int | None = None) -> tuple[str, int]:
+    """The SHA-256 and size of a file (of its first `limit` bytes), read in chunks."""
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
+        while chunk := handle.read(1 << 20 if limit is None else min(1 << 20, limit - size)):
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
@@ -359,35 +378,56 @@ def scan_log(path: Path, campaign_id: str | None = None) -> LogScan:
     """Read the log once into the replay `campaign log` uses and the report's own figures.
 
     `scan.history` is exactly what `sendlog.replay(path, campaign_id)` returns, so a review
-    built on it counts what `campaign log --json` counts.
+    built on it counts what `campaign log --json` counts. The SHA-256 is taken in a thread
+    meanwhile (hashlib lets go of the GIL), of the bytes the log held when the scan began.
     """
-    digest, size = file_sha256(path)
-    scan = LogScan(Replay(campaign=campaign_id), digest, size)
+    size = path.stat().st_size
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(file_sha256, path, size)
+        scan = LogScan(Replay(campaign=campaign_id), "", size)
+        _scan_records(scan, path)
+        scan.sha256 = hashing.result()[0]
+    with contextlib.suppress(OSError):
+        now = path.stat().st_size
+        if now != size:
+            scan.notes.append(
+                f"the log grew from {size} to {now} bytes while the report was made (a run is"
+                " in progress): its SHA-256 is that of the first size, the counts may include"
+                " later events"
+            )
+    return scan
+
+
+_QUIET_EVENTS = frozenset(("planned", "run-start", "run-end"))
+
+
+def _scan_records(scan: LogScan, path: Path) -> None:
     history = scan.history
-    minutes = scan.minutes
+    fold = history.fold
+    add = scan.minutes.add
+    unanswered = scan.unanswered
     # recipient -> (time, addresses, SHA-256) of an attempt whose answer is not logged yet
     open_attempts: dict[str, tuple[object, int, str | None]] = {}
-    unanswered = scan.unanswered
     test_attempts: dict[str, dict[str, Any]] = {}
+    unknown = _SERIES_OF_OUTCOME[IN_FLIGHT]
+    first: object = None
     reader = LogReader(path)
     for _, record in reader.records(final=True):
-        history.fold(record)
-        found = record.get("campaign")
-        if found is not None and found != history.campaign:
+        fold(record)
+        if history.other_campaigns and record.get("campaign") not in (None, history.campaign):
             continue  # another campaign's record: fold() ignored it, so does the report
-        scan.events += 1
-        time = record.get("time")
-        if isinstance(time, str):
-            if scan.first_time is None:
-                scan.first_time = time
-            scan.last_time = time
+        if first is None:
+            first = record.get("time")
         event = record.get("event")
-        recipient = record.get("recipient")
-        if record.get("test"):
-            if isinstance(recipient, str):
-                _test_record(scan, test_attempts, event, recipient, record)
+        if event in _QUIET_EVENTS:
             continue
-        if event == "result" and isinstance(recipient, str):
+        recipient = record.get("recipient")
+        if not isinstance(recipient, str):
+            continue
+        time = record.get("time")
+        if record.get("test"):
+            _test_record(scan, test_attempts, event, recipient, record)
+        elif event == "result":
             attempt = open_attempts.pop(recipient, None)
             replies = record.get("replies")
             lost = False
@@ -396,41 +436,35 @@ def scan_log(path: Path, campaign_id: str | None = None) -> LogScan:
                     outcome = reply.get("outcome") if isinstance(reply, dict) else None
                     series = _SERIES_OF_OUTCOME.get(outcome)  # type: ignore[arg-type]
                     if series is not None:
-                        minutes.add(time, series)
-                    lost = lost or outcome == IN_FLIGHT
+                        add(time, series)
+                        lost = lost or series == unknown
             if lost and attempt is not None and attempt[2] is not None:
                 unanswered[recipient] = attempt[2]
-        elif event == "attempt" and isinstance(recipient, str):
+        elif event == "attempt":
             addresses = record.get("addresses")
             count = len(addresses) if isinstance(addresses, list) else 1
             earlier = open_attempts.get(recipient)
             if earlier is not None:  # an attempt left without an answer, then tried again
-                minutes.add(earlier[0], _SERIES_OF_OUTCOME[IN_FLIGHT], earlier[1])
+                add(earlier[0], unknown, earlier[1])
             unanswered.pop(recipient, None)
             open_attempts[recipient] = (time, count, _optional_str(record.get("sha256")))
-        elif event == "resolve" and isinstance(recipient, str):
+        elif event == "resolve":
             settled = open_attempts.pop(recipient, None)
             if settled is not None and settled[2] is not None:
                 unanswered[recipient] = settled[2]
         elif event in _SERIES_OF_EVENT:
-            minutes.add(time, _SERIES_OF_EVENT[str(event)])
+            add(time, _SERIES_OF_EVENT[str(event)])
     history.notes.extend(reader.notes)
+    scan.events = history.events
+    scan.first_time = first if isinstance(first, str) else None
+    scan.last_time = history.last_time or None
     for recipient, (time, count, sha256) in open_attempts.items():  # no answer: unknown
-        minutes.add(time, _SERIES_OF_OUTCOME[IN_FLIGHT], count)
+        add(time, unknown, count)
         if sha256 is not None:
             unanswered[recipient] = sha256
     for recipient, test in test_attempts.items():
         for address in test.get("addresses") or ():
             _add_test_send(scan, test, recipient, str(address), {"outcome": IN_FLIGHT})
-    with contextlib.suppress(OSError):
-        now = path.stat().st_size
-        if now != size:
-            scan.notes.append(
-                f"the log grew from {size:,} to {now:,} bytes while the report was made (a run"
-                " is in progress): its SHA-256 is that of the first size, the counts may include"
-                " later events"
-            )
-    return scan
 
 
 def _test_record(
@@ -485,7 +519,7 @@ def _optional_str(value: object) -> str | None:
 def report_data(
     review: Review,
     log_path: Path,
-    campaign: Campaign,
+    campaign: Campaign | CampaignHeader,
     clock: Callable[[], datetime],
     *,
     scan: LogScan | None = None,
@@ -500,21 +534,28 @@ def report_data(
     """
     if scan is None:
         scan = scan_log(log_path, campaign.id)
-    counts = review.counts()
-    order = [*STATUSES, *sorted(set(map(str, counts)) - set(STATUSES))]
+    # The status of every recipient once, by the review's own rule (the one behind the rows
+    # `campaign log --json` prints); whole rows are built only for those listed.
+    counts: dict[str, int] = {}
     total = len(review.entries)
-    listed: list[RecipientRecord] = []
+    chosen: list[RosterEntry] = []
     collapsed: dict[str, int] = {}
     list_all = total <= list_limit
-    folder = log_path.parent
-    for row in review.rows():
-        state = review.history.recipients.get(row.recipient)
-        resolved = state.resolved if state is not None else None
-        status = str(row.status)
-        wanted = list_all or status != SENT or resolved is not None
-        if not wanted or len(listed) >= list_limit:
+    states = review.history.recipients
+    for entry in review.entries:
+        status = str(review.status_of(entry))
+        counts[status] = counts.get(status, 0) + 1
+        wanted = list_all or status != SENT or _resolved(states.get(entry.id)) is not None
+        if wanted and len(chosen) < list_limit:
+            chosen.append(entry)
+        else:
             collapsed[status] = collapsed.get(status, 0) + 1
-            continue
+    listed: list[RecipientRecord] = []
+    folder = log_path.parent
+    for row in dataclasses.replace(review, entries=chosen).rows():
+        state = states.get(row.recipient)
+        resolved = _resolved(state)
+        status = str(row.status)
         times = {a: s.time for a, s in state.addresses.items()} if state is not None else {}
         addresses = tuple(
             AddressOutcome(
@@ -551,18 +592,18 @@ def report_data(
                 sent_sha256=None if row.sha256 else scan.unanswered.get(row.recipient),
             )
         )
+    order = [*STATUSES, *sorted(set(counts) - set(STATUSES))]
     period = (
         (scan.first_time, scan.last_time)
         if scan.first_time is not None and scan.last_time is not None
         else None
     )
     test_order = sorted(scan.test_counts, key=lambda s: (s not in STATUSES, s))
-    sender = campaign.sender
-    sender_text = f"{sender.display_name} <{sender.address}>" if sender.display_name else ""
+    header = campaign if isinstance(campaign, CampaignHeader) else CampaignHeader.of(campaign)
     return ReportData(
-        campaign=campaign.id,
-        subject=campaign.subject,
-        sender=sender_text or sender.address,
+        campaign=header.id,
+        subject=header.subject,
+        sender=header.sender,
         period=period,
         counts=tuple((status, counts.get(status, 0)) for status in order),
         total=total,
@@ -583,17 +624,42 @@ def report_data(
     )
 
 
+def _resolved(state: RecipientState | None) -> str | None:
+    return state.resolved if state is not None else None
+
+
 def make_report(
     options: Options, log_path: Path, out: Path, *, clock: Callable[[], datetime]
 ) -> ReportData:
-    """`campaign report`: read the file and the log (once), write the page to `out`."""
+    """`campaign report`: read the file and the log (once), write the page to `out`.
+
+    A long campaign file is read in a forked process while this one reads the log, as
+    `campaign log` does: on two cores the two take the time of the longer.
+    """
     check_log(log_path)
-    source = load_campaign(options)
-    scan = scan_log(log_path, None)
-    review = build_review(source.campaign.id, roster(source), log_path, scan.history)
-    data = report_data(review, log_path, source.campaign, clock, scan=scan)
+    big = options.path.is_file() and options.path.stat().st_size > PARALLEL_READ_BYTES
+    if big and "fork" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            future = pool.submit(read_header_and_roster, options)  # forks before any thread
+            scan = scan_log(log_path, None)
+            header, entries = future.result()
+    else:
+        header, entries = read_header_and_roster(options)
+        scan = scan_log(log_path, None)
+    review = build_review(header.id, entries, log_path, scan.history)
+    data = report_data(review, log_path, header, clock, scan=scan)
     write_report(data, out)
     return data
+
+
+PARALLEL_READ_BYTES = 2 * 1024 * 1024
+
+
+def read_header_and_roster(options: Options) -> tuple[CampaignHeader, tuple[RosterEntry, ...]]:
+    """What the report needs of the campaign file, in plain values (they cross a fork)."""
+    source = load_campaign(options)
+    return CampaignHeader.of(source.campaign), roster(source)
 
 
 def _check_archive(
