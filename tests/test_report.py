@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 from campaign_factory import write_campaign
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from log_helpers import campaign as run_campaign
 from report_helpers import (
     EXPECTED_STATUS,
@@ -47,8 +49,10 @@ from campaign.loading import Options, load_campaign
 from campaign.report import (
     LIST_LIMIT,
     ArchiveCheck,
+    _css_string,
     _Minutes,
     bucket_width,
+    esc,
     make_report,
     queue_id,
     report_data,
@@ -512,3 +516,27 @@ def test_a_campaign_within_the_limit_lists_everyone(long_log: tuple[Path, Path])
     data_all = report_data(review, log, source.campaign, lambda: MADE_AT, list_limit=3000)
     assert [r.id for r in data_all.recipients] == [e.id for e in entries]
     assert data_all.collapsed == ()
+
+
+# ---------------------------------------------------------------------------- escaping, any text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_any_text_reads_back_as_its_visible_form(text: str) -> None:
+    doc = parse_html(f'<p title="{esc(text)}">{esc(text)}</p>')
+    (p,) = doc.find_all("p")
+    assert p.text() == visible(text) and p.attrs["title"] == visible(text)
+    assert not set("<>\"'") & set(esc(text))
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", esc(text))
+    esc(text).encode("utf-8")  # lone surrogates are written out, so the page always encodes
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_any_text_in_the_print_footer_stays_one_css_string(text: str) -> None:
+    literal = _css_string(text)
+    inner = literal[1:-1]
+    assert literal[0] == literal[-1] == '"'
+    assert '"' not in inner and "\n" not in inner and "}" not in inner
+    assert all(re.match(r"[0-9a-f]{1,6} ", part) for part in inner.split("\\")[1:])
