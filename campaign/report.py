@@ -374,19 +374,25 @@ def file_sha256(path: Path, limit: int | None = None) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def scan_log(path: Path, campaign_id: str | None = None) -> LogScan:
+def scan_log(
+    path: Path, campaign_id: str | None = None, *, size: int | None = None, hashed: bool = True
+) -> LogScan:
     """Read the log once into the replay `campaign log` uses and the report's own figures.
 
     `scan.history` is exactly what `sendlog.replay(path, campaign_id)` returns, so a review
-    built on it counts what `campaign log --json` counts. The SHA-256 is taken in a thread
-    meanwhile (hashlib lets go of the GIL), of the bytes the log held when the scan began.
+    built on it counts what `campaign log --json` counts. The SHA-256 is of the log's first
+    `size` bytes (default: all it holds now), taken in a thread meanwhile (hashlib lets go of
+    the GIL); with `hashed=False` the caller takes it (`scan.sha256` is left empty).
     """
-    size = path.stat().st_size
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        hashing = pool.submit(file_sha256, path, size)
-        scan = LogScan(Replay(campaign=campaign_id), "", size)
+    size = path.stat().st_size if size is None else size
+    scan = LogScan(Replay(campaign=campaign_id), "", size)
+    if hashed:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            hashing = pool.submit(file_sha256, path, size)
+            _scan_records(scan, path)
+            scan.sha256 = hashing.result()[0]
+    else:
         _scan_records(scan, path)
-        scan.sha256 = hashing.result()[0]
     with contextlib.suppress(OSError):
         now = path.stat().st_size
         if now != size:
@@ -639,11 +645,13 @@ def make_report(
     check_log(log_path)
     big = options.path.is_file() and options.path.stat().st_size > PARALLEL_READ_BYTES
     if big and "fork" in multiprocessing.get_all_start_methods():
+        # The forked reader also hashes the log: it has less to do than the replay here.
+        size = log_path.stat().st_size
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            future = pool.submit(read_header_and_roster, options)  # forks before any thread
-            scan = scan_log(log_path, None)
-            header, entries = future.result()
+            future = pool.submit(_read_and_hash, options, log_path, size)  # forks here
+            scan = scan_log(log_path, None, size=size, hashed=False)
+            header, entries, scan.sha256 = future.result()
     else:
         header, entries = read_header_and_roster(options)
         scan = scan_log(log_path, None)
@@ -654,6 +662,13 @@ def make_report(
 
 
 PARALLEL_READ_BYTES = 2 * 1024 * 1024
+
+
+def _read_and_hash(
+    options: Options, log_path: Path, size: int
+) -> tuple[CampaignHeader, tuple[RosterEntry, ...], str]:
+    header, entries = read_header_and_roster(options)
+    return header, entries, file_sha256(log_path, size)[0]
 
 
 def read_header_and_roster(options: Options) -> tuple[CampaignHeader, tuple[RosterEntry, ...]]:

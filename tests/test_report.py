@@ -540,3 +540,14 @@ def test_any_text_in_the_print_footer_stays_one_css_string(text: str) -> None:
     assert literal[0] == literal[-1] == '"'
     assert '"' not in inner and "\n" not in inner and "}" not in inner
     assert all(re.match(r"[0-9a-f]{1,6} ", part) for part in inner.split("\\")[1:])
+
+
+def test_a_long_file_read_in_a_fork_gives_the_same_page(
+    page: Page, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import campaign.report as report
+
+    monkeypatch.setattr(report, "PARALLEL_READ_BYTES", 0)  # every file counts as long
+    forked = report_of(page.mixed.file, tmp_path / "forked.html", MADE_AT)
+    assert forked.log_sha256 == hashlib.sha256(page.mixed.log.read_bytes()).hexdigest()
+    assert (tmp_path / "forked.html").read_text(encoding="utf-8") == page.text
