@@ -305,7 +305,9 @@ class _Minutes:
             for j, n in enumerate(row):
                 merged[j] += n
             samples.setdefault(short, self.samples[key])
-        self.counts, self.samples = counts, samples
+        self.counts.clear()  # in place: a reader may hold the dict
+        self.counts.update(counts)
+        self.samples = samples
 
     def _floor(self, moment: datetime) -> datetime:
         """The start of the minute, hour or day `moment` was counted in (in UTC)."""
@@ -410,10 +412,12 @@ _QUIET_EVENTS = frozenset(("planned", "run-start", "run-end"))
 def _scan_records(scan: LogScan, path: Path) -> None:
     history = scan.history
     fold = history.fold
-    add = scan.minutes.add
+    minutes = scan.minutes
+    add = minutes.add
+    counts = minutes.counts  # updated in place, also when coarsened
     unanswered = scan.unanswered
     # recipient -> (time, addresses, SHA-256) of an attempt whose answer is not logged yet
-    open_attempts: dict[str, tuple[object, int, str | None]] = {}
+    open_attempts: dict[str, tuple[object, int, object]] = {}
     test_attempts: dict[str, dict[str, Any]] = {}
     unknown = _SERIES_OF_OUTCOME[IN_FLIGHT]
     first: object = None
@@ -441,11 +445,17 @@ def _scan_records(scan: LogScan, path: Path) -> None:
                 for reply in replies.values():
                     outcome = reply.get("outcome") if isinstance(reply, dict) else None
                     series = _SERIES_OF_OUTCOME.get(outcome)  # type: ignore[arg-type]
-                    if series is not None:
+                    if series is None:
+                        continue
+                    # The common case inline: a time whose minute is already counted.
+                    row = counts.get(time[: minutes.key_length]) if type(time) is str else None
+                    if row is None:
                         add(time, series)
-                        lost = lost or series == unknown
+                    else:
+                        row[series] += 1
+                    lost = lost or series == unknown
             if lost and attempt is not None and attempt[2] is not None:
-                unanswered[recipient] = attempt[2]
+                unanswered[recipient] = str(attempt[2])
         elif event == "attempt":
             addresses = record.get("addresses")
             count = len(addresses) if isinstance(addresses, list) else 1
@@ -453,11 +463,11 @@ def _scan_records(scan: LogScan, path: Path) -> None:
             if earlier is not None:  # an attempt left without an answer, then tried again
                 add(earlier[0], unknown, earlier[1])
             unanswered.pop(recipient, None)
-            open_attempts[recipient] = (time, count, _optional_str(record.get("sha256")))
+            open_attempts[recipient] = (time, count, record.get("sha256"))
         elif event == "resolve":
             settled = open_attempts.pop(recipient, None)
             if settled is not None and settled[2] is not None:
-                unanswered[recipient] = settled[2]
+                unanswered[recipient] = str(settled[2])
         elif event in _SERIES_OF_EVENT:
             add(time, _SERIES_OF_EVENT[str(event)])
     history.notes.extend(reader.notes)
@@ -467,7 +477,7 @@ def _scan_records(scan: LogScan, path: Path) -> None:
     for recipient, (time, count, sha256) in open_attempts.items():  # no answer: unknown
         add(time, unknown, count)
         if sha256 is not None:
-            unanswered[recipient] = sha256
+            unanswered[recipient] = str(sha256)
     for recipient, test in test_attempts.items():
         for address in test.get("addresses") or ():
             _add_test_send(scan, test, recipient, str(address), {"outcome": IN_FLIGHT})
