@@ -544,34 +544,41 @@ def report_data(
 ) -> ReportData:
     """What the page shows for `review`: pass the `scan` its history came from to read once.
 
-    Without `scan` the log is read again (a second pass). Recipients are listed one by one
-    up to `list_limit`; past it only those needing attention are (not sent, or resolved by
-    hand), up to the limit, and the others are counted per status.
+    Without `scan` the log is read again (a second pass). Recipients are listed one by one,
+    in file order, up to `list_limit`. Past it only those needing attention are: unknown
+    first, then failed, partial, deferred, pending and those resolved by hand, up to the
+    limit; the others are counted per status with the command that lists them.
     """
     if scan is None:
         scan = scan_log(log_path, campaign.id)
     # The status of every recipient once, by the review's own rule (the one behind the rows
     # `campaign log --json` prints); whole rows are built only for those listed.
     counts: dict[str, int] = {}
-    total = len(review.entries)
-    chosen: list[RosterEntry] = []
-    collapsed: dict[str, int] = {}
-    list_all = total <= list_limit
+    entries = review.entries
+    total = len(entries)
     states = review.history.recipients
-    for entry in review.entries:
+    waiting: dict[int, list[int]] = {}  # listing priority -> positions in the file
+    for position, entry in enumerate(entries):
         status = str(review.status_of(entry))
         counts[status] = counts.get(status, 0) + 1
-        wanted = list_all or status != SENT or _resolved(states.get(entry.id)) is not None
-        if wanted and len(chosen) < list_limit:
-            chosen.append(entry)
-        else:
-            collapsed[status] = collapsed.get(status, 0) + 1
+        if status == SENT and _resolved(states.get(entry.id)) is not None:
+            status = "resolved"
+        priority = _PRIORITY.get(status, _PRIORITY["pending"])
+        if total <= list_limit or priority < _PRIORITY[SENT]:
+            waiting.setdefault(priority, []).append(position)
+    picked: list[int] = []
+    for priority in sorted(waiting):
+        picked += waiting[priority][: list_limit - len(picked)]
+    picked.sort()
+    chosen = [entries[position] for position in picked]
+    collapsed = dict(counts)  # less each recipient listed, below
     listed: list[RecipientRecord] = []
     folder = log_path.parent
     for row in dataclasses.replace(review, entries=chosen).rows():
         state = states.get(row.recipient)
         resolved = _resolved(state)
         status = str(row.status)
+        collapsed[status] -= 1
         times = {a: s.time for a, s in state.addresses.items()} if state is not None else {}
         addresses = tuple(
             AddressOutcome(
@@ -638,6 +645,16 @@ def report_data(
         made_at=now_iso(clock()),
         live=review.live,
     )
+
+
+# Who is listed first when not everyone can be: what needs a person's attention soonest.
+_PRIORITY = {
+    status: rank
+    for rank, status in enumerate(
+        ("unknown", "failed", "partial", "bounced", "sending", "deferred", "pending", "resolved")
+    )
+}
+_PRIORITY[SENT] = len(_PRIORITY)
 
 
 def _resolved(state: RecipientState | None) -> str | None:

@@ -499,6 +499,10 @@ def test_a_long_campaign_lists_those_needing_attention_and_counts_the_rest(
     collapsed = dict(data.collapsed)
     assert {s: listed.get(s, 0) + collapsed.get(s, 0) for s in counts} == counts
     assert collapsed["sent"] == counts["sent"]
+    for urgent in ("unknown", "failed", "partial"):  # listed before the deferred and pending
+        assert counts[urgent] and listed[urgent] == counts[urgent]
+    positions = [int(r.id[1:]) for r in data.recipients]
+    assert positions == sorted(positions)  # shown in file order
     out = tmp_path / "long.html"
     write_report(data, out)
     doc = parse_html(out.read_text(encoding="utf-8"))
