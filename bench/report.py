@@ -5,7 +5,7 @@
 
 The campaign is `bench/generate.py`'s, the logs `bench/genlog.py`'s (the exact records `campaign
 send` writes). Each render is a process started through bench/_launch.py (wall time, CPU and
-peak RSS from its rusage), doing what `campaign report` does: `campaign.report.make_report`.
+peak RSS from its rusage), doing what `campaign report` does: `build_report`, then `write_report`.
 `campaign log --json` is timed the same way on the same log, right after, so the ratio of the
 two holds even on a busy machine. Every page is checked: its counts per status must equal
 those genlog wrote the log to give, and those `campaign log --json` prints.
@@ -38,10 +38,11 @@ import json, resource, sys, time
 from datetime import UTC, datetime
 from pathlib import Path
 from campaign.loading import Options
-from campaign.report import make_report
+from campaign.report import build_report
+from campaign.report_page import write_report
 start = time.perf_counter()
-make_report(Options(Path(sys.argv[1])), Path(sys.argv[2]), Path(sys.argv[3]),
-            clock=lambda: datetime.now(UTC))
+data = build_report(Options(Path(sys.argv[1])), Path(sys.argv[2]), clock=lambda: datetime.now(UTC))
+write_report(data, Path(sys.argv[3]))
 own = resource.getrusage(resource.RUSAGE_SELF)
 kids = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"inner_wall_s": time.perf_counter() - start,

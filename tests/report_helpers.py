@@ -29,7 +29,8 @@ from log_helpers import campaign, send
 from smtp_server import DROP, FaultScript, Received, SmtpServer
 
 from campaign.loading import Options
-from campaign.report import ReportData, make_report
+from campaign.report import ReportData, build_report
+from campaign.report_page import write_report
 
 CAMPAIGN_ID = "report-test"
 HOSTILE_NAME = 'Alice <script>document.title="pwned-name"</script> & "Co"'
@@ -135,10 +136,11 @@ def send_mixed(folder: Path) -> Mixed:
 
 
 def report_of(file: Path, out: Path, clock: datetime) -> ReportData:
-    """What `campaign report --out OUT` will do, through the library call the CLI wraps."""
-    return make_report(
-        Options(file), file.parent / "outbox" / "send-log.jsonl", out, clock=lambda: clock
-    )
+    """What `campaign report --out OUT` will do, through the library calls the CLI wraps."""
+    log = file.parent / "outbox" / "send-log.jsonl"
+    data = build_report(Options(file), log, clock=lambda: clock)
+    write_report(data, out)
+    return data
 
 
 # ---- the page read back with the standard library's HTML parser ------------------------------

@@ -49,17 +49,14 @@ from campaign.loading import Options, load_campaign
 from campaign.report import (
     LIST_LIMIT,
     ArchiveCheck,
-    _css_string,
     _Minutes,
     bucket_width,
-    esc,
-    make_report,
+    build_report,
     queue_id,
     report_data,
     scan_log,
-    visible,
-    write_report,
 )
+from campaign.report_page import _css_string, esc, visible, write_report
 from campaign.review import build_review, load_roster
 from campaign.sendlog import replay
 
@@ -367,13 +364,7 @@ def test_no_log_is_one_clear_error(tmp_path: Path) -> None:
         '    emails: ["a@example.com"]\n',
     )
     with pytest.raises(CampaignError, match="no send log"):
-        make_report(
-            Options(file),
-            tmp_path / "c" / "outbox" / "send-log.jsonl",
-            tmp_path / "r.html",
-            clock=lambda: MADE_AT,
-        )
-    assert not (tmp_path / "r.html").exists()
+        build_report(Options(file), tmp_path / "c" / "outbox" / "log.jsonl", clock=lambda: MADE_AT)
 
 
 def test_a_log_of_another_campaign_is_refused(page: Page, tmp_path: Path) -> None:
@@ -383,7 +374,7 @@ def test_a_log_of_another_campaign_is_refused(page: Page, tmp_path: Path) -> Non
         '  - id: "a"\n    name: "A"\n    emails: ["a@example.com"]\n',
     )
     with pytest.raises(CampaignError, match="not 'other'"):
-        make_report(Options(other), page.mixed.log, tmp_path / "r.html", clock=lambda: MADE_AT)
+        build_report(Options(other), page.mixed.log, clock=lambda: MADE_AT)
 
 
 def test_the_page_is_replaced_whole(page: Page, tmp_path: Path) -> None:

@@ -32,7 +32,8 @@ from report_helpers import (
 )
 
 from campaign.loading import Options, load_campaign
-from campaign.report import report_data, scan_log, write_report
+from campaign.report import report_data, scan_log
+from campaign.report_page import write_report
 from campaign.review import build_review, load_roster
 
 ROOT = Path(__file__).resolve().parent.parent
