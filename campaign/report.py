@@ -107,6 +107,8 @@ class RecipientRecord:
 class TestSend:
     """One answer to a `send --test-to` message: shown apart, never counted as sent."""
 
+    __test__ = False  # not a pytest test class, whatever its name
+
     time: str
     recipient: str
     address: str
