@@ -827,6 +827,7 @@ def run_provider_once(cfg: Config, sender: Sender, data: Generated, rep: int) ->
     sink = SinkProcess(run_dir / "sink-report.json", max_seconds=timeout + 600, provider=limits)
     sink.start()
     error = ""
+    counts: SinkCounts | None
     try:
         ctx = RunContext(
             python=cfg.python,

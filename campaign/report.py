@@ -11,30 +11,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import multiprocessing
 import os
 import re
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from campaign.loading import Options, load_campaign
 from campaign.models import Campaign
+from campaign.parallel import side_by_side
 from campaign.review import Review, RosterEntry, build_review, check_log, roster
 from campaign.sendlog import (
-    ACCEPTED,
-    IN_FLIGHT,
-    REFUSED,
-    SENT,
-    STATUSES,
-    TRY_AGAIN,
     LogReader,
+    Outcome,
     RecipientState,
     Replay,
+    Status,
     now_iso,
 )
 
@@ -48,9 +45,15 @@ CHART_BUCKETS = 60
 # Minute counts kept while reading; past this many the scan coarsens to hours, then days.
 MAX_TIME_KEYS = 20_000
 
+_STATUS_ORDER = tuple(Status)
 # The chart's series, bottom of each stacked bar first.
 CHART_SERIES = ("sent", "deferred", "failed", "unknown", "bounced", "replied")
-_SERIES_OF_OUTCOME = {ACCEPTED: 0, TRY_AGAIN: 1, REFUSED: 2, IN_FLIGHT: 3}
+_SERIES_OF_OUTCOME: dict[str, int] = {
+    Outcome.ACCEPTED: 0,
+    Outcome.DEFERRED: 1,
+    Outcome.REFUSED: 2,
+    Outcome.UNKNOWN: 3,
+}
 _SERIES_OF_EVENT = {"bounce": 4, "reply": 5, "auto-reply": 5}
 
 
@@ -376,7 +379,7 @@ def _scan_records(scan: LogScan, path: Path) -> None:
     # recipient -> (time, addresses, SHA-256) of an attempt whose answer is not logged yet
     open_attempts: dict[str, tuple[object, int, object]] = {}
     test_attempts: dict[str, dict[str, Any]] = {}
-    unknown = _SERIES_OF_OUTCOME[IN_FLIGHT]
+    unknown = _SERIES_OF_OUTCOME[Outcome.UNKNOWN]
     first: object = None
     reader = LogReader(path)
     for _, record in reader.records(final=True):
@@ -401,7 +404,7 @@ def _scan_records(scan: LogScan, path: Path) -> None:
             if isinstance(replies, dict):
                 for reply in replies.values():
                     outcome = reply.get("outcome") if isinstance(reply, dict) else None
-                    series = _SERIES_OF_OUTCOME.get(outcome)  # type: ignore[arg-type]
+                    series = _SERIES_OF_OUTCOME.get(str(outcome))
                     if series is None:
                         continue
                     # The common case inline: a time whose minute is already counted.
@@ -437,7 +440,7 @@ def _scan_records(scan: LogScan, path: Path) -> None:
             unanswered[recipient] = str(sha256)
     for recipient, test in test_attempts.items():
         for address in test.get("addresses") or ():
-            _add_test_send(scan, test, recipient, str(address), {"outcome": IN_FLIGHT})
+            _add_test_send(scan, test, recipient, str(address), {"outcome": Outcome.UNKNOWN})
 
 
 def _test_record(
@@ -463,7 +466,7 @@ def _test_record(
 def _add_test_send(
     scan: LogScan, record: dict[str, Any], recipient: str, address: str, reply: dict[str, Any]
 ) -> None:
-    outcome = str(reply.get("outcome", IN_FLIGHT))
+    outcome = str(reply.get("outcome", Outcome.UNKNOWN))
     scan.test_send_total += 1
     scan.test_counts[outcome] = scan.test_counts.get(outcome, 0) + 1
     if len(scan.test_sends) < TEST_SEND_LIMIT:
@@ -518,10 +521,10 @@ def report_data(
     for position, entry in enumerate(entries):
         status = str(review.status_of(entry))
         counts[status] = counts.get(status, 0) + 1
-        if status == SENT and _resolved(states.get(entry.id)) is not None:
+        if status == Status.SENT and _resolved(states.get(entry.id)) is not None:
             status = "resolved"
         priority = _PRIORITY.get(status, _PRIORITY["pending"])
-        if total <= list_limit or priority < _PRIORITY[SENT]:
+        if total <= list_limit or priority < _PRIORITY[Status.SENT]:
             waiting.setdefault(priority, []).append(position)
     picked: list[int] = []
     for priority in sorted(waiting):
@@ -544,11 +547,11 @@ def report_data(
                 a.code,
                 a.reply,
                 times.get(a.address, ""),
-                queue_id(a.reply) if a.outcome == ACCEPTED else None,
+                queue_id(a.reply) if a.outcome == Outcome.ACCEPTED else None,
             )
             for a in row.addresses
         )
-        accepted = [a.time for a in addresses if a.outcome == ACCEPTED and a.time]
+        accepted = [a.time for a in addresses if a.outcome == Outcome.ACCEPTED and a.time]
         check, actual = _check_archive(folder, row.archive, row.sha256, verify_archive)
         listed.append(
             RecipientRecord(
@@ -572,13 +575,13 @@ def report_data(
                 sent_sha256=None if row.sha256 else scan.unanswered.get(row.recipient),
             )
         )
-    order = [*STATUSES, *sorted(set(counts) - set(STATUSES))]
+    order = [*_STATUS_ORDER, *sorted(set(counts) - set(_STATUS_ORDER))]
     period = (
         (scan.first_time, scan.last_time)
         if scan.first_time is not None and scan.last_time is not None
         else None
     )
-    test_order = sorted(scan.test_counts, key=lambda s: (s not in STATUSES, s))
+    test_order = sorted(scan.test_counts, key=lambda s: (s not in _STATUS_ORDER, s))
     header = campaign if isinstance(campaign, CampaignHeader) else CampaignHeader.of(campaign)
     return ReportData(
         campaign=header.id,
@@ -611,7 +614,7 @@ _PRIORITY = {
         ("unknown", "failed", "partial", "bounced", "sending", "deferred", "pending", "resolved")
     )
 }
-_PRIORITY[SENT] = len(_PRIORITY)
+_PRIORITY[Status.SENT] = len(_PRIORITY)
 
 
 def _resolved(state: RecipientState | None) -> str | None:
@@ -621,19 +624,18 @@ def _resolved(state: RecipientState | None) -> str | None:
 def build_report(options: Options, log_path: Path, *, clock: Callable[[], datetime]) -> ReportData:
     """What `campaign report` shows: the campaign file and the log read (the log once).
 
-    A long campaign file is read in a forked process while this one reads the log, as
+    A long campaign file is read in another process while this one reads the log, as
     `campaign log` does: on two cores the two take the time of the longer.
     """
     check_log(log_path)
-    big = options.path.is_file() and options.path.stat().st_size > PARALLEL_READ_BYTES
-    if big and "fork" in multiprocessing.get_all_start_methods():
-        # The forked reader also hashes the log: it has less to do than the replay here.
-        size = log_path.stat().st_size
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            future = pool.submit(_read_and_hash, options, log_path, size)  # forks here
-            scan = scan_log(log_path, None, size=size, hashed=False)
-            header, entries, scan.sha256 = future.result()
+    size = log_path.stat().st_size
+    if options.path.is_file() and options.path.stat().st_size > PARALLEL_READ_BYTES:
+        # The other process also hashes the log: it has less to do than the replay here.
+        (header, entries, digest), scan = side_by_side(
+            partial(_read_and_hash, options, log_path, size),
+            partial(scan_log, log_path, None, size=size, hashed=False),
+        )
+        scan.sha256 = digest
     else:
         header, entries = read_header_and_roster(options)
         scan = scan_log(log_path, None)
@@ -652,7 +654,7 @@ def _read_and_hash(
 
 
 def read_header_and_roster(options: Options) -> tuple[CampaignHeader, tuple[RosterEntry, ...]]:
-    """What the report needs of the campaign file, in plain values (they cross a fork)."""
+    """What the report needs of the campaign file, in plain values (they cross processes)."""
     source = load_campaign(options)
     return CampaignHeader.of(source.campaign), roster(source)
 

@@ -24,7 +24,9 @@ from campaign.report import (
     ReportData,
     Timeline,
 )
-from campaign.sendlog import SENDING, STATUSES
+from campaign.sendlog import Status
+
+_STATUS_ORDER: tuple[str, ...] = tuple(Status)
 
 # A server reply longer than this is cut on the page (the log keeps it whole).
 REPLY_LIMIT = 2000
@@ -338,7 +340,7 @@ def _header(data: ReportData) -> str:
 def _glance(data: ReportData) -> str:
     parts = ['<section id="glance">\n<h2>At a glance</h2>\n<ul class="counts">\n']
     for status, count in data.counts:
-        if count == 0 and status == SENDING:
+        if count == 0 and status == Status.SENDING:
             continue  # only while a run is in progress
         zero = " zero" if count == 0 else ""
         parts.append(
@@ -565,7 +567,7 @@ def _recipients(data: ReportData) -> Iterator[str]:
 
 
 def _status_rank(status: str) -> int:
-    return STATUSES.index(status) if status in STATUSES else len(STATUSES)
+    return _STATUS_ORDER.index(status) if status in _STATUS_ORDER else len(_STATUS_ORDER)
 
 
 def _table_row(order: int, record: RecipientRecord) -> str:
@@ -612,9 +614,13 @@ def _block(record: RecipientRecord) -> str:
     parts.append(f"<dt>accepted at</dt><dd>{_time(record.accepted_at)}</dd>\n")
     if record.queue_id:
         parts.append(f"<dt>queue id</dt><dd><code>{esc(record.queue_id)}</code></dd>\n")
+    # The archive keeps every letter that went out: accepted, or sent with its answer lost
+    # (unknown, or settled as sent by a person after checking the server's log).
+    lost = record.status == "unknown" or record.resolved is not None
+    label = "SHA-256 of the bytes sent, answer lost" if lost else "SHA-256 of the bytes accepted"
     parts.append(
         f"<dt>Message-ID</dt><dd>{_code_or_dash(record.message_id)}</dd>\n"
-        f"<dt>SHA-256 of the bytes accepted</dt><dd>{_code_or_dash(record.sha256, 'sha')}"
+        f"<dt>{label}</dt><dd>{_code_or_dash(record.sha256, 'sha')}"
     )
     if record.archive is not None:
         check = record.archive_check

@@ -71,7 +71,7 @@ def campaign_yaml() -> str:
         "campaign:",
         f'  id: "{CAMPAIGN_ID}"',
         '  subject: "A letter for {{ recipient.name }}"',
-        '  from: "Report Tester <sender@example.org>"',
+        '  from: "Report Tester <sender@mep-letter.eu>"',
         "recipients:",
     ]
     for rid, name, emails, organisation in RECIPIENTS:
