@@ -225,10 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=4,
         metavar="N",
-        help="SMTP connections at once (default 4)",
+        help="SMTP connections at once, at most (default 4)",
     )
     send.add_argument(
-        "--rate", type=_positive_float, metavar="N", help="at most N messages per minute"
+        "--rate",
+        type=_positive_float,
+        metavar="N",
+        help="at most N letters per minute (a ceiling: the pace adapts below it to what the"
+        " server accepts)",
+    )
+    send.add_argument(
+        "--max-wait",
+        type=_positive_float,
+        default=30.0,
+        metavar="MINUTES",
+        help="give up after this long with nothing accepted, leaving the rest deferred"
+        " (default 30)",
     )
     send.add_argument(
         "--retries",
@@ -434,6 +446,7 @@ def run_send(ctx: Context) -> ExitStatus:
         retry_unknown=args.retry_unknown,
         allow_changes=args.allow_changes,
         test=test_to is not None,
+        max_wait=args.max_wait * 60,
     )
     settings: SmtpSettings | SmtpSettingsError
     try:
@@ -582,6 +595,12 @@ def _send_planned(
         ctx.ui.note(
             f"{counts[Status.DEFERRED]} deferred: run `campaign send` again later to retry."
         )
+    if result.gave_up:
+        ctx.ui.problem(
+            f"the server took nothing for too long: {result.gave_up}",
+            "the letters left are deferred; run `campaign send` again later, or raise --max-wait",
+        )
+        return ExitStatus.INCOMPLETE
     if result.stopped:
         ctx.ui.problem(
             f"the run stopped: {result.stopped}",

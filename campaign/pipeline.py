@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import itertools
 import os
 import random
 import time
@@ -26,6 +28,7 @@ from campaign.drafts import letter_problem
 from campaign.errors import CampaignError, RunRefused, UsageError
 from campaign.models import Draft
 from campaign.outcomes import RunEffect, address_outcome, connect_effect, run_effect
+from campaign.pacing import RECHECK, PaceChange, Pacer, Signal, Slot, rule_for
 from campaign.prepare import Prepared
 from campaign.safefiles import remove_temporaries
 from campaign.sendlog import (
@@ -38,7 +41,9 @@ from campaign.sendlog import (
     SendLog,
     Status,
     attempt_record,
+    pace_record,
     planned_record,
+    postponed_record,
     replay,
     resolve_record,
     result_record,
@@ -46,7 +51,14 @@ from campaign.sendlog import (
     run_start_record,
     status_of,
 )
-from campaign.transports.base import ConnectFailure, Transport
+from campaign.transports.base import (
+    SERVICE_CLOSING,
+    ConnectFailure,
+    Delivery,
+    Reply,
+    Stage,
+    Transport,
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,7 @@ class SendOptions:
     retry_unknown: bool = False
     allow_changes: bool = False
     test: bool = False
+    max_wait: float = 1800.0  # seconds with nothing accepted before the rest is deferred
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,31 +168,18 @@ class Progress(Protocol):
 
     def update(self, recipient: str, status: str) -> None: ...
 
+    def pace(self, change: str, pace: str) -> None:
+        """The pace changed (`change` says how and why; `pace` is the pace now)."""
+        ...
+
     def finish(self) -> None: ...
-
-
-class RateLimiter:
-    """Spaces message starts evenly: at most `per_minute` across every connection."""
-
-    def __init__(self, per_minute: float | None, clock: Callable[[], float] = time.monotonic):
-        self._interval = 60.0 / per_minute if per_minute else 0.0
-        self._clock = clock
-        self._next = 0.0
-
-    async def wait(self) -> None:
-        if not self._interval:
-            return
-        now = self._clock()
-        slot = max(now, self._next)
-        self._next = slot + self._interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
 
 
 @dataclass
 class RunResult:
     statuses: dict[str, Status] = field(default_factory=dict)
-    stopped: str | None = None
+    stopped: str | None = None  # the run stopped: what concerns every letter
+    gave_up: str | None = None  # --max-wait passed: the rest was left deferred, and why
     connections: int = 0
 
     def counts(self) -> Counter[Status]:
@@ -187,7 +187,11 @@ class RunResult:
 
     @property
     def complete(self) -> bool:
-        return self.stopped is None and all(s == Status.SENT for s in self.statuses.values())
+        return (
+            self.stopped is None
+            and self.gave_up is None
+            and all(s == Status.SENT for s in self.statuses.values())
+        )
 
 
 @dataclass(slots=True)
@@ -195,10 +199,16 @@ class _Job:
     message: PlannedMessage
     addresses: tuple[str, ...]
     tries: int = 0
+    first_refused: float | None = None
+    passed_at_refusal: int | None = None  # letters accepted in the run when last paced back
 
 
 class SendRun:
-    """One run of deliveries through `transports`, recorded in `log`, folded into `history`."""
+    """One run of deliveries through `transports`, recorded in `log`, folded into `history`.
+
+    The pacer spaces the letters over the connections it allows: a server that says
+    "too fast" or "too many connections" slows the whole run, not one letter.
+    """
 
     def __init__(
         self,
@@ -211,6 +221,7 @@ class SendRun:
         archive: Archive | None,
         progress: Progress,
         run_id: str,
+        clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self.prepared = prepared
@@ -221,16 +232,26 @@ class SendRun:
         self.archive = archive
         self.progress = progress
         self.run_id = run_id
+        self.clock = clock
         self.rng = rng or random.Random()
-        self.rate = RateLimiter(options.rate)
+        self.pacer = Pacer(
+            rate=options.rate,
+            connections=options.concurrency,
+            max_wait=options.max_wait,
+            retries=options.retries,
+            backoff=options.backoff,
+            clock=clock,
+        )
         self.result = RunResult()
         self._fresh: Iterator[PlannedMessage] = iter(())
-        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()  # retries, and the end
+        self._retries: list[tuple[float, int, _Job]] = []  # (when due, order, job)
+        self._order = itertools.count()
+        self._gate = asyncio.Lock()  # one connection waits for the pace at a time, in turn
         self._outstanding = 0
-        self._released = False
-        self._workers = 0
+        self._transports: Sequence[Transport] = ()
         self._first_answer = asyncio.Event()
         self._connect_failures = 0
+        self._passed = 0  # letters accepted so far in this run
         self._finishing: set[asyncio.Task[None]] = set()
 
     def _record(self, record: Record) -> None:
@@ -244,9 +265,9 @@ class SendRun:
         if not self._outstanding:
             return self.result
         self.progress.start(self._outstanding)
-        self._workers = len(transports)
+        self._transports = transports
         workers = [
-            asyncio.create_task(self._worker(t, lead=i == 0)) for i, t in enumerate(transports)
+            asyncio.create_task(self._worker(i, t, lead=i == 0)) for i, t in enumerate(transports)
         ]
         try:
             await asyncio.gather(*workers)
@@ -266,66 +287,132 @@ class SendRun:
                     self.result.statuses[recipient] = state.status(message.draft.addresses)
         return self.result
 
-    async def _worker(self, transport: Transport, *, lead: bool = False) -> None:
+    def _active(self) -> bool:
+        return self.result.stopped is None and self.result.gave_up is None and self._outstanding > 0
+
+    async def _worker(self, number: int, transport: Transport, *, lead: bool = False) -> None:
         if not lead:
             # One connection meets the server first: a refusal that concerns every message
             # (greeting, TLS, login, sender) then stops the run after one try, not one per
             # connection (a wrong password tried on every connection at once can lock the
             # account).
             await self._first_answer.wait()
-        while self.result.stopped is None and self._outstanding > 0:
-            job = self._next_fresh()  # messages not tried yet go before retries
-            if job is None:
-                job = await self._queue.get()
-            if job is None or not await self._open(transport):
+        while self._active():
+            if number >= self.pacer.connections:
+                await transport.close()  # the pace needs fewer connections now
+                await asyncio.sleep(RECHECK)
+                continue
+            why = self.pacer.stalled()
+            if why is not None:
+                self._give_up(why)
                 return
-            await self.rate.wait()
-            await self._attempt(transport, job)
+            async with self._gate:
+                while self._active() and not (slot := self.pacer.reserve()).booked:
+                    await asyncio.sleep(slot.wait)
+            if not self._active():
+                return
+            job = self._take()
+            if job is None:
+                await asyncio.sleep(self._until_due())
+                continue
+            if await self._open(transport, job):
+                await self._attempt(transport, job, slot)
             self._first_answer.set()
 
-    async def _open(self, transport: Transport) -> bool:
-        """Connect if needed; False when this worker should stop (the run stopped)."""
-        while self.result.stopped is None:
-            try:
-                await transport.open()
-            except ConnectFailure as failure:
-                self._connect_failures += 1
-                if (
-                    connect_effect(failure) == RunEffect.STOP
-                    or self._connect_failures > self.options.retries
-                ):
-                    self._stop(str(failure))
-                    return False
-                await asyncio.sleep(self.options.backoff * 2 ** (self._connect_failures - 1))
-                continue
-            self._connect_failures = 0
-            return True
-        return False
+    def _take(self) -> _Job | None:
+        """The next letter: one not tried yet (taken only when needed), else a retry that is
+        due. New letters first: a letter refused again and again cannot hold up the rest,
+        and one held back by the pace goes as soon as the pace allows a slot for it."""
+        message = next(self._fresh, None)
+        if message is not None:
+            return _Job(message, message.addresses)
+        if self._retries and self._retries[0][0] <= self.clock():
+            return heapq.heappop(self._retries)[2]
+        return None
+
+    def _until_due(self) -> float:
+        if not self._retries:
+            return RECHECK
+        return min(RECHECK, max(0.0, self._retries[0][0] - self.clock()))
+
+    def _again(self, job: _Job, delay: float) -> None:
+        """Back in line, due after `delay`."""
+        heapq.heappush(self._retries, (self.clock() + delay, next(self._order), job))
+
+    async def _open(self, transport: Transport, job: _Job) -> bool:
+        """Connect if needed; on failure the letter goes back in line, untried."""
+        try:
+            await transport.open()
+        except ConnectFailure as failure:
+            self._again(job, 0.0)
+            if connect_effect(failure) == RunEffect.STOP:
+                self._stop(str(failure))
+                return False
+            others = sum(1 for t in self._transports if t is not transport and t.is_open)
+            if failure.code is not None:  # a busy greeting: the server limits connections
+                self._pace(
+                    self.pacer.connection_refused(
+                        failure.code, failure.reason, open_connections=others
+                    )
+                )
+                return False
+            self._connect_failures += 1
+            if self._connect_failures > self.options.retries and not others:
+                self._stop(f"cannot reach the server any more: {failure}")
+                return False
+            await asyncio.sleep(self.options.backoff * 2 ** (self._connect_failures - 1))
+            return False
+        self._connect_failures = 0
+        return True
+
+    def _pace(self, change: PaceChange | None) -> None:
+        """A change of pace: shown as it happens and kept in the log."""
+        if change is None:
+            return
+        self.progress.pace(change.message, self.pacer.pace.describe())
+        before, after = change.before, change.after
+        self._record(
+            pace_record(
+                run=self.run_id,
+                per_minute=_rounded(after.per_minute),
+                connections=after.connections,
+                before_per_minute=_rounded(before.per_minute),
+                before_connections=before.connections,
+                signal=str(change.signal),
+                reply=change.reply,
+                message=change.message,
+            )
+        )
 
     def _stop(self, reason: str) -> None:
         if self.result.stopped is None:
             self.result.stopped = reason
-        self._first_answer.set()
-        self._release_workers()
 
-    def _next_fresh(self) -> _Job | None:
-        """The next message not tried yet: taken when needed, so few are held at once."""
-        message = next(self._fresh, None)
-        return None if message is None else _Job(message, message.addresses)
-
-    def _release_workers(self) -> None:
-        """Wake every idle worker with an end-of-work marker (once)."""
-        if not self._released:
-            self._released = True
-            for _ in range(self._workers):
-                self._queue.put_nowait(None)
+    def _give_up(self, reason: str) -> None:
+        """--max-wait passed with nothing accepted: leave the rest deferred, with the reason."""
+        if self.result.gave_up is not None:
+            return
+        self.result.gave_up = reason
+        untried = [m for m in self._fresh]
+        for message in untried:
+            recipient = message.draft.recipient_id
+            self._record(
+                postponed_record(
+                    run=self.run_id,
+                    recipient=recipient,
+                    addresses=message.addresses,
+                    reason=f"not tried: {reason}",
+                )
+            )
+            self.result.statuses[recipient] = Status.DEFERRED
+        for _, _, job in self._retries:
+            self.result.statuses[job.message.draft.recipient_id] = Status.DEFERRED
+        self._retries.clear()
 
     def _finish_job(self) -> None:
         self._outstanding -= 1
-        if self._outstanding <= 0:
-            self._release_workers()
 
-    async def _attempt(self, transport: Transport, job: _Job) -> None:
+    async def _attempt(self, transport: Transport, job: _Job, slot: Slot) -> None:
         """Record the attempt, send, record the result, decide what comes next."""
         draft = job.message.draft
         data = self._bytes(job.message)
@@ -362,7 +449,8 @@ class SendRun:
                 f"{transport.name} refused the sender {sender} or this client for every"
                 f" recipient: {stop}"
             )
-        result = _Result(job, attempt, replies, digest, transport.name)
+        signal = self._tell_pacer(job, slot, delivery)
+        result = _Result(job, attempt, replies, digest, transport.name, signal)
         went_out = any(r.outcome in (Outcome.ACCEPTED, Outcome.UNKNOWN) for r in replies.values())
         if went_out and self.archive is not None:
             # The bytes are made durable before the log names them; meanwhile this
@@ -372,6 +460,34 @@ class SendRun:
             task.add_done_callback(self._finishing.discard)
         else:
             self._finish(result, None)
+
+    def _tell_pacer(self, job: _Job, slot: Slot, delivery: Delivery) -> Signal:
+        """What the answer says about the pace: accepted, or refused for going too fast.
+
+        A refusal of one address while another of the same letter was accepted concerns that
+        address alone (greylisting, a full mailbox), as does a bare policy code at RCPT, or
+        an RCPT refused again while other letters passed: only the rest is the run's pace.
+        """
+        replies = delivery.replies.values()
+        accepted = any(r.accepted for r in replies)
+        refused = next((r for r in replies if r.code is not None and 400 <= r.code < 500), None)
+        if refused is not None and not accepted and self._about_the_pace(job, refused):
+            signal, change = self.pacer.refused(slot, refused.code, refused.text)
+            self._pace(change)
+            job.passed_at_refusal = self._passed
+            return signal
+        if accepted:
+            self._passed += 1
+            self._pace(self.pacer.accepted(slot))
+        return Signal.TEMPORARY if refused is not None or not accepted else Signal.NONE
+
+    def _about_the_pace(self, job: _Job, reply: Reply) -> bool:
+        if reply.stage != Stage.RCPT or reply.code == SERVICE_CLOSING:
+            return True  # MAIL, the data, a closing channel: the sender's or client's limit
+        if job.passed_at_refusal is not None and self._passed > job.passed_at_refusal:
+            return False  # other letters passed since this one was last refused
+        rule = rule_for(reply.code or 0, reply.text)
+        return rule is not None and rule.text is not None and rule.signal != Signal.TEMPORARY
 
     async def _archive_then_finish(self, result: _Result, data: bytes) -> None:
         assert self.archive is not None
@@ -398,18 +514,24 @@ class SendRun:
                 test=self.options.test,
             )
         )
-        self._decide(result.job, result.replies)
+        self._decide(result.job, result.replies, result.signal)
 
-    def _decide(self, job: _Job, replies: dict[str, AddressReply]) -> None:
-        """Retry what may pass later (with backoff), or settle the recipient's status."""
+    def _decide(self, job: _Job, replies: dict[str, AddressReply], signal: Signal) -> None:
+        """Try again what may pass later (when the pace or the backoff allows), or settle."""
         recipient = job.message.draft.recipient_id
         retry = tuple(a for a, r in replies.items() if r.outcome == Outcome.DEFERRED)
-        if retry and job.tries <= self.options.retries and self.result.stopped is None:
-            self.progress.update(recipient, "retrying")
-            delay = self.options.backoff * 2 ** (job.tries - 1) * self.rng.uniform(0.5, 1.5)
-            job.addresses = retry
-            asyncio.get_running_loop().call_later(delay, self._queue.put_nowait, job)
-            return
+        if retry and self.result.stopped is None and self.result.gave_up is None:
+            if job.first_refused is None:
+                job.first_refused = self.clock()
+            paced = signal in (Signal.RATE, Signal.CONNECTIONS)
+            delay = self.pacer.retry_after(signal, job.tries, job.first_refused)
+            if paced and job.tries > self.options.retries + PACED_TRIES:
+                delay = None  # refused this often while others pass: not the pace
+            if delay is not None:
+                self.progress.update(recipient, "retrying")
+                job.addresses = retry
+                self._again(job, delay * self.rng.uniform(0.75, 1.25))
+                return
         status = self._status(job.message.draft, replies)
         self.result.statuses[recipient] = status
         self.progress.update(recipient, status)
@@ -446,6 +568,15 @@ class SendRun:
         return kept
 
 
+# A letter the pace holds back is tried again as the pace allows, at most this many times
+# more than --retries: a steady limit refuses each letter rarely once the run has slowed.
+PACED_TRIES = 10
+
+
+def _rounded(per_minute: float | None) -> float | None:
+    return None if per_minute is None else round(per_minute, 2)
+
+
 @dataclass(frozen=True, slots=True)
 class _Result:
     job: _Job
@@ -453,6 +584,7 @@ class _Result:
     replies: dict[str, AddressReply]
     sha256: str
     transport: str
+    signal: Signal
 
 
 def read_history(path: Path, campaign_id: str) -> Replay:

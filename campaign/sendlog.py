@@ -58,6 +58,8 @@ class Event(StrEnum):
     RUN_END = "run-end"
     RESOLVE = "resolve"
     LOG_REPAIRED = "log-repaired"
+    PACE = "pace"  # the run's pace changed, and why
+    POSTPONED = "postponed"  # --max-wait passed: this letter was left for a later run
 
 
 def now_iso(moment: datetime | None = None) -> str:
@@ -205,6 +207,15 @@ class Replay:
             self._apply_result(state, record, time)
         elif event == Event.RESOLVE:
             self._apply_resolve(state, record)
+        elif event == Event.POSTPONED:
+            for address in record.get("addresses", ()):
+                address_state = addresses.setdefault(address, AddressState())
+                if address_state.outcome == Outcome.PENDING:
+                    address_state.outcome = Outcome.DEFERRED
+                    address_state.reply = record.get("reason", "")
+                    address_state.time = time
+            state.last_reply = record.get("reason", "")
+            state.last_code = None
 
     @staticmethod
     def _apply_resolve(state: RecipientState, record: dict[str, Any]) -> None:
@@ -381,6 +392,29 @@ _shape(
     archive=_text,
 )
 _shape(Event.LOG_REPAIRED, {"torn_line": _positive})
+
+
+def _rate(value: Any) -> bool:
+    return value is None or (type(value) in (int, float) and 0 <= value < 1e9)
+
+
+_shape(
+    Event.PACE,
+    {
+        "run": _short,
+        "per_minute": _rate,
+        "connections": _positive,
+        "before_per_minute": _rate,
+        "before_connections": _positive,
+        "signal": _short,
+        "reply": _text,
+        "message": _text,
+    },
+)
+_shape(
+    Event.POSTPONED,
+    {"run": _short, "recipient": _short, "addresses": _addresses, "reason": _text},
+)
 
 
 def record_problem(record: Any) -> str | None:
@@ -637,6 +671,42 @@ def resolve_record(
         if archive is not None:
             record["archive"] = archive
     return record
+
+
+def pace_record(
+    *,
+    run: str,
+    per_minute: float | None,
+    connections: int,
+    before_per_minute: float | None,
+    before_connections: int,
+    signal: str,
+    reply: str,
+    message: str,
+) -> Record:
+    """The pacer's change: the pace before and after, and the server reply that caused it."""
+    return {
+        "event": Event.PACE,
+        "run": run,
+        "per_minute": per_minute,
+        "connections": connections,
+        "before_per_minute": before_per_minute,
+        "before_connections": before_connections,
+        "signal": signal,
+        "reply": reply,
+        "message": message,
+    }
+
+
+def postponed_record(*, run: str, recipient: str, addresses: Sequence[str], reason: str) -> Record:
+    """A letter the run did not try before giving up (--max-wait): deferred, with why."""
+    return {
+        "event": Event.POSTPONED,
+        "run": run,
+        "recipient": recipient,
+        "addresses": list(addresses),
+        "reason": reason,
+    }
 
 
 def log_repaired_record(*, torn_line: int) -> Record:

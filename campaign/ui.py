@@ -244,6 +244,10 @@ class PlainProgress:
         if status != "retrying":
             self.counts[status] += 1
 
+    def pace(self, change: str, pace: str) -> None:
+        """Each change of pace on a line of its own, as it happens."""
+        self.ui.out.print(f"pace: {safe(change)} (now {safe(pace)})")
+
     def finish(self) -> None:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         done = sum(self.counts.values())
@@ -260,6 +264,7 @@ class RichProgress(PlainProgress):
     def __init__(self, ui: Ui) -> None:
         super().__init__(ui)
         self.retrying = 0
+        self.current_pace = ""
         self.bar = Progress(
             TextColumn("[bold]sending"),
             BarColumn(),
@@ -270,6 +275,10 @@ class RichProgress(PlainProgress):
             transient=False,
         )
         self.task: TaskID | None = None
+
+    def pace(self, change: str, pace: str) -> None:
+        self.current_pace = f"{change}"
+        self.bar.console.print(f"[dim]pace:[/] {safe(change)} (now {safe(pace)})")
 
     def start(self, total: int) -> None:
         super().start(total)

@@ -46,6 +46,7 @@ __all__ = [
     "Action",
     "AuthAttempt",
     "FaultScript",
+    "RateLimit",
     "Received",
     "SmtpServer",
     "TlsFiles",
@@ -132,6 +133,17 @@ class AuthAttempt(NamedTuple):
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A provider's limits, as real relays enforce them per client."""
+
+    per_minute: float  # messages a minute, refilled continuously
+    burst: int  # messages let through at once
+    connections: int = 2  # at once; beyond: connection_reply at the greeting
+    mail_reply: str = "451 4.7.1 Rate limited, try again later"
+    connection_reply: str = "421 4.7.0 Too many concurrent connections"
+
+
+@dataclass(frozen=True)
 class TlsFiles:
     """Output of :func:`make_tls`."""
 
@@ -194,6 +206,10 @@ class _Protocol(SMTP):
 
     async def _handle_client(self) -> None:
         self.session_id = self.owner._new_session(self)
+        refusal = self.owner._connection_refusal()
+        if refusal is not None:
+            await self.push(refusal)  # 421: closes the connection
+            return
         step = self.owner._next("greeting")
         if step is STALL:
             await _forever()
@@ -254,6 +270,9 @@ class _Handler:
     ) -> str:
         if self.owner._auth_required and not session.authenticated:
             return "530 5.7.0 Authentication required"
+        refusal = self.owner._rate_refusal()
+        if refusal is not None:
+            return refusal
         step = self.owner._next("mail")
         if step is None or (not isinstance(step, Action) and step[0] < 300):
             envelope.mail_from = address
@@ -326,6 +345,7 @@ class SmtpServer:
         faults: FaultScript | None = None,
         timeout: float = 300,
         size_limit: int | None = 33_554_432,  # aiosmtpd's own default
+        rate_limit: RateLimit | None = None,
     ) -> None:
         """
         starttls_context: offer STARTTLS with this server context.
@@ -336,6 +356,7 @@ class SmtpServer:
             makes MAIL/RCPT/DATA answer 530 until authenticated.
         faults: see FaultScript.  timeout: server-side idle timeout per connection.
         size_limit: announce SIZE with this many bytes (and refuse larger data).
+        rate_limit: a provider's limits (a token bucket of messages, a most connections).
         """
         if starttls_context and implicit_tls_context:
             raise ValueError("choose STARTTLS or implicit TLS, not both")
@@ -349,6 +370,13 @@ class SmtpServer:
         self._auth_require_tls = auth_require_tls
         self._timeout = timeout
         self._size_limit = size_limit
+        self.rate_limit = rate_limit
+        self._tokens = float(rate_limit.burst) if rate_limit else 0.0
+        self._refilled = time.monotonic()
+        self._started_at: list[float] = []  # when each message was let through (MAIL 250)
+        self.refused_mail = 0
+        self.refused_connections = 0
+        self.most_connections = 0
         faults = faults or FaultScript()
         self._cursors = {
             "greeting": _Cursor(faults.greeting),
@@ -446,6 +474,40 @@ class SmtpServer:
             self._sessions += 1
             self._live.add(proto)
             return self._sessions
+
+    def _connection_refusal(self) -> str | None:
+        """The provider's connection limit: a 421 beyond it (the new session is counted)."""
+        limit = self.rate_limit
+        with self._lock:
+            self.most_connections = max(self.most_connections, len(self._live))
+            if limit is None or len(self._live) <= limit.connections:
+                return None
+            self.refused_connections += 1
+            return limit.connection_reply
+
+    def _rate_refusal(self) -> str | None:
+        """The provider's message rate: a token bucket; a refusal beyond it."""
+        limit = self.rate_limit
+        if limit is None:
+            return None
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(
+                float(limit.burst), self._tokens + (now - self._refilled) * limit.per_minute / 60
+            )
+            self._refilled = now
+            if self._tokens < 1:
+                self.refused_mail += 1
+                return limit.mail_reply
+            self._tokens -= 1
+            self._started_at.append(now)
+            return None
+
+    @property
+    def let_through(self) -> list[float]:
+        """When each message got past the rate limit (monotonic clock)."""
+        with self._lock:
+            return list(self._started_at)
 
     def _forget(self, proto: _Protocol) -> None:
         with self._lock:

@@ -9,6 +9,8 @@ from typing import Protocol
 
 from campaign.models import Draft
 
+SERVICE_CLOSING = 421  # RFC 5321 3.8: the server closes the channel after this reply
+
 
 class Stage(StrEnum):
     """Where in the SMTP exchange an answer (or its absence) came."""
@@ -83,6 +85,11 @@ class Transport(Protocol):
     """Where messages go. One instance is one channel: a folder, a terminal, a connection."""
 
     name: str
+
+    @property
+    def is_open(self) -> bool:
+        """Ready to send now (a connection is up, a folder is there)."""
+        ...
 
     async def open(self) -> None:
         """Be ready to send; raise ConnectFailure when a connection cannot be set up."""

@@ -20,6 +20,8 @@ class FileTransport:
         self.replaced: list[str] = []
         self.written: list[Path] = []
 
+    is_open = True
+
     async def open(self) -> None:
         ensure_folder(self.folder)
 

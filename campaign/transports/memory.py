@@ -17,6 +17,8 @@ class MemoryTransport:
     show: Callable[[Draft, bytes], None] | None = None
     outbox: list[tuple[Draft, bytes, tuple[str, ...]]] = field(default_factory=list)
 
+    is_open: bool = True
+
     async def open(self) -> None:
         return None
 

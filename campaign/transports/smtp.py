@@ -26,6 +26,7 @@ from aiosmtplib import (
 from campaign.models import Draft
 from campaign.settings import SmtpSettings
 from campaign.transports.base import (
+    SERVICE_CLOSING,
     BeforeData,
     ConnectFailure,
     ConnectStep,
@@ -34,7 +35,6 @@ from campaign.transports.base import (
     Stage,
 )
 
-SERVICE_CLOSING = 421
 # One mechanism, tried once: after a refused login aiosmtplib's login() tries every
 # other advertised mechanism, and repeated failed logins can lock the account.
 _MECHANISMS = ("plain", "login")
@@ -211,8 +211,12 @@ class SmtpTransport:
         self._smtp: aiosmtplib.SMTP | None = None
         self.connections = 0
 
+    @property
+    def is_open(self) -> bool:
+        return self._smtp is not None and self._smtp.is_connected
+
     async def open(self) -> None:
-        if self._smtp is not None and self._smtp.is_connected:
+        if self.is_open:
             return
         self._smtp = await connect(self.settings, self.timeout)
         self.connections += 1
