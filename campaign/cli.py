@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import getpass
 import json
 import os
@@ -34,7 +35,14 @@ from campaign.errors import (
     ValidationErrors,
 )
 from campaign.importing import check_imported, read_recipients_csv
+from campaign.inbox import read_inbox
 from campaign.loading import Options, load_campaign
+from campaign.mailsource import (
+    imap_messages,
+    maildir_messages,
+    mbox_messages,
+    resolve_imap_settings,
+)
 from campaign.models import SMTP_SECURITY_MODES, CampaignFile, Mailbox, require_known
 from campaign.outcomes import RunEffect, connect_effect
 from campaign.pipeline import SETTLEABLE, Plan, SendOptions, SendSession, resolve
@@ -111,7 +119,18 @@ EXAMPLES = {
     "import": "campaign import people.csv > recipients-section.yaml\n"
     "  campaign import people.csv --out recipients-section.yaml",
     "password": "campaign password set\n  campaign password forget",
+    "inbox": "CAMPAIGN_IMAP_HOST=imap.example.org CAMPAIGN_IMAP_USERNAME=me campaign inbox\n"
+    "  campaign inbox --maildir ~/Maildir\n  campaign inbox --mbox bounces.mbox --since 2017-10-19",
 }
+
+INBOX_ENVIRONMENT = """environment:
+  CAMPAIGN_IMAP_HOST      the IMAP server (or --imap-host, or imap.host in the file)
+  CAMPAIGN_IMAP_PORT      its port (default 993 for tls, 143 for starttls)
+  CAMPAIGN_IMAP_SECURITY  tls (default), starttls, or none (loopback only)
+  CAMPAIGN_IMAP_USERNAME  the mailbox's login
+  CAMPAIGN_IMAP_PASSWORD  its password (else the OS keyring, else a prompt; never in the file)
+  CAMPAIGN_IMAP_CA_FILE   a CA certificate to trust besides the system's
+  CAMPAIGN_IMAP_FOLDER    the folder to read (default INBOX)"""
 
 SEND_ENVIRONMENT = """environment:
   CAMPAIGN_SMTP_HOST      the SMTP server (or --smtp-host, or smtp.host in the file)
@@ -191,6 +210,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--check-dns", action="store_true", help="also check that each domain accepts mail"
     )
     importing.set_defaults(handler=run_import)
+
+    inbox = command(
+        "inbox",
+        "read the campaign's mailbox: bounces, automatic replies and replies into the log",
+        INBOX_ENVIRONMENT,
+    )
+    sources = inbox.add_mutually_exclusive_group()
+    sources.add_argument("--maildir", type=Path, metavar="DIR", help="read a local Maildir")
+    sources.add_argument("--mbox", type=Path, metavar="FILE", help="read a local mbox file")
+    inbox.add_argument(
+        "--since",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        help="only mail from this day on (default: the day of the campaign's first send)",
+    )
+    inbox.add_argument("--imap-host", help="IMAP server (overrides CAMPAIGN_IMAP_HOST)")
+    inbox.add_argument("--imap-port", type=_port, help="IMAP port (overrides CAMPAIGN_IMAP_PORT)")
+    inbox.add_argument("--imap-folder", help="folder (overrides CAMPAIGN_IMAP_FOLDER)")
+    inbox.add_argument(
+        "--timeout", type=_positive_float, default=30.0, help="IMAP timeout (default 30)"
+    )
+    inbox.add_argument("--log", type=Path, help="the send log (default: outbox/send-log.jsonl)")
+    inbox.set_defaults(handler=run_inbox)
 
     password = command("password", "keep the SMTP password in the OS keyring, or remove it")
     password.add_argument(
@@ -323,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"only these statuses ({', '.join(Status)})",
     )
     log.add_argument("--recipient", nargs="+", metavar="ID", help="only these recipients")
+    log.add_argument(
+        "--replied", action="store_true", help="only recipients who replied (see `campaign inbox`)"
+    )
     log.add_argument("--history", metavar="ID", help="every event of one recipient, in order")
     formats = log.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true", help="one JSON object per recipient")
@@ -352,6 +397,13 @@ _positive_int = _number(int, 0, True)
 _non_negative_int = _number(int, 0, False)
 _positive_float = _number(float, 0, True)
 _non_negative_float = _number(float, 0, False)
+
+
+def _date(text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date such as 2017-10-19") from None
 
 
 def _port(text: str) -> int:
@@ -707,6 +759,61 @@ def run_import(ctx: Context) -> ExitStatus:
     return ExitStatus.OK
 
 
+def run_inbox(ctx: Context) -> ExitStatus:
+    args = ctx.args
+    source = ctx.load()
+    campaign = source.campaign
+    since = args.since
+    if since is None:
+        first = replay(ctx.log_path, campaign.id).first_attempt
+        since = datetime.date.fromisoformat(first[:10]) if first else None
+    if args.maildir is not None:
+        messages = maildir_messages(args.maildir, since=since)
+        where = str(args.maildir)
+    elif args.mbox is not None:
+        messages = mbox_messages(args.mbox, since=since)
+        where = str(args.mbox)
+    else:
+        settings = resolve_imap_settings(
+            ctx.env.environ,
+            campaign.imap,
+            host=args.imap_host,
+            port=args.imap_port,
+            folder=args.imap_folder,
+        )
+        if settings.password is None:
+            password = lookup_password(
+                settings.username,
+                settings.host,
+                ctx.env.environ,
+                variable="CAMPAIGN_IMAP_PASSWORD",
+                backend=ctx.env.keyring,
+            )
+            if password is None:
+                if ctx.env.prompt is None and not ctx.env.is_terminal():
+                    raise UsageError(
+                        "no IMAP password", hint="set CAMPAIGN_IMAP_PASSWORD, or run on a terminal"
+                    )
+                ask = ctx.env.prompt or (lambda text: getpass.getpass(text))
+                password = ask(f"IMAP password for {settings.username} at {settings.host}: ")
+            settings = dataclasses.replace(settings, password=password)
+        messages = imap_messages(settings, since=since, timeout=args.timeout)
+        where = settings.describe()
+    report = read_inbox(ctx.log_path, campaign.id, messages, clock=ctx.env.clock)
+    found = ", ".join(f"{n} {kind}" for kind, n in sorted(report.matched.items())) or "nothing new"
+    ctx.ui.note(
+        f"Read {_plural(report.read, 'message', 'messages')} from {where}"
+        + (f" since {since}" if since else "")
+        + f": recorded {found}; {report.not_matched} not about this campaign,"
+        f" {report.already} recorded before"
+        + "".join(f", {n} skipped ({why})" for why, n in sorted(report.skipped.items()))
+        + "."
+    )
+    if report.matched:
+        ctx.ui.note("Next: `campaign log` shows where each letter stands now.")
+    return ExitStatus.OK
+
+
 def run_password(ctx: Context) -> ExitStatus:
     args = ctx.args
     source = ctx.load()
@@ -808,7 +915,7 @@ def run_log(ctx: Context) -> ExitStatus:
         if not any(event.get("event") == "attempt" for event in events):
             ctx.ui.note(f"{args.history} has not been attempted yet")
         return ExitStatus.OK
-    rows = review.filtered(args.status or (), args.recipient or ())
+    rows = review.filtered(args.status or (), args.recipient or (), replied=args.replied)
     if args.json:
         for line in as_json_lines(rows):
             ctx.env.stdout.write(line + "\n")

@@ -267,7 +267,7 @@ def _draft(campaign: Campaign, recipient: Recipient, path: Path, data: bytes) ->
         recipient_id=recipient.id,
         index=recipient.index,
         filename=path.name,
-        sender=campaign.sender.address,
+        sender=campaign.envelope_sender,
         addresses=recipient.addresses,
         message_id=message_id_for(campaign, recipient.id),
         content_hash=content_hash(subject, recipient.addresses, rendered),

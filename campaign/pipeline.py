@@ -704,7 +704,9 @@ class SendSession:
 # again), anything not sent and not pending already.
 SETTLEABLE = {
     Status.SENT: frozenset({Status.UNKNOWN}),
-    Status.PENDING: frozenset({Status.UNKNOWN, Status.FAILED, Status.PARTIAL, Status.DEFERRED}),
+    Status.PENDING: frozenset(
+        {Status.UNKNOWN, Status.FAILED, Status.PARTIAL, Status.DEFERRED, Status.BOUNCED}
+    ),
 }
 
 

@@ -106,7 +106,7 @@ def _build(
                 recipient_id=recipient.id,
                 index=recipient.index,
                 filename=draft_filename(recipient, total),
-                sender=campaign.sender.address,
+                sender=campaign.envelope_sender,
                 addresses=(test_to.address,) if test_to else recipient.addresses,
                 message_id=built.message_id,
                 content_hash=built.content_hash,

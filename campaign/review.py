@@ -41,6 +41,9 @@ CSV_COLUMNS = (
     "message_id",
     "sha256",
     "archive",
+    "replies",
+    "auto_replies",
+    "last_answer",
     "addresses",
     "address_outcomes",
 )
@@ -68,6 +71,9 @@ class RecipientRow:
     message_id: str | None
     sha256: str | None
     archive: str | None
+    replies: int = 0  # a person's answers found by `campaign inbox`
+    auto_replies: int = 0
+    last_answer: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +92,9 @@ class RecipientRow:
             "time": self.time or None,
             "sha256": self.sha256,
             "archive": self.archive,
+            "replies": self.replies,
+            "auto_replies": self.auto_replies,
+            "last_answer": self.last_answer,
         }
 
     def as_csv(self) -> dict[str, str]:
@@ -101,6 +110,9 @@ class RecipientRow:
             "message_id": self.message_id or "",
             "sha256": self.sha256 or "",
             "archive": self.archive or "",
+            "replies": str(self.replies),
+            "auto_replies": str(self.auto_replies),
+            "last_answer": self.last_answer or "",
             "addresses": "; ".join(a.address for a in self.addresses),
             "address_outcomes": "; ".join(
                 f"{a.address}: {a.outcome}"
@@ -160,13 +172,19 @@ class Review:
         return Counter(self.status_of(entry) for entry in self.entries)
 
     def filtered(
-        self, statuses: Sequence[str], recipients: Sequence[str]
+        self, statuses: Sequence[str], recipients: Sequence[str], *, replied: bool = False
     ) -> Iterator[RecipientRow]:
         for row in self.rows():
-            if (not statuses or row.status in statuses) and (
-                not recipients or row.recipient in recipients
+            if (
+                (not statuses or row.status in statuses)
+                and (not recipients or row.recipient in recipients)
+                and (not replied or row.replies > 0)
             ):
                 yield row
+
+    def _bounce_reason(self) -> str:
+        reason = _most_common_bounce(self)
+        return f" ({reason[:120]})" if reason else ""
 
     def next_steps(self) -> list[str]:
         counts = self.counts()
@@ -183,6 +201,11 @@ class Review:
             )
         if counts[Status.PENDING]:
             steps.append(f"{counts[Status.PENDING]} pending: `campaign send` will send them")
+        if counts[Status.BOUNCED]:
+            steps.append(
+                f"{counts[Status.BOUNCED]} bounced{self._bounce_reason()}: correct the address"
+                " in the file and `campaign send` again (only the new address gets the letter)"
+            )
         refused = [f"{counts[s]} {s}" for s in (Status.FAILED, Status.PARTIAL) if counts[s]]
         if refused:
             steps.append(
@@ -190,6 +213,17 @@ class Review:
                 " them in the file and `campaign send` again, or see `campaign log --history ID`"
             )
         return steps
+
+
+def _most_common_bounce(review: Review) -> str:
+    reasons: Counter[str] = Counter()
+    for entry in review.entries:
+        state = review.history.recipients.get(entry.id)
+        if state is not None:
+            reasons.update(
+                s.reply for a, s in state.addresses.items() if s.outcome == Outcome.BOUNCED
+            )
+    return reasons.most_common(1)[0][0] if reasons else ""
 
 
 def _organisation(recipient: Recipient) -> str:
@@ -228,6 +262,9 @@ def _row(
         message_id=state.message_id,
         sha256=state.sha256,
         archive=state.archive,
+        replies=state.replies,
+        auto_replies=state.auto_replies,
+        last_answer=state.last_answer,
     )
 
 

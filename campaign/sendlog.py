@@ -36,6 +36,7 @@ class Status(StrEnum):
     UNKNOWN = "unknown"
     PENDING = "pending"
     SENDING = "sending"
+    BOUNCED = "bounced"  # accepted by the relay, then returned by the recipient's server
 
 
 class Outcome(StrEnum):
@@ -46,6 +47,7 @@ class Outcome(StrEnum):
     DEFERRED = "deferred"
     PENDING = "pending"
     UNKNOWN = "unknown"
+    BOUNCED = "bounced"  # accepted, then a delivery status notification said it failed
 
 
 class Event(StrEnum):
@@ -60,6 +62,34 @@ class Event(StrEnum):
     LOG_REPAIRED = "log-repaired"
     PACE = "pace"  # the run's pace changed, and why
     POSTPONED = "postponed"  # --max-wait passed: this letter was left for a later run
+    # What came back to the campaign's mailbox (`campaign inbox`):
+    BOUNCE = "bounce"  # a delivery status notification: it failed there
+    DELAYED = "delayed"  # a delivery status notification: still trying (a note)
+    AUTO_REPLY = "auto-reply"  # an out-of-office or other automatic answer
+    REPLY = "reply"  # a person's answer
+
+
+INBOUND_EVENTS = frozenset({Event.BOUNCE, Event.DELAYED, Event.AUTO_REPLY, Event.REPLY})
+# The fields of an inbound event, besides its recipient, archive and source.
+INBOUND_FIELDS = (
+    "address",
+    "message_id",
+    "matched_by",
+    "inbound",
+    "inbound_message_id",
+    "inbound_date",
+    "from",
+    "subject",
+    "sha256",
+    "size",
+    "evidence",
+    "action",
+    "status",
+    "diagnostic",
+    "reported_recipient",
+    "remote_mta",
+    "reporting_mta",
+)
 
 
 def now_iso(moment: datetime | None = None) -> str:
@@ -86,6 +116,8 @@ def status_of(outcomes: Collection[Outcome]) -> Status:
         return Status.DEFERRED
     if Outcome.ACCEPTED in outcomes:
         return Status.PARTIAL
+    if all(o == Outcome.BOUNCED for o in outcomes):
+        return Status.BOUNCED
     return Status.FAILED
 
 
@@ -108,6 +140,9 @@ class RecipientState:
     events: int = 0
     attempt_sha256: str | None = None  # the bytes of the last attempt, sent or not
     tests: int = 0  # test sends (--test-to): shown apart, never counted as sent
+    replies: int = 0  # a person's answers
+    auto_replies: int = 0
+    last_answer: str | None = None  # when the latest reply or auto-reply was dated
 
     def status(
         self, current: Sequence[str] | None = None, live_runs: frozenset[str] = frozenset()
@@ -134,14 +169,14 @@ class RecipientState:
         return [
             address
             for address, state in self.addresses.items()
-            if state.outcome not in (Outcome.ACCEPTED, Outcome.REFUSED)
+            if state.outcome not in (Outcome.ACCEPTED, Outcome.REFUSED, Outcome.BOUNCED)
         ]
 
     @property
     def delivered_somewhere(self) -> bool:
         """True when some server may hold this letter: accepted or unknown."""
         return self.open_attempt is not None or any(
-            state.outcome in (Outcome.ACCEPTED, Outcome.UNKNOWN)
+            state.outcome in (Outcome.ACCEPTED, Outcome.UNKNOWN, Outcome.BOUNCED)
             for state in self.addresses.values()
         )
 
@@ -157,6 +192,8 @@ class Replay:
     runs: list[str] = field(default_factory=list)
     last_time: str = ""
     other_campaigns: set[str] = field(default_factory=set)
+    first_attempt: str | None = None  # when the campaign's first letter was tried
+    inbound: set[str] = field(default_factory=set)  # what `campaign inbox` recorded already
 
     def fold(self, record: dict[str, Any]) -> None:
         """Apply a record read from a log: the first one names the log's campaign."""
@@ -193,8 +230,13 @@ class Replay:
         state.events += 1
         state.time = time
         addresses = state.addresses
+        if event in INBOUND_EVENTS:
+            self._apply_inbound(state, record, time)
+            return
         if event == Event.ATTEMPT or event == Event.PLANNED:
             if event == Event.ATTEMPT:
+                if self.first_attempt is None:
+                    self.first_attempt = time
                 state.attempts = max(state.attempts, int(record.get("attempt", 0)))
                 state.open_attempt = str(record.get("run"))
                 state.message_id = record.get("message_id", state.message_id)
@@ -217,6 +259,26 @@ class Replay:
             state.last_reply = record.get("reason", "")
             state.last_code = None
 
+    def _apply_inbound(self, state: RecipientState, record: dict[str, Any], time: str) -> None:
+        """What came back: a bounce marks its address; replies are counted."""
+        self.inbound.add(inbound_key(record))
+        event = record.get("event")
+        if event == Event.BOUNCE:
+            address = record.get("address")
+            known = state.addresses.get(address) if isinstance(address, str) else None
+            if known is not None and known.outcome in (Outcome.ACCEPTED, Outcome.UNKNOWN):
+                known.outcome = Outcome.BOUNCED
+                known.code = None
+                known.reply = bounce_text(record)
+                known.time = time
+                state.last_reply, state.last_code = known.reply, None
+        elif event in (Event.REPLY, Event.AUTO_REPLY):
+            if event == Event.REPLY:
+                state.replies += 1
+            else:
+                state.auto_replies += 1
+            state.last_answer = record.get("inbound_date") or time
+
     @staticmethod
     def _apply_resolve(state: RecipientState, record: dict[str, Any]) -> None:
         """Settled by a person: as sent (unknown only), or as pending (to be sent again)."""
@@ -230,7 +292,7 @@ class Replay:
                 state.sha256 = record["sha256"]
                 state.archive = record.get("archive")
         else:
-            unsettled = (Outcome.UNKNOWN, Outcome.DEFERRED, Outcome.REFUSED)
+            unsettled = (Outcome.UNKNOWN, Outcome.DEFERRED, Outcome.REFUSED, Outcome.BOUNCED)
         for address_state in state.addresses.values():
             if address_state.outcome in unsettled:
                 address_state.outcome = (
@@ -415,6 +477,24 @@ _shape(
     Event.POSTPONED,
     {"run": _short, "recipient": _short, "addresses": _addresses, "reason": _text},
 )
+for _inbound in INBOUND_EVENTS:
+    _shape(
+        _inbound,
+        {
+            "recipient": _short,
+            "inbound": _text,
+            "sha256": _digest,
+            "size": _count,
+            "archive": _text,
+            "source": _text,
+            "message_id": _text,
+        },
+        **{
+            name: _optional_text
+            for name in INBOUND_FIELDS
+            if name not in ("inbound", "sha256", "size", "message_id")
+        },
+    )
 
 
 def record_problem(record: Any) -> str | None:
@@ -707,6 +787,33 @@ def postponed_record(*, run: str, recipient: str, addresses: Sequence[str], reas
         "addresses": list(addresses),
         "reason": reason,
     }
+
+
+def inbound_record(
+    event: Event, recipient: str, fields: Mapping[str, Any], *, archive: str, source: str
+) -> Record:
+    """One message from the campaign's mailbox, tied to a letter: a bounce, a reply..."""
+    record: Record = {"event": event, "recipient": recipient}
+    record.update((name, fields.get(name)) for name in INBOUND_FIELDS)
+    record["archive"] = archive
+    record["source"] = source
+    return record
+
+
+def inbound_key(record: Mapping[str, Any]) -> str:
+    """What makes an inbound event unique: the message, the recipient, the address."""
+    return (
+        f"{record.get('inbound')} {record.get('recipient')} {record.get('address') or ''}".rstrip()
+    )
+
+
+def bounce_text(record: Mapping[str, Any]) -> str:
+    """How a bounce reads in the review: `bounced 5.1.1: 550 5.1.1 <a@b>: User unknown`."""
+    status = record.get("status") or ""
+    diagnostic = record.get("diagnostic") or ""
+    return (
+        f"bounced {status}: {diagnostic}".strip().rstrip(":") if status or diagnostic else "bounced"
+    )
 
 
 def log_repaired_record(*, torn_line: int) -> Record:

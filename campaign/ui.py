@@ -217,6 +217,7 @@ STATUS_STYLES = {
     Status.UNKNOWN: "magenta",
     Status.PENDING: "dim",
     Status.SENDING: "cyan",
+    Status.BOUNCED: "red",
     Outcome.ACCEPTED: "green",
     Outcome.REFUSED: "red",
     "retrying": "yellow",
@@ -372,6 +373,7 @@ def review_table(review: Review, rows: Sequence[RecipientRow], width: int = WIDE
     if wide:
         table.add_column("last reply", overflow="fold", ratio=3)
         table.add_column("last event (UTC)", no_wrap=True)
+        table.add_column("replies", no_wrap=True)
     else:
         table.add_column("when (UTC)", no_wrap=True)
         table.add_column("last reply", no_wrap=True, overflow="ellipsis", ratio=1)
@@ -408,8 +410,19 @@ def review_table(review: Review, rows: Sequence[RecipientRow], width: int = WIDE
             str(row.attempts),
             plain(reply),
             plain(row.time[:19].replace("T", " ")),
+            plain(_answers(row)),
         )
     return table
+
+
+def _answers(row: RecipientRow) -> str:
+    """`1 (2017-10-25)`: a person's replies and the latest date; automatic ones apart."""
+    parts = []
+    if row.replies:
+        parts.append(f"{row.replies} ({(row.last_answer or '')[:10]})")
+    if row.auto_replies:
+        parts.append(f"{row.auto_replies} automatic")
+    return "\n".join(parts)
 
 
 def show_review(ui: Ui, review: Review, rows: Iterable[RecipientRow]) -> None:
@@ -463,6 +476,13 @@ def _history_detail(record: dict[str, object]) -> str:
             lines.append(f"by {record.get('by')}")
     if record.get("event") == "attempt" and record.get("message_id"):
         lines.append(f"Message-ID {record.get('message_id')}")
+    if record.get("event") in ("bounce", "delayed", "reply", "auto-reply"):
+        if record.get("address"):
+            lines.append(f"{record.get('address')}")
+        if record.get("status") or record.get("diagnostic"):
+            lines.append(f"{record.get('status') or ''} {record.get('diagnostic') or ''}".strip())
+        lines.append(f"from {record.get('from')}: {record.get('subject')}")
+        lines.append(f"dated {record.get('inbound_date')}, kept as {record.get('archive')}")
     if record.get("sha256") and record.get("event") in ("result", "resolve"):
         lines.append(f"SHA-256 {record.get('sha256')}")
     return "\n".join(lines)

@@ -80,6 +80,16 @@ def test_after_max_wait_the_rest_is_deferred_with_the_reason(
     assert "nothing accepted for" in run.err
     statuses = Counter(status_of(file, f"r{n:03d}") for n in range(1, 9))
     assert statuses["sent"] == 2 and statuses["deferred"] == 6
+    # Each left letter says why: refused for the rate, or not tried before the run gave up.
     postponed = [r for r in read_log(file) if r["event"] == "postponed"]
-    assert postponed and all("not tried" in r["reason"] for r in postponed)
+    assert all("not tried: nothing accepted for" in r["reason"] for r in postponed)
+    state = replay(log_path(file), "crash-test").recipients
+    for n in range(1, 9):
+        replies = (
+            [a.reply for a in state[f"r{n:03d}"].addresses.values()] if f"r{n:03d}" in state else []
+        )
+        assert replies and (
+            all(r == "OK" for r in replies)
+            or any("Rate limited" in r or "not tried" in r for r in replies)
+        )
     assert len(server.messages) == 2
