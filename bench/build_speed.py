@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-build-") as scratch:
         folder = args.work or Path(scratch)
-        options = {"attachment_kb": args.attachment_kb} if args.attachment_kb else {}
-        data = generate(args.n, folder / f"n{args.n}", args.seed, **options)
+        data = generate(args.n, folder / f"n{args.n}", args.seed, attachment_kb=args.attachment_kb)
         print(json.dumps(build_speed(data.yaml_path, args.repeats)))
     return 0
 

@@ -23,7 +23,7 @@ MAX_NAME_CHARACTERS = 255  # what a file system allows in one name
 # (a campaign of many recipients, each with a large file of their own, must not grow).
 CACHE_BYTES = 64 * 2**20
 _B64_LINE = 76  # RFC 2045 6.8: encoded lines of at most 76 characters
-_SEGMENT = 60  # characters of an RFC 2231 value per line, so a parameter line stays within 78
+LINE = 78  # RFC 5322's recommended line length, for the folded parameter lines
 _ATTR_CHARS = "!#$&+-.^_`|~"  # RFC 5987 attr-char besides letters and digits: kept as they are
 _FALLBACK_TYPE = "application/octet-stream"
 
@@ -122,24 +122,22 @@ def _quoted(value: str) -> str:
 def _extended(parameter: str, value: str) -> list[str]:
     """RFC 2231 `parameter*=utf-8''...`, split into `parameter*0*=...` lines when long.
 
-    Split only between characters, so every segment decodes on its own too.
+    Each line, folded as ` parameter*N*=...;`, stays within 78 characters; split only
+    between characters, so every segment holds whole ones.
     """
     pieces = [quote(char, safe=_ATTR_CHARS) for char in value]
     encoded = "".join(pieces)
-    if len(encoded) <= _SEGMENT:
+    if len(f" {parameter}*=utf-8''{encoded};") <= LINE:
         return [f"{parameter}*=utf-8''{encoded}"]
     segments: list[str] = []
-    current = ""
+    current = f"{parameter}*0*=utf-8''"
     for piece in pieces:
-        if current and len(current) + len(piece) > _SEGMENT:
+        if len(current) + len(piece) + 2 > LINE and not current.endswith("*="):
             segments.append(current)
-            current = ""
+            current = f"{parameter}*{len(segments)}*="
         current += piece
     segments.append(current)
-    return [
-        f"{parameter}*{number}*=" + ("utf-8''" if number == 0 else "") + segment
-        for number, segment in enumerate(segments)
-    ]
+    return segments
 
 
 def filename_parameters(name: str) -> list[str]:
