@@ -4,11 +4,13 @@ The reference is independent of the builder: the same letter built with `EmailMe
 and serialised unfolded (`max_line_length=10_000`), so that Python 3.11's folding bugs
 (CPython gh-144156, dropped spaces between encoded words; a comma folded into the next
 name) cannot make the reference itself wrong. Both are parsed with `policy.default` and
-compared by what a reader sees: addresses, display names, subject, decoded bodies.
+compared by what a reader sees: addresses, display names, subject, decoded bodies, and
+each attachment's file name, type and bytes (the reference adds them with `add_attachment`).
 """
 
 from __future__ import annotations
 
+import mimetypes
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
@@ -22,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from campaign.errors import CampaignError
-from campaign.message import MessageBuilder, address_header, decoded, subject_header
-from campaign.models import Campaign, Mailbox, Recipient, Rendered
+from campaign.message import MessageBuilder, address_header, content_hash, decoded, subject_header
+from campaign.models import Attachment, Campaign, Mailbox, Recipient, Rendered
 
 DATE = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 UNFOLDED = policy.SMTP.clone(max_line_length=10_000)
@@ -62,9 +64,22 @@ local_parts = st.lists(st.sampled_from(LOCALS), min_size=1, max_size=3, unique=T
 bodies = st.lists(
     st.sampled_from([*"abc xyzÅöü€ =.\t\n-", "\r", "é", "字", "😀", "x" * 120]), max_size=200
 ).map("".join)
+FILE_WORDS = ["letter", "Письмо", "Хат", "annex 1", "naïve", '"quoted"', "a;b", "100%", "ü" * 40]
+EXTENSIONS = [".pdf", ".txt", ".png", ".docx", ".csv", ".bin", ".unknown-kind", ""]
+file_names = st.builds(
+    lambda words, extension: " ".join(words) + extension,
+    st.lists(st.sampled_from(FILE_WORDS), min_size=1, max_size=4),
+    st.sampled_from(EXTENSIONS),
+)
+file_bodies = st.binary(min_size=1, max_size=400) | st.sampled_from(
+    [b"=_campaign_ --", "Текст\r\n".encode(), b"\r\n" * 40, bytes(range(256)) * 3]
+)
+files = st.lists(st.tuples(file_names, file_bodies), max_size=3, unique_by=lambda f: f[0])
 
 
-def campaign(tmp: Path, reply_to: tuple[Mailbox, ...] = ()) -> Campaign:
+def campaign(
+    tmp: Path, reply_to: tuple[Mailbox, ...] = (), attachments: tuple[Attachment, ...] = ()
+) -> Campaign:
     return Campaign(
         id="builder-test",
         subject="s",
@@ -74,7 +89,18 @@ def campaign(tmp: Path, reply_to: tuple[Mailbox, ...] = ()) -> Campaign:
         data={},
         source=tmp / "recipients.yaml",
         templates_dir=tmp,
+        attachments=attachments,
     )
+
+
+def attached(tmp: Path, named: list[tuple[str, bytes]], prefix: str) -> tuple[Attachment, ...]:
+    """Each (name, bytes) as a file in `tmp`, attached under that name."""
+    found = []
+    for number, (name, data) in enumerate(named):
+        path = (tmp / f"{prefix}-{number}.bin").resolve()
+        path.write_bytes(data)
+        found.append(Attachment(path.name, path, name, len(data)))
+    return tuple(found)
 
 
 def _address(mailbox: Mailbox) -> Address:
@@ -82,7 +108,12 @@ def _address(mailbox: Mailbox) -> Address:
     return Address(display_name=mailbox.display_name, username=username, domain=domain)
 
 
-def reference(source: Campaign, recipient: Recipient, rendered: Rendered) -> bytes:
+def reference(
+    source: Campaign,
+    recipient: Recipient,
+    rendered: Rendered,
+    named: list[tuple[str, bytes]] = (),  # type: ignore[assignment]
+) -> bytes:
     """The same letter, built the plain way with the `email` package."""
     message = EmailMessage(policy=UNFOLDED)
     message["From"] = _address(source.sender)
@@ -97,6 +128,13 @@ def reference(source: Campaign, recipient: Recipient, rendered: Rendered) -> byt
         message.add_alternative(
             rendered.html, subtype="html", charset="utf-8", cte="quoted-printable"
         )
+    for name, data in named:
+        kind, encoding = mimetypes.guess_type(name)
+        kind = "application/octet-stream" if kind is None or encoding else kind
+        maintype, _, subtype = kind.partition("/")
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    # Last: making the message multipart moves every Content-* header into its first part.
+    message["Content-Language"] = recipient.language or source.language
     return message.as_bytes(policy=UNFOLDED)
 
 
@@ -124,13 +162,20 @@ def as_read(data: bytes) -> dict[str, object]:
     seen["Subject"] = str(message["Subject"])
     seen["Message-ID"] = str(message["Message-ID"])
     seen["Date"] = message["Date"].datetime
+    seen["Content-Language"] = str(message["Content-Language"])
     for kind in ("plain", "html"):
         part = message.get_body(preferencelist=(kind,))
         seen[kind] = None if part is None else part.get_content().replace("\r\n", "\n")
+    seen["attachments"] = [
+        (part.get_filename(), part.get_content_type(), part.get_payload(decode=True))
+        for part in message.iter_attachments()
+    ]
     return seen
 
 
-def recipient_for(name: str, locals_: list[str]) -> Recipient:
+def recipient_for(
+    name: str, locals_: list[str], attachments: tuple[Attachment, ...] = ()
+) -> Recipient:
     return Recipient(
         id="r1",
         name=name,
@@ -138,6 +183,7 @@ def recipient_for(name: str, locals_: list[str]) -> Recipient:
         index=1,
         line=1,
         data={},
+        attachments=attachments,
     )
 
 
@@ -160,6 +206,49 @@ def test_builder_reads_as_the_email_package_build(
     built = MessageBuilder(source, DATE).build(recipient, rendered)
     ours, theirs = as_read(built.data), as_read(reference(source, recipient, rendered))
     assert ours == theirs
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=names,
+    subject=subjects,
+    text=bodies,
+    html=st.none() | bodies,
+    shared=files,
+    own=files,
+)
+def test_builder_with_attachments_reads_as_the_email_package_build(
+    tmp_path: Path,
+    name: str,
+    subject: str,
+    text: str,
+    html: str | None,
+    shared: list[tuple[str, bytes]],
+    own: list[tuple[str, bytes]],
+) -> None:
+    own = [(f"own {n}", data) for n, data in own]  # never the name of a campaign file
+    source = campaign(tmp_path, attachments=attached(tmp_path, shared, "shared"))
+    recipient = recipient_for(name, ["a"], attached(tmp_path, own, "own"))
+    rendered = Rendered(subject=subject, text=text + "\n", html=html)
+    built = MessageBuilder(source, DATE).build(recipient, rendered)
+    expected = reference(source, recipient, rendered, [*shared, *own])
+    ours, theirs = as_read(built.data), as_read(expected)
+    assert ours == theirs
+    lines = built.data.split(b"\r\n")
+    assert all(len(line) <= 998 and line.isascii() for line in lines)
+    assert b"\r" not in built.data.replace(b"\r\n", b"")
+
+
+def test_the_content_hash_of_a_letter_without_attachments_is_the_one_of_earlier_versions() -> None:
+    # A campaign half sent by a version without attachments must not read as changed
+    # (the value main computed before attachments existed).
+    rendered = Rendered(subject="Hi", text="Dear Anna,\n", html=None)
+    assert (
+        content_hash("Hi", ("a@example.org",), rendered)
+        == "ad66e44c764fe05edb043f3ca4ef9199047e4dd4d40f1282709f61d353ce1997"
+    )
 
 
 @settings(max_examples=300, deadline=None)
