@@ -200,8 +200,8 @@ class LetterRenderer:
                 f"no letter template for the language '{language}'",
                 path=text_path,
                 field="language",
-                hint=f"write {text_path.name} (a translation of {campaign.template}.txt.j2),"
-                " or change the language of these recipients",
+                hint=f"write {text_path.name}, a translation of {campaign.template}.txt.j2,"
+                " or give these recipients another language",
             )
         elif subject is None:
             letter = CampaignError(
