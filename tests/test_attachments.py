@@ -412,3 +412,20 @@ def test_check_lists_the_attachments_with_their_sizes(campaign_file: Path) -> No
     assert f"attached to every letter: {PDF} (146.5 KiB)" in run.out
     assert "own attachments" in run.out
     assert "4.9 KiB" in run.out and "Приложение" in run.out
+
+
+def test_check_of_a_long_list_shows_a_recipients_own_files_on_their_line(tmp_path: Path) -> None:
+    path = write_small_campaign(tmp_path / "campaign", 201)  # past the drawn table's limit
+    text = path.read_text("utf-8").replace(
+        '    emails: ["r002@example.net"]\n',
+        f'    emails: ["r002@example.net"]\n    attachments: ["{OWN}"]\n',
+    )
+    path.write_text(text, "utf-8")
+    (path.parent / "annex").mkdir()
+    (path.parent / OWN).write_bytes(png_bytes())
+    run = run_cli(path, "check")
+    assert run.status == 0, run.stderr
+    [line] = [line for line in run.stdout.splitlines() if " r002 " in line]
+    assert line.endswith(f"<r002@example.net>  [{OWN} (4.9 KiB)]")
+    [other] = [line for line in run.stdout.splitlines() if " r003 " in line]
+    assert other.endswith("<r003@example.net>")

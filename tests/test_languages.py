@@ -264,3 +264,21 @@ def test_language_tags_are_read_in_canonical_case(written: str, tag: str) -> Non
 def test_anything_else_is_not_a_language_tag(written: str) -> None:
     with pytest.raises(LanguageError):
         normalise_language(written)
+
+
+def test_check_of_a_long_list_shows_the_language_on_each_line(tmp_path: Path) -> None:
+    path = write_small_campaign(tmp_path / "campaign", 201)  # past the drawn table's limit
+    text = path.read_text("utf-8").replace(
+        '    name: "Recipient 2"\n', '    name: "Recipient 2"\n    language: "ru"\n'
+    )
+    path.write_text(text, "utf-8")
+    (path.parent / "templates" / "letter.ru.txt.j2").write_text("Уважаемый {{ recipient.name }}\n")
+    run = run_cli(path, "check")
+    assert run.status == 0, run.stderr
+    lines = run.stdout.splitlines()
+    [heading] = [line for line in lines if line.split()[:3] == ["#", "id", "status"]]
+    assert heading.split()[3] == "language"
+    [second] = [line for line in lines if " r002 " in line]
+    assert second.split()[1:4] == ["r002", "ok", "ru"]
+    [last] = [line for line in lines if " r201 " in line]
+    assert last.split()[1:4] == ["r201", "ok", "en"]
