@@ -517,7 +517,8 @@ class _Checker:
                 line=mapping.line_of("language"),
                 recipient=recipient,
                 field=prefix + "language",
-                hint="a recipient's language picks templates/<template>.<language>.txt.j2",
+                hint="a language other than the campaign's picks"
+                " templates/<template>.<language>.txt.j2",
             )
             return None
 

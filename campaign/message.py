@@ -330,7 +330,7 @@ class MessageBuilder:
             self._subject_line(subject, recipient),
             self._date_line,
             f"Message-ID: {message_id}\r\n",
-            self._language_line(recipient.language or campaign.language),
+            self._language_line(campaign.language_of(recipient)),
         ]
         text = self._qp(rendered.text)
         if files:

@@ -71,7 +71,7 @@ class Attachment:
     """A file sent with the letter, as the campaign file names it and as it was found.
 
     `path` is resolved and inside the campaign file's folder; `size` is what it held when
-    the file was read. `line` and `field` say where it is named, for every later error.
+    the campaign file was checked. `line` and `field` say where it is named, for errors.
     """
 
     written: str  # as the campaign file writes it, relative to its folder
@@ -131,18 +131,6 @@ class Campaign:
     def language_of(self, recipient: Recipient) -> str:
         """The language `recipient` gets the letter in."""
         return recipient.language or self.language
-
-    def subject_in(self, language: str) -> str | None:
-        """The subject template for `language`; None when the file gives none for it."""
-        if not self.subjects:
-            return self.subject
-        return self.subjects.get(language)
-
-    def attachments_of(self, recipient: Recipient) -> tuple[Attachment, ...]:
-        """Every file `recipient`'s letter carries: the campaign's, then their own."""
-        return (
-            self.attachments + recipient.attachments if recipient.attachments else self.attachments
-        )
 
     def data_line(self, key: str) -> int | None:
         """The line of `key` in the campaign section, when the data came from a file."""

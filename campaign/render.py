@@ -244,9 +244,10 @@ class LetterRenderer:
             stopped = copy.copy(self._stopped)
             stopped.recipient = recipient.id
             raise stopped
-        letter = self._letters.get(recipient.language or self._campaign.language)
+        language = self._campaign.language_of(recipient)
+        letter = self._letters.get(language)
         if letter is None:
-            letter = self._letter(recipient.language or self._campaign.language)
+            letter = self._letter(language)
         if isinstance(letter, CampaignError):
             missing = copy.copy(letter)
             missing.recipient = recipient.id
