@@ -7,6 +7,7 @@ campaign-wide attachments) counts once per pass, as in a real run.
 
     .venv/bin/python bench/build_speed.py --n 10000 --repeats 7
     .venv/bin/python bench/build_speed.py --n 1000 --attachment-kb 200
+    .venv/bin/python bench/build_speed.py --yaml /tmp/n10000/recipients.yaml
 """
 
 from __future__ import annotations
@@ -60,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         "--attachment-kb", type=int, default=0, help="a PDF of this size on every letter"
     )
     p.add_argument("--work", type=Path, help="where to generate (default: a temporary folder)")
+    p.add_argument("--yaml", type=Path, help="time this campaign file instead of generating one")
     args = p.parse_args(argv)
+    if args.yaml:
+        print(json.dumps(build_speed(args.yaml, args.repeats)))
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-build-") as scratch:
         folder = args.work or Path(scratch)
         data = generate(args.n, folder / f"n{args.n}", args.seed, attachment_kb=args.attachment_kb)

@@ -34,6 +34,8 @@ _PART_HEADERS = (
     'Content-Type: text/{subtype}; charset="utf-8"\r\n'
     "Content-Transfer-Encoding: quoted-printable\r\n"
 )
+_PLAIN_HEADERS = _PART_HEADERS.format(subtype="plain")
+_HTML_HEADERS = _PART_HEADERS.format(subtype="html")
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +339,7 @@ class MessageBuilder:
             data = self._mixed(head, digest, text, rendered.html, files)
             names: tuple[str, ...] = _MULTIPART_NAMES
         elif rendered.html is None:
-            head.append(_PART_HEADERS.format(subtype="plain"))
+            head.append(_PLAIN_HEADERS)
             head.append("MIME-Version: 1.0\r\n\r\n")
             data = "".join(head).encode("ascii") + text
             names = _SINGLE_PART_NAMES
@@ -376,9 +378,9 @@ class MessageBuilder:
         # QP never writes "=_", so this boundary cannot occur in a body; deriving it from
         # the content keeps a re-render byte-identical apart from the Date.
         return (
-            f"--{boundary}\r\n{_PART_HEADERS.format(subtype='plain')}\r\n".encode(),
+            f"--{boundary}\r\n{_PLAIN_HEADERS}\r\n".encode(),
             text,
-            f"\r\n--{boundary}\r\n{_PART_HEADERS.format(subtype='html')}\r\n".encode(),
+            f"\r\n--{boundary}\r\n{_HTML_HEADERS}\r\n".encode(),
             self._qp(html),
             f"\r\n--{boundary}--\r\n".encode(),
         )
@@ -401,7 +403,7 @@ class MessageBuilder:
         )
         pieces: list[bytes] = ["".join(head).encode("ascii")]
         if html is None:
-            pieces += (f"{_PART_HEADERS.format(subtype='plain')}\r\n".encode(), text)
+            pieces += (f"{_PLAIN_HEADERS}\r\n".encode(), text)
         else:
             alternative = f"=_campaign_{digest[:32]}"
             opening = f'Content-Type: multipart/alternative;\r\n boundary="{alternative}"\r\n\r\n'
