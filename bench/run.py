@@ -2365,7 +2365,7 @@ def parse_args(argv: Sequence[str]) -> Config:
     cfg.attachment = not a.no_attachment
     cfg.attachment_only = a.attachment_only
     if a.quick:
-        cfg.attachment_n, cfg.attachment_runs = 200, 1
+        cfg.attachment_n, cfg.attachment_kb, cfg.attachment_runs = 100, 50, 1
     cfg.attachment_n = a.attachment_n or cfg.attachment_n
     cfg.attachment_kb = a.attachment_kb or cfg.attachment_kb
     cfg.attachment_runs = a.attachment_runs or cfg.attachment_runs
