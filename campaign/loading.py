@@ -96,6 +96,14 @@ class Options:
     # to ask instead of the system's (tests point it at a local server).
     dns_progress: DnsProgress | None = None
     dns_resolver: dns.resolver.Resolver | None = None
+    # Where attachment paths are found; None: the campaign file's folder. (`campaign
+    # import` checks its YAML in a temporary file that will live elsewhere.)
+    attachments_folder: Path | None = None
+
+    @property
+    def folder(self) -> Path:
+        """The folder attachment paths are relative to, and must stay inside."""
+        return self.attachments_folder or self.path.parent
 
 
 def load_campaign(options: Options) -> CampaignFile:
@@ -441,7 +449,7 @@ class _Checker:
             subject = self._text(section, "subject", prefix="campaign.")
         if "attachments" in section:
             self._campaign_files = self._attachments(
-                section, options.path.parent, recipient=None, field="campaign.attachments"
+                section, options.folder, recipient=None, field="campaign.attachments"
             )
         template = "letter"
         if "template" in section:
@@ -822,7 +830,7 @@ class _Checker:
         attachments: tuple[Attachment, ...] = ()
         if "attachments" in item:
             attachments = self._attachments(
-                item, options.path.parent, recipient=label, field="attachments"
+                item, options.folder, recipient=label, field="attachments"
             )
         if len(self.errors) > errors_before or recipient_id is None or name is None:
             return None

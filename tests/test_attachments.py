@@ -429,3 +429,16 @@ def test_check_of_a_long_list_shows_a_recipients_own_files_on_their_line(tmp_pat
     assert line.endswith(f"<r002@example.net>  [{OWN} (4.9 KiB)]")
     [other] = [line for line in run.stdout.splitlines() if " r003 " in line]
     assert other.endswith("<r003@example.net>")
+
+
+def test_attachment_paths_can_be_checked_against_another_folder(tmp_path: Path) -> None:
+    # As `campaign import` needs: its YAML is checked in a temporary file elsewhere.
+    from campaign.loading import Options, load_campaign
+
+    path = attach_campaign(tmp_path / "campaign")
+    elsewhere = tmp_path / "elsewhere" / "recipients.yaml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(path.read_bytes())
+    source = load_campaign(Options(elsewhere, attachments_folder=path.parent))
+    [pdf] = source.campaign.attachments
+    assert pdf.path == (path.parent / PDF).resolve() and pdf.size == len(pdf_bytes())
