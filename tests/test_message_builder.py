@@ -11,6 +11,7 @@ each attachment's file name, type and bytes (the reference adds them with `add_a
 from __future__ import annotations
 
 import mimetypes
+from dataclasses import replace
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
@@ -307,3 +308,41 @@ def test_a_lone_cr_in_the_body_becomes_a_line_end_never_a_bare_cr(tmp_path: Path
     )
     assert b"\r" not in built.data.replace(b"\r\n", b"")
     assert as_read(built.data)["plain"] == "one\ntwo\n"
+
+
+def test_a_campaign_file_is_read_once_for_every_letter_of_the_run(tmp_path: Path) -> None:
+    shared = attached(tmp_path, [("letter.pdf", b"%PDF-1 first")], "shared")
+    builder = MessageBuilder(campaign(tmp_path, attachments=shared), DATE)
+    shared[0].path.write_bytes(b"%PDF-1 changed on disk during the run")
+    rendered = Rendered(subject="Hello", text="Hi\n", html=None)
+    for name in ("Anna", "Boris", "Zoë"):
+        built = builder.build(recipient_for(name, ["a"]), rendered)
+        assert as_read(built.data)["attachments"] == [
+            ("letter.pdf", "application/pdf", b"%PDF-1 first")
+        ]
+
+
+def test_a_recipients_file_is_read_once_for_every_letter_that_names_it(tmp_path: Path) -> None:
+    own = attached(tmp_path, [("map.png", b"\x89PNG first")], "own")
+    builder = MessageBuilder(campaign(tmp_path), DATE)
+    rendered = Rendered(subject="Hello", text="Hi\n", html=None)
+    first = builder.build(recipient_for("Anna", ["a"], own), rendered)
+    own[0].path.write_bytes(b"\x89PNG changed")
+    second = builder.build(recipient_for("Boris", ["b"], own), rendered)
+    assert as_read(first.data)["attachments"] == as_read(second.data)["attachments"]
+
+
+def test_a_file_gone_before_it_is_read_is_an_error_naming_where_it_is_listed(
+    tmp_path: Path,
+) -> None:
+    own = attached(tmp_path, [("map.png", b"\x89PNG")], "own")
+    own = (replace(own[0], line=12),)
+    own[0].path.unlink()
+    builder = MessageBuilder(campaign(tmp_path), DATE)
+    with pytest.raises(CampaignError) as caught:
+        builder.build(recipient_for("Anna", ["a"], own), Rendered("Hi", "Hi\n", None))
+    assert (caught.value.line, caught.value.recipient, caught.value.field) == (
+        12,
+        "r1",
+        "attachments",
+    )
