@@ -23,7 +23,7 @@ MAX_NAME_CHARACTERS = 255  # what a file system allows in one name
 # (a campaign of many recipients, each with a large file of their own, must not grow).
 CACHE_BYTES = 64 * 2**20
 _B64_LINE = 76  # RFC 2045 6.8: encoded lines of at most 76 characters
-LINE = 78  # RFC 5322's recommended line length, for the folded parameter lines
+_LINE = 78  # RFC 5322's recommended line length, for the folded parameter lines
 _ATTR_CHARS = "!#$&+-.^_`|~"  # RFC 5987 attr-char besides letters and digits: kept as they are
 _FALLBACK_TYPE = "application/octet-stream"
 
@@ -127,12 +127,12 @@ def _extended(parameter: str, value: str) -> list[str]:
     """
     pieces = [quote(char, safe=_ATTR_CHARS) for char in value]
     encoded = "".join(pieces)
-    if len(f" {parameter}*=utf-8''{encoded};") <= LINE:
+    if len(f" {parameter}*=utf-8''{encoded};") <= _LINE:
         return [f"{parameter}*=utf-8''{encoded}"]
     segments: list[str] = []
     current = f"{parameter}*0*=utf-8''"
     for piece in pieces:
-        if len(current) + len(piece) + 2 > LINE and not current.endswith("*="):
+        if len(current) + len(piece) + 2 > _LINE and not current.endswith("*="):
             segments.append(current)
             current = f"{parameter}*{len(segments)}*="
         current += piece
