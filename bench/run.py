@@ -19,6 +19,11 @@ them as relays do), and campaign with its default settings, campaign with a
 well-chosen --rate, the smtplib loop and mailmerge each send N = 2,000 letters
 through it: wall time against the ideal N / rate, refusals, and what arrived.
 
+Then the attachment case (issue 15; --no-attachment skips it, --attachment-only
+runs it alone): `campaign send` of N = 1,000 letters each carrying the same
+200 KiB PDF, against the same campaign without it, interleaved, both verified at
+the sink: msgs/s and what the attachment costs.
+
 Then the figures issue 6 also asks for (--no-extras skips them): `campaign
 check` on 100,000 recipients; `campaign log` and `campaign log --json` on a
 log of 1,000,000 events written by bench/genlog.py; peak RSS of `campaign
@@ -35,6 +40,7 @@ matplotlib can be imported.
     python bench/run.py --quick                # N=200, 1 run, latency N=50, small extras
     python bench/run.py --only-extras          # only check / log / send RSS
     python bench/run.py --provider-only        # only provider mode (about 8 minutes)
+    python bench/run.py --attachment-only      # only the 200 KiB PDF case (about 30 s)
     python bench/run.py --senders smtplib-loop,aiosmtplib-ceiling --n 1000
     python bench/run.py measure --n 100000 -- {campaign} --file {yaml} check
 
@@ -75,6 +81,7 @@ ROOT = BENCH.parent
 LOOPBACK = "loopback"
 LATENCY = "latency"
 PROVIDER = "provider"
+ATTACHMENT = "attachment"
 
 
 # --------------------------------------------------------------------------- senders
@@ -411,6 +418,12 @@ class Config:
     provider_rate: float = 570.0  # campaign's "well-chosen --rate": 95% of the relay's rate
     provider_senders: list[str] = field(default_factory=lambda: list(PROVIDER_SENDERS))
     provider_runs: int = 1
+    # The attachment case (issue 15): the same campaign with and without a PDF on every letter.
+    attachment: bool = True
+    attachment_only: bool = False
+    attachment_n: int = 1000
+    attachment_kb: int = 200
+    attachment_runs: int = 3
     # This invocation's run directories (fresh; removed only at the very end).
     runs_root: Path | None = None
 
@@ -602,6 +615,7 @@ class Results:
     extras: list[dict[str, Any]] = field(default_factory=list)  # kind "extra", one per run
     provider: list[dict[str, Any]] = field(default_factory=list)  # kind "provider", one per run
     genlog: dict[str, Any] | None = None  # what bench/genlog.py wrote for `campaign log`
+    attachment: list[dict[str, Any]] = field(default_factory=list)  # kind "attachment"
 
     def summary(self) -> list[dict[str, Any]]:
         return summarise(self.records)
@@ -614,12 +628,13 @@ class Results:
             and all(c["verified"] for c in self.ceiling)
             and all(e["verified"] for e in self.extras)
             and all(p["verified"] for p in self.provider)
+            and all(a["verified"] for a in self.attachment)
         )
 
     def failed_run_dirs(self) -> list[str]:
         return [
             r["run_dir"]
-            for r in [*self.records, *self.extras, *self.provider]
+            for r in [*self.records, *self.extras, *self.provider, *self.attachment]
             if r.get("run_dir") and not r.get("verified", r.get("status") == "ok")
         ]
 
@@ -1022,6 +1037,130 @@ def evaluate_provider(results: Results) -> list[dict[str, Any]]:
     return out
 
 
+def _attachment_data(cfg: Config, kb: int) -> Generated:
+    n = cfg.attachment_n
+    folder = cfg.work / "data" / (f"n{n}-seed{cfg.seed}" + (f"-pdf{kb}" if kb else ""))
+    return generate(n, folder, cfg.seed, attachment_kb=kb)
+
+
+def run_attachment(cfg: Config, results: Results) -> None:
+    """`campaign send` with a PDF on every letter and without, interleaved, each verified.
+
+    Verified as every send is (one message per address at the sink), and the sink must
+    have taken at least the attachment's base64 bytes for every letter.
+    """
+    from campaign.attachments import wire_size
+
+    cases = [("plain", _attachment_data(cfg, 0)), ("pdf", _attachment_data(cfg, cfg.attachment_kb))]
+    _log(
+        cfg,
+        f"attachment case: N = {cfg.attachment_n:,}, a {cfg.attachment_kb} KiB PDF on every"
+        f" letter against none; {cfg.attachment_runs} runs each",
+    )
+    sender = SENDERS["campaign"]
+    for rep in range(1, cfg.attachment_runs + 1):
+        for case, data in cases:
+            rec = run_once(cfg, sender, data, ATTACHMENT, 0.0, rep, None)
+            size = data.attachment.stat().st_size if data.attachment else 0
+            carried = rec["sink"].get("total_bytes", 0) >= data.n * wire_size(size)
+            rec.update(
+                kind=ATTACHMENT,
+                case=case,
+                attachment_bytes=size,
+                bytes_per_letter=rec["sink"].get("total_bytes", 0) // data.n,
+                verified=rec["status"] == "ok" and carried,
+            )
+            if rec["status"] == "ok" and not carried:
+                rec["verify"]["summary"] = "the sink took fewer bytes than the attachments"
+                rec["run_dir"] = str(Path(rec["argv"][rec["argv"].index("--log") + 1]).parent)
+            results.attachment.append(rec)
+            _log(
+                cfg,
+                f"{ATTACHMENT:10} n={data.n:<6} {case:6} run {rep}: {rec['status']:8} "
+                f"{rec['msgs_per_s'] or 0:8.1f} msgs/s  wall {rec['wall_s']:6.2f} s  "
+                f"cpu {rec['cpu_s']:6.2f} s  rss {rec['peak_rss_mib']:6.1f} MiB  "
+                f"{rec['bytes_per_letter']:,} bytes a letter  "
+                + ("verified" if rec["verified"] else "NOT VERIFIED"),
+            )
+
+
+def summarise_attachment(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per case ("plain", "pdf"): median msgs/s, min, max, wall, CPU, RSS of verified runs."""
+    out: dict[str, dict[str, Any]] = {}
+    for case in ("plain", "pdf"):
+        runs = [r for r in records if r["case"] == case]
+        ok = [r for r in runs if r["verified"]]
+        row: dict[str, Any] = {"runs": len(runs), "verified_runs": len(ok)}
+        if ok:
+            rates = [r["msgs_per_s"] for r in ok]
+            row.update(
+                msgs_per_s=statistics.median(rates),
+                msgs_per_s_min=min(rates),
+                msgs_per_s_max=max(rates),
+                wall_s=statistics.median(r["wall_s"] for r in ok),
+                cpu_s=statistics.median(r["cpu_s"] for r in ok),
+                peak_rss_mib=statistics.median(r["peak_rss_mib"] for r in ok),
+                bytes_per_letter=ok[0]["bytes_per_letter"],
+                attachment_bytes=ok[0]["attachment_bytes"],
+                n=ok[0]["n"],
+            )
+        out[case] = row
+    return out
+
+
+ATTACHMENT_HEADING = "## A PDF on every letter (attachments)"
+
+
+def render_attachment(results: Results) -> list[str]:
+    """The attachment case: the same campaign with and without a PDF, and what it costs."""
+    if not results.attachment:
+        return []
+    cfg = results.config
+    rows = summarise_attachment(results.attachment)
+    plain, pdf = rows["plain"], rows["pdf"]
+    lines = [
+        ATTACHMENT_HEADING,
+        "",
+        f"Measured on {results.finished or results.started} (UTC) by `{cfg.command}`.",
+        "",
+        f"`campaign send --concurrency {cfg.concurrency}` of the generated campaign of N = "
+        f"{cfg.attachment_n:,} letters, as it is and with `campaign.attachments` naming a "
+        f"{cfg.attachment_kb} KiB PDF that every letter carries (read and base64-encoded once "
+        "per run); the two interleaved, a fresh sink and folder per run, each verified at the "
+        "sink (one message per address, and at least the attachment's base64 bytes a letter).",
+        "",
+        "| case | msgs/s (median) | min | max | wall s | CPU s | peak RSS MiB | bytes a letter "
+        "| verified runs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for case, row in (("no attachment", plain), (f"{cfg.attachment_kb} KiB PDF", pdf)):
+        if "msgs_per_s" not in row:
+            lines.append(
+                f"| {case} | **FAILED** | | | | | | | {row['verified_runs']}/{row['runs']} |"
+            )
+            continue
+        lines.append(
+            f"| {case} | {_fmt(row['msgs_per_s'])} | {_fmt(row['msgs_per_s_min'])} "
+            f"| {_fmt(row['msgs_per_s_max'])} | {_fmt(row['wall_s'], 2)} | {_fmt(row['cpu_s'], 2)} "
+            f"| {_fmt(row['peak_rss_mib'], 1)} | {row['bytes_per_letter']:,} "
+            f"| {row['verified_runs']}/{row['runs']} |"
+        )
+    lines.append("")
+    if "msgs_per_s" in plain and "msgs_per_s" in pdf:
+        extra_ms = (1 / pdf["msgs_per_s"] - 1 / plain["msgs_per_s"]) * 1000
+        larger = pdf["bytes_per_letter"] / plain["bytes_per_letter"]
+        lines += [
+            f"With the PDF every letter is {larger:.0f} times larger"
+            f" ({pdf['bytes_per_letter']:,} bytes against "
+            f"{plain['bytes_per_letter']:,}); campaign sends **{_fmt(pdf['msgs_per_s'])} "
+            f"letters/s**, {pdf['msgs_per_s'] / plain['msgs_per_s']:.2f}× the rate without it "
+            f"({extra_ms:.2f} ms more a letter, end to end: building, the archive's copy, "
+            "the SMTP transfer).",
+            "",
+        ]
+    return lines
+
+
 def run_benchmark(cfg: Config) -> Results:
     unknown = [s for s in cfg.senders if s not in SENDERS]
     if unknown:
@@ -1039,7 +1178,7 @@ def run_benchmark(cfg: Config) -> Results:
             senders.append(SENDERS[name])
 
     results.environment["fs_probe_start"] = settle_file_system(cfg)
-    senders_run = not (cfg.only_extras or cfg.provider_only)
+    senders_run = not (cfg.only_extras or cfg.provider_only or cfg.attachment_only)
     modes: list[tuple[str, float, list[int]]] = [(LOOPBACK, 0.0, cfg.ns)] if senders_run else []
     if cfg.latency > 0 and cfg.latency_ns and senders_run:
         modes.append((LATENCY, cfg.latency, cfg.latency_ns))
@@ -1090,9 +1229,11 @@ def run_benchmark(cfg: Config) -> Results:
                 f"sink ceiling run {rep}: {r['msgs_per_s']:.0f} msgs/s, {r['mb_per_s']:.0f} MB/s "
                 f"over {r['connections']} connections, verified={r['verified']}",
             )
-    if (cfg.provider or cfg.provider_only) and not cfg.only_extras:
+    if (cfg.provider or cfg.provider_only) and not (cfg.only_extras or cfg.attachment_only):
         run_provider(cfg, results)
-    if cfg.extras and not cfg.provider_only:
+    if (cfg.attachment or cfg.attachment_only) and not (cfg.only_extras or cfg.provider_only):
+        run_attachment(cfg, results)
+    if cfg.extras and not (cfg.provider_only or cfg.attachment_only):
         run_extras(cfg, results, {n: d for n, (d, _) in datasets.items()})
     results.environment["fs_probe_end"] = round(probe_file_creation(cfg, "end"), 3)
     results.finished = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -1611,7 +1752,7 @@ def render_markdown(results: Results) -> str:
         lines += [f"- {name}: {why}" for name, why in results.skipped.items()]
         lines.append("")
 
-    senders_run = not (cfg.only_extras or cfg.provider_only)
+    senders_run = not (cfg.only_extras or cfg.provider_only or cfg.attachment_only)
     modes = [(LOOPBACK, "Loopback, no added latency", cfg.ns)] if senders_run else []
     if cfg.latency > 0 and senders_run:
         modes.append(
@@ -1699,7 +1840,8 @@ def render_markdown(results: Results) -> str:
         lines.append("")
 
     lines += render_provider(results)
-    if not cfg.provider_only:
+    lines += render_attachment(results)
+    if not (cfg.provider_only or cfg.attachment_only):
         lines += render_extras(results)
     if senders_run:
         lines += ["## Senders", ""]
@@ -2012,9 +2154,10 @@ def write_outputs(results: Results) -> None:
             *evaluate_extras(results),
             *results.provider,
             *evaluate_provider(results),
+            *results.attachment,
         ]:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    if cfg.provider_only:
+    if cfg.provider_only or cfg.attachment_only:
         cfg.plot = None  # nothing to plot; the file keeps the last full run's figure
     if cfg.plot is not None and not plot(results, cfg.plot):
         _log(cfg, "matplotlib not importable: no plot")
@@ -2024,6 +2167,10 @@ def write_outputs(results: Results) -> None:
         # Only the provider section is new: keep every other figure the file holds.
         text = replace_section(
             cfg.results_md.read_text("utf-8"), PROVIDER_HEADING, render_provider(results)
+        )
+    elif cfg.attachment_only and cfg.results_md.exists():
+        text = replace_section(
+            cfg.results_md.read_text("utf-8"), ATTACHMENT_HEADING, render_attachment(results)
         )
     else:
         text = render_markdown(results)
@@ -2139,6 +2286,15 @@ def parse_args(argv: Sequence[str]) -> Config:
         help=f"comma-separated subset of {','.join(PROVIDER_SENDERS)}",
     )
     p.add_argument("--provider-runs", type=int, help="runs per provider sender (1)")
+    p.add_argument("--no-attachment", action="store_true", help="skip the attachment case")
+    p.add_argument(
+        "--attachment-only",
+        action="store_true",
+        help="only the attachment case (issue 15): a PDF on every letter against none",
+    )
+    p.add_argument("--attachment-n", type=int, help="letters in the attachment case (1000)")
+    p.add_argument("--attachment-kb", type=int, help="KiB of the PDF every letter carries (200)")
+    p.add_argument("--attachment-runs", type=int, help="runs of each attachment case (3)")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(list(argv))
     cfg = Config()
@@ -2203,6 +2359,16 @@ def parse_args(argv: Sequence[str]) -> Config:
         if unknown:
             p.error(f"unknown provider sender(s) {unknown}; known: {list(PROVIDER_SENDERS)}")
     cfg.provider_runs = a.provider_runs or cfg.provider_runs
+    exclusive = [a.provider_only, a.only_extras, a.attachment_only]
+    if sum(exclusive) > 1 or (a.attachment_only and a.no_attachment):
+        p.error("--attachment-only excludes --no-attachment, --provider-only and --only-extras")
+    cfg.attachment = not a.no_attachment
+    cfg.attachment_only = a.attachment_only
+    if a.quick:
+        cfg.attachment_n, cfg.attachment_kb, cfg.attachment_runs = 100, 50, 1
+    cfg.attachment_n = a.attachment_n or cfg.attachment_n
+    cfg.attachment_kb = a.attachment_kb or cfg.attachment_kb
+    cfg.attachment_runs = a.attachment_runs or cfg.attachment_runs
     cfg.quiet = a.quiet
     cfg.command = shlex.join(["python", "bench/run.py", *argv])
     return cfg

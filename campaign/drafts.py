@@ -11,6 +11,7 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
 
+from campaign.attachments import FoundAttachment, attachments_in
 from campaign.display import visible
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.headersafety import HeaderBlockError, check_header_block, unsafe_reason
@@ -24,7 +25,7 @@ from campaign.transports.files import FileTransport
 
 _DRAFT_NAME = re.compile(r"(?P<index>\d{2,})-(?P<id>[a-z0-9][a-z0-9_.-]*)\.eml\Z")
 _ADDRESS_HEADERS = ("From", "To", "Reply-To")
-_EXACT_HEADERS = ("Subject", "Message-ID", "MIME-Version")
+_EXACT_HEADERS = ("Subject", "Message-ID", "MIME-Version", "Content-Language")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +149,10 @@ def letter_problem(data: bytes, reference: bytes) -> str | None:
 
     Exactly the headers the campaign writes, once each (names in any case); From, To and
     Reply-To with the same addresses and names (names compared case-insensitively);
-    Subject, Message-ID and MIME-Version as built; a Date that reads as a date.
+    Subject, Message-ID, MIME-Version and Content-Language as built; a Date that reads as
+    a date; and the same attachments, in order: names, types and bytes. (The text may have
+    been edited in review; an attachment cannot be, so a different one is a draft made
+    from files that have changed since, or a draft tampered with.)
     """
     end = reference.find(b"\r\n\r\n")
     expected = [
@@ -177,6 +181,29 @@ def letter_problem(data: bytes, reference: bytes) -> str | None:
             return "the Date header is not a date"
     except Exception as err:  # a header the email package cannot even read
         return f"a header cannot be read: {type(err).__name__}"
+    try:
+        return _attachment_problem(attachments_in(theirs), attachments_in(ours))
+    except Exception as err:  # a part the email package cannot even read
+        return f"an attachment cannot be read: {type(err).__name__}"
+
+
+def _attachment_problem(theirs: list[FoundAttachment], ours: list[FoundAttachment]) -> str | None:
+    def names(found: list[FoundAttachment]) -> str:
+        return ", ".join(_shown(a.name) for a in found) or "none"
+
+    if [a.name for a in theirs] != [a.name for a in ours]:
+        return f"the draft's attachments are {names(theirs)}, not {names(ours)}"
+    for draft, built in zip(theirs, ours, strict=True):
+        if draft.content_type != built.content_type:
+            return (
+                f"the attachment {_shown(draft.name)} is sent as {_shown(draft.content_type)},"
+                f" not {_shown(built.content_type)}"
+            )
+        if draft.sha256 != built.sha256:
+            return (
+                f"the attachment {_shown(draft.name)} in the draft is not the file as it is"
+                " now (its SHA-256 differs)"
+            )
     return None
 
 
@@ -263,6 +290,8 @@ def _draft(campaign: Campaign, recipient: Recipient, path: Path, data: bytes) ->
             path=path,
             recipient=recipient.id,
         ) from None
+    # Hashed as a build hashes them: each file's name and the SHA-256 of its bytes.
+    files = [(found.name, found.sha256) for found in attachments_in(message)]
     return Draft(
         recipient_id=recipient.id,
         index=recipient.index,
@@ -270,7 +299,7 @@ def _draft(campaign: Campaign, recipient: Recipient, path: Path, data: bytes) ->
         sender=campaign.envelope_sender,
         addresses=recipient.addresses,
         message_id=message_id_for(campaign, recipient.id),
-        content_hash=content_hash(subject, recipient.addresses, rendered),
+        content_hash=content_hash(subject, recipient.addresses, rendered, files),
         sha256=hashlib.sha256(data).hexdigest(),
         size=len(data),
         offset=0,

@@ -19,12 +19,17 @@ from campaign.addresses import (
     normalise,
     split_mailbox,
 )
+from campaign.attachments import AttachmentError, locate, wire_size
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.headersafety import unsafe_reason
+from campaign.languages import LanguageError, normalise_language
 from campaign.lint import find_notices, unused_key_notices
+from campaign.message import MAX_LETTER_BYTES
 from campaign.models import (
+    DEFAULT_LANGUAGE,
     IMAP_SECURITY_MODES,
     SMTP_SECURITY_MODES,
+    Attachment,
     Campaign,
     CampaignFile,
     ImapFileSettings,
@@ -41,9 +46,19 @@ if TYPE_CHECKING:
     import dns.resolver
 
 TOP_LEVEL_KEYS = ("campaign", "recipients", "smtp", "imap")
-CAMPAIGN_KEYS = ("id", "subject", "from", "reply_to", "return_path", "template")
+CAMPAIGN_KEYS = (
+    "id",
+    "subject",
+    "from",
+    "reply_to",
+    "return_path",
+    "template",
+    "language",
+    "attachments",
+)
 CAMPAIGN_REQUIRED = ("id", "subject", "from")
-RECIPIENT_KEYS = ("id", "name", "emails")
+RECIPIENT_REQUIRED = ("id", "name", "emails")
+RECIPIENT_KEYS = (*RECIPIENT_REQUIRED, "language", "attachments")
 SMTP_KEYS = ("host", "port", "security", "username", "ca_file")
 IMAP_KEYS = ("host", "port", "security", "username", "ca_file", "folder")
 # One letter goes to all of a recipient's addresses in one To header; a list this long is
@@ -81,6 +96,14 @@ class Options:
     # to ask instead of the system's (tests point it at a local server).
     dns_progress: DnsProgress | None = None
     dns_resolver: dns.resolver.Resolver | None = None
+    # Where attachment paths are found; None: the campaign file's folder. (`campaign
+    # import` checks its YAML in a temporary file that will live elsewhere.)
+    attachments_folder: Path | None = None
+
+    @property
+    def folder(self) -> Path:
+        """The folder attachment paths are relative to, and must stay inside."""
+        return self.attachments_folder or self.path.parent
 
 
 def load_campaign(options: Options) -> CampaignFile:
@@ -142,7 +165,7 @@ def _type_name(value: Any) -> str:
 
 def _template_notices(campaign: Campaign, recipients: tuple[Recipient, ...]) -> tuple[Notice, ...]:
     """Keys no template uses but one edit away from a key they do (`salutaion`)."""
-    keys = template_keys(campaign)
+    keys = template_keys(campaign, {campaign.language_of(r) for r in recipients})
     if keys is None:  # a template missing or broken: rendering reports it
         return ()
     return unused_key_notices(
@@ -163,6 +186,9 @@ class _Checker:
         self.domains: dict[str, list[tuple[str, int, str | None, str]]] = {}
         self.notices: list[Notice] = []
         self._check_dns = False
+        # Each attachment path written in the file, found once: (path, name, size) or why not.
+        self._found: dict[str, tuple[Path, str, int] | AttachmentError] = {}
+        self._campaign_files: tuple[Attachment, ...] = ()
 
     def error(
         self,
@@ -414,7 +440,17 @@ class _Checker:
                 hint="use lowercase letters, digits and hyphens, e.g. open-letter-2017",
             )
             campaign_id = None
-        subject = self._text(section, "subject", prefix="campaign.")
+        language = self._language(section, prefix="campaign.") or DEFAULT_LANGUAGE
+        subjects: dict[str, str] = {}
+        if isinstance(section.get("subject"), YamlMapping):
+            subjects = self._subjects(section["subject"])
+            subject = subjects.get(language) or next(iter(subjects.values()), None)
+        else:
+            subject = self._text(section, "subject", prefix="campaign.")
+        if "attachments" in section:
+            self._campaign_files = self._attachments(
+                section, options.folder, recipient=None, field="campaign.attachments"
+            )
         template = "letter"
         if "template" in section:
             template = self._text(section, "template", prefix="campaign.") or ""
@@ -469,7 +505,137 @@ class _Checker:
             source=options.path,
             templates_dir=templates_dir,
             smtp=smtp,
+            language=language,
+            subjects=subjects,
+            attachments=self._campaign_files,
         )
+
+    def _language(
+        self, mapping: YamlMapping, *, recipient: str | None = None, prefix: str = ""
+    ) -> str | None:
+        """The mapping's `language`, in canonical case; None when absent or refused."""
+        text = self._text(mapping, "language", recipient=recipient, prefix=prefix)
+        if text is None:
+            return None
+        try:
+            return normalise_language(text)
+        except LanguageError as err:
+            self.error(
+                str(err),
+                line=mapping.line_of("language"),
+                recipient=recipient,
+                field=prefix + "language",
+                hint="a language other than the campaign's picks"
+                " templates/<template>.<language>.txt.j2",
+            )
+            return None
+
+    def _subjects(self, mapping: YamlMapping) -> dict[str, str]:
+        """campaign.subject given per language: {language: subject template}."""
+        subjects: dict[str, str] = {}
+        if not mapping:
+            self.error(
+                "no subject is given",
+                line=mapping.line,
+                field="campaign.subject",
+                hint='write one subject, or one per language: subject: {en: "...", ru: "..."}',
+            )
+        for key in mapping:
+            field = f"campaign.subject.{key}"
+            try:
+                language = normalise_language(key)
+            except LanguageError as err:
+                self.error(str(err), line=mapping.line_of(key), field=field)
+                continue
+            text = self._text(mapping, key, prefix="campaign.subject.")
+            if language in subjects:
+                self.error(
+                    f"a second subject for the language '{language}'",
+                    line=mapping.line_of(key),
+                    field=field,
+                )
+            elif text is not None:
+                subjects[language] = text
+        return subjects
+
+    def _attachments(
+        self, mapping: YamlMapping, folder: Path, *, recipient: str | None, field: str
+    ) -> tuple[Attachment, ...]:
+        """`attachments:` (one path or a list of them), each a file inside `folder`."""
+        value = mapping["attachments"]
+        line = mapping.line_of("attachments")
+        written: list[tuple[str, int]] = []
+        if isinstance(value, str):
+            written = [(value, line)]
+        elif isinstance(value, (YamlList, FlatList)):
+            for position, item in enumerate(value):
+                item_line = value.line_of_item(position) if isinstance(value, YamlList) else line
+                if not isinstance(item, str):
+                    self.error(
+                        f"expected a file name, found {_type_name(item)}",
+                        line=item_line,
+                        recipient=recipient,
+                        field=field,
+                    )
+                    return ()
+                written.append((item, item_line))
+        else:
+            self.error(
+                f"expected a file name or a list of file names, found {_type_name(value)}",
+                line=line,
+                recipient=recipient,
+                field=field,
+            )
+            return ()
+        taken = {a.name: a for a in self._campaign_files} if recipient is not None else {}
+        found: list[Attachment] = []
+        for text, text_line in written:
+            if not text.strip():
+                self.error("the value is empty", line=text_line, recipient=recipient, field=field)
+                continue
+            result = self._found.get(text)
+            if result is None:
+                try:
+                    result = locate(folder, text)
+                except AttachmentError as err:
+                    result = err
+                self._found[text] = result
+            if isinstance(result, AttachmentError):
+                self.error(
+                    result.message,
+                    line=text_line,
+                    recipient=recipient,
+                    field=field,
+                    hint=result.hint,
+                )
+                continue
+            path, name, size = result
+            if wire_size(size) > MAX_LETTER_BYTES:
+                self.error(
+                    f"{text!r} is {size:,} bytes, {wire_size(size):,} as sent (base64):"
+                    f" over the letter size limit of {MAX_LETTER_BYTES:,} bytes",
+                    line=text_line,
+                    recipient=recipient,
+                    field=field,
+                    hint="attach a smaller file (a PDF can often be saved smaller), or link to it",
+                )
+                continue
+            attachment = Attachment(text, path, name, size, text_line, field)
+            other = taken.get(name)
+            if other is not None:
+                where = "the campaign's" if other.field != field else f"line {other.line}"
+                self.error(
+                    f"two attachments named {name!r} in one letter ({text!r} and"
+                    f" {other.written!r}, {where})",
+                    line=text_line,
+                    recipient=recipient,
+                    field=field,
+                    hint="a reader could not tell them apart: rename one of the files",
+                )
+                continue
+            taken[name] = attachment
+            found.append(attachment)
+        return tuple(found)
 
     def _smtp(self, document: YamlMapping) -> SmtpFileSettings:
         section = self._section(document, "smtp", required=False)
@@ -633,7 +799,7 @@ class _Checker:
         raw_id = item.get("id")
         label = raw_id if isinstance(raw_id, str) else f"#{index}"
         errors_before = len(self.errors)
-        self._known_keys(item, RECIPIENT_KEYS, RECIPIENT_KEYS, closed=False, recipient=label)
+        self._known_keys(item, RECIPIENT_KEYS, RECIPIENT_REQUIRED, closed=False, recipient=label)
         recipient_id = self._text(item, "id", recipient=label)
         if recipient_id is not None and not _SLUG.match(recipient_id):
             self.error(
@@ -660,6 +826,12 @@ class _Checker:
                     recipient=label,
                     field="emails",
                 )
+        language = self._language(item, recipient=label) if "language" in item else None
+        attachments: tuple[Attachment, ...] = ()
+        if "attachments" in item:
+            attachments = self._attachments(
+                item, options.folder, recipient=label, field="attachments"
+            )
         if len(self.errors) > errors_before or recipient_id is None or name is None:
             return None
         assert mailboxes is not None
@@ -670,4 +842,6 @@ class _Checker:
             index=index,
             line=item.line,
             data=item,
+            language=language,
+            attachments=attachments,
         )

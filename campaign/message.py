@@ -18,9 +18,10 @@ from email import policy, quoprimime
 from email.header import decode_header, make_header
 from email.utils import format_datetime
 
+from campaign.attachments import AttachmentError, AttachmentFiles, EncodedAttachment
 from campaign.errors import CampaignError
 from campaign.headersafety import HeaderBlockError, check_header_block, unsafe_reason
-from campaign.models import Campaign, Mailbox, Recipient, Rendered
+from campaign.models import Attachment, Campaign, Mailbox, Recipient, Rendered
 
 # How drafts are read back: CRLF line ends, as they are written.
 POLICY = policy.SMTP
@@ -33,6 +34,8 @@ _PART_HEADERS = (
     'Content-Type: text/{subtype}; charset="utf-8"\r\n'
     "Content-Transfer-Encoding: quoted-printable\r\n"
 )
+_PLAIN_HEADERS = _PART_HEADERS.format(subtype="plain")
+_HTML_HEADERS = _PART_HEADERS.format(subtype="html")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +58,22 @@ def message_id_for(campaign: Campaign, recipient_id: str, *, test_run: str | Non
     return f"<{prefix}{campaign.id}.{recipient_id}@{campaign.sender.domain}>"
 
 
-def content_hash(subject: str, addresses: tuple[str, ...], rendered: Rendered) -> str:
-    """What makes one recipient's letter this letter: not the Date, not the Message-ID."""
-    payload = json.dumps(
-        [subject, list(addresses), rendered.text, rendered.html], ensure_ascii=False
-    ).encode("utf-8")
+def content_hash(
+    subject: str,
+    addresses: tuple[str, ...],
+    rendered: Rendered,
+    attachments: Sequence[tuple[str, str]] = (),
+) -> str:
+    """What makes one recipient's letter this letter: not the Date, not the Message-ID.
+
+    The subject, the addresses, the text and HTML, and each attachment's name and the
+    SHA-256 of its bytes, in order. A letter without attachments hashes as it did before
+    attachments existed, so a campaign part sent by an earlier version is not "changed".
+    """
+    fields: list[object] = [subject, list(addresses), rendered.text, rendered.html]
+    if attachments:
+        fields.append([[name, sha256] for name, sha256 in attachments])
+    payload = json.dumps(fields, ensure_ascii=False).encode("utf-8")
     return hashlib.sha256(payload).hexdigest()
 
 
@@ -176,8 +190,14 @@ class MessageBuilder:
     """Builds each recipient's message; what all messages of a run share is built once."""
 
     def __init__(
-        self, campaign: Campaign, date: datetime, *, max_bytes: int = MAX_LETTER_BYTES
+        self,
+        campaign: Campaign,
+        date: datetime,
+        *,
+        max_bytes: int = MAX_LETTER_BYTES,
+        files: AttachmentFiles | None = None,
     ) -> None:
+        """`files`: attachments already read (prepare reads the campaign's once per run)."""
         self._campaign = campaign
         self._max_bytes = max_bytes
         self._from = address_header("From", (campaign.sender,))
@@ -185,7 +205,25 @@ class MessageBuilder:
         self._date_line = f"Date: {format_datetime(date)}\r\n"
         self._subjects: dict[str, str] = {}
         self._qp_lines: dict[bytes, bytes] = {}
+        self._languages: dict[str, str] = {}
         self._check_shared()
+        self._files = files if files is not None else AttachmentFiles(max_bytes)
+        self._shared_files = tuple(self._encoded(a, None, keep=True) for a in campaign.attachments)
+
+    def _encoded(
+        self, attachment: Attachment, recipient: Recipient | None, *, keep: bool = False
+    ) -> EncodedAttachment:
+        try:
+            return self._files.encoded(attachment, keep=keep)
+        except AttachmentError as err:
+            raise CampaignError(
+                err.message,
+                path=self._campaign.source,
+                line=attachment.line,
+                recipient=recipient.id if recipient else None,
+                field=attachment.field,
+                hint=err.hint,
+            ) from None
 
     def _check_shared(self) -> None:
         campaign = self._campaign
@@ -221,6 +259,12 @@ class MessageBuilder:
             self._readback(line, subject, recipient, "subject")
             if len(self._subjects) < 10_000:
                 self._subjects[subject] = line
+        return line
+
+    def _language_line(self, language: str) -> str:
+        line = self._languages.get(language)
+        if line is None:
+            line = self._languages[language] = f"Content-Language: {language}\r\n"
         return line
 
     def _readback(self, line: str, meant: str, recipient: Recipient, field: str) -> None:
@@ -259,7 +303,13 @@ class MessageBuilder:
                     field=field,
                 )
         addresses = tuple(m.address for m in to)
-        digest = content_hash(subject, addresses, rendered)
+        files = self._shared_files
+        if recipient.attachments:
+            files += tuple(self._encoded(a, recipient) for a in recipient.attachments)
+        if files:
+            digest = content_hash(subject, addresses, rendered, [(f.name, f.sha256) for f in files])
+        else:
+            digest = content_hash(subject, addresses, rendered)
         to_line = address_header("To", to)
         if not to_line.isascii() or any(len(x) > 998 for x in to_line.split("\r\n")):
             raise CampaignError(
@@ -282,39 +332,29 @@ class MessageBuilder:
             self._subject_line(subject, recipient),
             self._date_line,
             f"Message-ID: {message_id}\r\n",
+            self._language_line(campaign.language_of(recipient)),
         ]
         text = self._qp(rendered.text)
-        if rendered.html is None:
-            head.append(_PART_HEADERS.format(subtype="plain"))
+        if files:
+            data = self._mixed(head, digest, text, rendered.html, files)
+            names: tuple[str, ...] = _MULTIPART_NAMES
+        elif rendered.html is None:
+            head.append(_PLAIN_HEADERS)
             head.append("MIME-Version: 1.0\r\n\r\n")
             data = "".join(head).encode("ascii") + text
-            names: tuple[str, ...] = _SINGLE_PART_NAMES
+            names = _SINGLE_PART_NAMES
         else:
             boundary = f"=_campaign_{digest[:32]}"
-            # QP never writes "=_", so this boundary cannot occur in a body; deriving it from
-            # the content keeps a re-render byte-identical apart from the Date.
             head.append(
                 "MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n"
-                f' boundary="{boundary}"\r\n\r\n--{boundary}\r\n'
+                f' boundary="{boundary}"\r\n\r\n'
             )
-            head.append(_PART_HEADERS.format(subtype="plain") + "\r\n")
             data = b"".join(
-                (
-                    "".join(head).encode("ascii"),
-                    text,
-                    f"\r\n--{boundary}\r\n{_PART_HEADERS.format(subtype='html')}\r\n".encode(),
-                    self._qp(rendered.html),
-                    f"\r\n--{boundary}--\r\n".encode(),
-                )
+                ("".join(head).encode("ascii"), *self._alternative(boundary, text, rendered.html))
             )
             names = _MULTIPART_NAMES
         if len(data) > self._max_bytes:
-            raise CampaignError(
-                f"the letter is {len(data):,} bytes, over the limit of {self._max_bytes:,}",
-                path=campaign.source,
-                recipient=recipient.id,
-                hint="shorten it, or raise the limit if the server takes larger letters",
-            )
+            raise self._too_large(len(data), recipient, files)
         if self._reply_to:
             names = (*names, "Reply-To")
         try:
@@ -333,6 +373,72 @@ class MessageBuilder:
             sha256=hashlib.sha256(data).hexdigest(),
         )
 
+    def _alternative(self, boundary: str, text: bytes, html: str) -> tuple[bytes, ...]:
+        """The text and HTML parts of a multipart/alternative body, with its boundaries."""
+        # QP never writes "=_", so this boundary cannot occur in a body; deriving it from
+        # the content keeps a re-render byte-identical apart from the Date.
+        return (
+            f"--{boundary}\r\n{_PLAIN_HEADERS}\r\n".encode(),
+            text,
+            f"\r\n--{boundary}\r\n{_HTML_HEADERS}\r\n".encode(),
+            self._qp(html),
+            f"\r\n--{boundary}--\r\n".encode(),
+        )
+
+    def _mixed(
+        self,
+        head: list[str],
+        digest: str,
+        text: bytes,
+        html: str | None,
+        files: Sequence[EncodedAttachment],
+    ) -> bytes:
+        """multipart/mixed: the letter (text, or text and HTML) first, then each file."""
+        # "=_campaign_m_" is no prefix of the alternative's "=_campaign_<hex>" nor the
+        # other way round; base64 and QP bodies never hold "=_".
+        mixed = f"=_campaign_m_{digest[:32]}"
+        head.append(
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed;\r\n"
+            f' boundary="{mixed}"\r\n\r\n--{mixed}\r\n'
+        )
+        pieces: list[bytes] = ["".join(head).encode("ascii")]
+        if html is None:
+            pieces += (f"{_PLAIN_HEADERS}\r\n".encode(), text)
+        else:
+            alternative = f"=_campaign_{digest[:32]}"
+            opening = f'Content-Type: multipart/alternative;\r\n boundary="{alternative}"\r\n\r\n'
+            pieces.append(opening.encode())
+            pieces += self._alternative(alternative, text, html)
+            pieces[-1] = pieces[-1].removesuffix(b"\r\n")
+        separator = f"\r\n--{mixed}\r\n".encode()
+        for file in files:
+            pieces += (separator, file.part)
+        pieces.append(f"\r\n--{mixed}--\r\n".encode())
+        return b"".join(pieces)
+
+    def _too_large(
+        self, size: int, recipient: Recipient, files: Sequence[EncodedAttachment]
+    ) -> CampaignError:
+        campaign = self._campaign
+        if not files:
+            return CampaignError(
+                f"the letter is {size:,} bytes, over the limit of {self._max_bytes:,}",
+                path=campaign.source,
+                recipient=recipient.id,
+                hint="shorten it, or raise the limit if the server takes larger letters",
+            )
+        named = recipient.attachments[0] if recipient.attachments else campaign.attachments[0]
+        listed = ", ".join(f"{f.name} ({f.size:,} bytes)" for f in files)
+        return CampaignError(
+            f"the letter with its attachments is {size:,} bytes as sent (base64),"
+            f" over the limit of {self._max_bytes:,}: {listed}",
+            path=campaign.source,
+            line=named.line,
+            recipient=recipient.id,
+            field=named.field,
+            hint="attach smaller files (a PDF can often be saved smaller), or link to them",
+        )
+
 
 _SINGLE_PART_NAMES = (
     "From",
@@ -343,5 +449,15 @@ _SINGLE_PART_NAMES = (
     "Content-Type",
     "Content-Transfer-Encoding",
     "MIME-Version",
+    "Content-Language",
 )
-_MULTIPART_NAMES = ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type")
+_MULTIPART_NAMES = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Language",
+)

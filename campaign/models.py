@@ -67,6 +67,25 @@ class SmtpFileSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file sent with the letter, as the campaign file names it and as it was found.
+
+    `path` is resolved and inside the campaign file's folder; `size` is what it held when
+    the campaign file was checked. `line` and `field` say where it is named, for errors.
+    """
+
+    written: str  # as the campaign file writes it, relative to its folder
+    path: Path
+    name: str  # the file name the recipient sees
+    size: int
+    line: int | None = None
+    field: str = "attachments"
+
+
+DEFAULT_LANGUAGE = "en"
+
+
+@dataclass(frozen=True, slots=True)
 class Recipient:
     """One addressee: every address receives the same letter, under the recipient's name."""
 
@@ -76,6 +95,8 @@ class Recipient:
     index: int
     line: int
     data: Mapping[str, Any] = field(repr=False)
+    language: str | None = None  # None: the campaign's language
+    attachments: tuple[Attachment, ...] = ()  # their own, sent after the campaign's
 
     @property
     def mailboxes(self) -> tuple[Mailbox, ...]:
@@ -97,10 +118,19 @@ class Campaign:
     smtp: SmtpFileSettings = SmtpFileSettings()
     imap: ImapFileSettings = ImapFileSettings()
     return_path: str | None = None  # the envelope sender (MAIL FROM); None: the From address
+    language: str = DEFAULT_LANGUAGE  # the language of the unsuffixed templates
+    # campaign.subject given per language; empty when one subject serves every language
+    # (then `subject` is it; otherwise `subject` is the campaign language's, or the first).
+    subjects: Mapping[str, str] = field(default_factory=dict)
+    attachments: tuple[Attachment, ...] = ()  # sent with every letter
 
     @property
     def envelope_sender(self) -> str:
         return self.return_path or self.sender.address
+
+    def language_of(self, recipient: Recipient) -> str:
+        """The language `recipient` gets the letter in."""
+        return recipient.language or self.language
 
     def data_line(self, key: str) -> int | None:
         """The line of `key` in the campaign section, when the data came from a file."""

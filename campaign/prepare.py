@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from campaign.attachments import AttachmentFiles
 from campaign.errors import CampaignError, ValidationErrors
-from campaign.message import MessageBuilder
+from campaign.message import MAX_LETTER_BYTES, MessageBuilder
 from campaign.models import CampaignFile, Draft, Mailbox, Recipient
 from campaign.render import LetterRenderer, collapse_template_errors
 from campaign.store import MessageStore
@@ -56,8 +57,13 @@ def prepare(
 
     The messages' bytes go to `store`; a draft is their envelope, identity and place.
     A large campaign is built by one process per core (`workers`), with the same bytes.
+    The campaign's attachments are read and encoded once, here, for every process.
     """
-    job = _Job(source, clock(), test_to, test_run)
+    files = AttachmentFiles(MAX_LETTER_BYTES)
+    date = clock()
+    job = _Job(source, date, test_to, test_run, files)
+    # A problem with a campaign-wide file is one error, said before any letter is built.
+    MessageBuilder(source.campaign, date, files=files)
     if workers is None:
         workers = min(os.cpu_count() or 1, 8, len(recipients) // PARALLEL_SLICE)
     if workers > 1:
@@ -78,6 +84,7 @@ class _Job:
     date: datetime
     test_to: Mailbox | None
     test_run: str
+    files: AttachmentFiles  # the campaign's attachments, read once for the whole run
 
 
 def _build(
@@ -85,7 +92,7 @@ def _build(
 ) -> tuple[list[Draft], list[CampaignError]]:
     campaign = job.source.campaign
     renderer = LetterRenderer(campaign, job.source.recipients)
-    builder = MessageBuilder(campaign, job.date)
+    builder = MessageBuilder(campaign, job.date, files=job.files)
     total = len(job.source.recipients)
     test_to = job.test_to
     drafts: list[Draft] = []

@@ -17,7 +17,7 @@ from jinja2.utils import missing
 
 from campaign.errors import CampaignError
 from campaign.headersafety import unsafe_reason
-from campaign.models import Campaign, Recipient, Rendered
+from campaign.models import Campaign, Recipient, Rendered, data_line
 from campaign.sandbox import (
     MAX_SECONDS,
     BoundedEnvironment,
@@ -36,10 +36,36 @@ _SHOWN_RECIPIENTS = 5
 _SHOWN_KEYS = 12
 
 
-def template_paths(campaign: Campaign) -> tuple[Path, Path]:
-    """The plain-text template and the (optional) HTML template of the campaign."""
+def template_paths(campaign: Campaign, language: str | None = None) -> tuple[Path, Path]:
+    """The plain-text template and the (optional) HTML template for a language.
+
+    The campaign's own language uses `<template>.txt.j2`; another one
+    `<template>.<language>.txt.j2` (and `.html.j2`).
+    """
     base = campaign.templates_dir
-    return base / f"{campaign.template}.txt.j2", base / f"{campaign.template}.html.j2"
+    name = campaign.template
+    if language is not None and language != campaign.language:
+        name = f"{name}.{language}"
+    return base / f"{name}.txt.j2", base / f"{name}.html.j2"
+
+
+def subject_place(campaign: Campaign, language: str | None) -> tuple[int | None, str]:
+    """The line and field of the subject a language uses (its own line in a mapping)."""
+    subjects = campaign.data.get("subject") if campaign.subjects else None
+    if language is not None and isinstance(subjects, Mapping):
+        for key in subjects:
+            if isinstance(key, str) and key.lower() == language.lower():
+                return data_line(subjects, key), f"campaign.subject.{key}"
+    return campaign.data_line("subject"), "campaign.subject"
+
+
+@dataclass(frozen=True, slots=True)
+class _Letter:
+    """One language's templates: the subject, the text and, if there is one, the HTML."""
+
+    subject: jinja2.Template
+    text: jinja2.Template
+    html: jinja2.Template | None
 
 
 def _json_default(value: object) -> object:
@@ -124,30 +150,79 @@ class LetterRenderer:
         self._recipient_ids: set[int] | None = None
         self._recipient_keys: set[str] | None = None
         self._stopped: CampaignError | None = None
-        text_path, html_path = template_paths(campaign)
+        self._text_env = _environment(campaign.templates_dir, html=False)
+        self._html_env = _environment(campaign.templates_dir, html=True)
+        # Each language's templates, loaded once when a recipient first needs them; or
+        # why that language has no letter (said for each of its recipients).
+        self._letters: dict[str, _Letter | CampaignError] = {}
+        self._subjects: dict[str, jinja2.Template] = {}
+        self._subject_places: dict[int, tuple[int | None, str]] = {}
+        # "": the one subject of every language, when the file gives a single one.
+        for language, source in (campaign.subjects or {"": campaign.subject}).items():
+            line, field = subject_place(campaign, language or None)
+            try:
+                template = self._text_env.from_string(source)
+            except jinja2.TemplateSyntaxError as err:
+                raise CampaignError(
+                    f"the subject is not a valid template: {err.message}",
+                    path=campaign.source,
+                    line=line,
+                    field=field,
+                ) from None
+            self._subjects[language] = template
+            self._subject_places[id(template)] = (line, field)
+        text_path = template_paths(campaign)[0]
         if not text_path.is_file():
             raise CampaignError(
                 "the letter template is missing",
                 path=text_path,
                 hint=f"create it, or set campaign.template in {campaign.source.name}",
             )
-        self._text_env = _environment(campaign.templates_dir, html=False)
-        self._text = self._load(self._text_env, text_path)
-        self._html_env = _environment(campaign.templates_dir, html=True)
-        self._html = self._load(self._html_env, html_path) if html_path.is_file() else None
-        try:
-            self._subject = self._text_env.from_string(campaign.subject)
-        except jinja2.TemplateSyntaxError as err:
-            raise CampaignError(
-                f"the subject is not a valid template: {err.message}",
-                path=campaign.source,
-                line=campaign.data_line("subject"),
-                field="campaign.subject",
-            ) from None
+        # The campaign's own language: its templates are read now, as they always were.
+        if isinstance(self._letter(campaign.language), CampaignError):
+            self._load(self._text_env, text_path)  # a syntax error is said now all the same
         self._shared: dict[str, Any] = {
             "campaign": campaign.data,
             "recipients": [recipient.data for recipient in recipients],
         }
+
+    def _letter(self, language: str) -> _Letter | CampaignError:
+        """The language's templates (read once), or why the language has no letter."""
+        found = self._letters.get(language)
+        if found is not None:
+            return found
+        campaign = self._campaign
+        text_path, html_path = template_paths(campaign, language)
+        subject = self._subjects.get(language, self._subjects.get(""))
+        letter: _Letter | CampaignError
+        if not text_path.is_file():
+            letter = CampaignError(
+                f"no letter template for the language '{language}'",
+                path=text_path,
+                field="language",
+                hint=f"write {text_path.name}, a translation of {campaign.template}.txt.j2,"
+                " or give these recipients another language",
+            )
+        elif subject is None:
+            letter = CampaignError(
+                f"campaign.subject gives no subject for the language '{language}'",
+                path=campaign.source,
+                line=campaign.data_line("subject"),
+                field="campaign.subject",
+                hint=f'add `{language}: "..."` under campaign.subject',
+            )
+        else:
+            try:
+                text = self._load(self._text_env, text_path)
+                html = self._load(self._html_env, html_path) if html_path.is_file() else None
+            except CampaignError as err:
+                if language == campaign.language:
+                    raise
+                letter = err
+            else:
+                letter = _Letter(subject, text, html)
+        self._letters[language] = letter
+        return letter
 
     @staticmethod
     def _load(env: BoundedEnvironment, path: Path) -> jinja2.Template:
@@ -169,37 +244,46 @@ class LetterRenderer:
             stopped = copy.copy(self._stopped)
             stopped.recipient = recipient.id
             raise stopped
+        language = self._campaign.language_of(recipient)
+        letter = self._letters.get(language)
+        if letter is None:
+            letter = self._letter(language)
+        if isinstance(letter, CampaignError):
+            missing = copy.copy(letter)
+            missing.recipient = recipient.id
+            raise missing
         context = {**self._shared, "recipient": recipient.data}
         left = [self._max_letter_bytes]
-        subject = self._render(self._subject, self._text_env, context, recipient, left).strip()
+        subject = self._render(letter.subject, self._text_env, context, recipient, left).strip()
         reason = unsafe_reason(subject)
         if reason:
+            line, field = self._subject_places[id(letter.subject)]
             raise CampaignError(
                 f"the rendered subject {reason}",
                 path=self._campaign.source,
-                line=self._campaign.data_line("subject"),
+                line=line,
                 recipient=recipient.id,
-                field="campaign.subject",
+                field=field,
             )
         if not subject:
             raise CampaignError(
                 "the rendered subject is empty",
                 path=self._campaign.source,
                 recipient=recipient.id,
-                field="campaign.subject",
+                field=self._subject_places[id(letter.subject)][1],
             )
-        text = self._render(self._text, self._text_env, context, recipient, left)
+        text = self._render(letter.text, self._text_env, context, recipient, left)
         if not text.endswith("\n"):
             text += "\n"
         html = None
-        if self._html is not None:
-            html = self._render(self._html, self._html_env, context, recipient, left)
+        if letter.html is not None:
+            html = self._render(letter.html, self._html_env, context, recipient, left)
         size = len(subject) + len(text) + len(html or "")
         if size * 4 > self._max_letter_bytes:  # only then can the UTF-8 bytes be too many
             size = sum(len(part.encode("utf-8", "surrogatepass")) for part in (subject, text))
             size += len((html or "").encode("utf-8", "surrogatepass"))
             if size > self._max_letter_bytes:
-                raise self._too_large(recipient, self._text.filename)
+                raise self._too_large(recipient, letter.text.filename)
         return Rendered(subject=subject, text=text, html=html)
 
     def _too_large(self, recipient: Recipient, filename: str | None) -> CampaignError:
@@ -310,13 +394,14 @@ class LetterRenderer:
         field: str | None,
         hint: str | None,
     ) -> CampaignError:
-        if template is self._subject:
+        place = self._subject_places.get(id(template))
+        if place is not None:
             return CampaignError(
                 message,
                 path=self._campaign.source,
-                line=self._campaign.data_line("subject"),
+                line=place[0],
                 recipient=recipient.id,
-                field=field or "campaign.subject",
+                field=field or place[1],
                 hint=hint,
             )
         path, line = Path(template.filename or ""), None
@@ -386,14 +471,23 @@ class TemplateKeys:
     campaign: frozenset[str] | None
 
 
-def template_keys(campaign: Campaign) -> TemplateKeys | None:
-    """The keys the subject and templates (and what they include) name; None if unreadable."""
-    text_path, html_path = template_paths(campaign)
+def template_keys(campaign: Campaign, languages: Iterable[str] = ()) -> TemplateKeys | None:
+    """The keys the subjects and templates (and what they include) name; None if unreadable.
+
+    The templates of the campaign's language, and of each of `languages` that has them.
+    """
     env = _environment(campaign.templates_dir, html=False)
     loader = ConfinedLoader(campaign.templates_dir)
+    waiting: list[str] = []
+    for language in sorted({campaign.language, *languages}):
+        text_path, html_path = template_paths(campaign, language)
+        if language == campaign.language or text_path.is_file():
+            waiting.append(text_path.name)
+        if html_path.is_file():
+            waiting.append(html_path.name)
     try:
-        trees = [env.parse(campaign.subject)]
-        waiting = [text_path.name] + ([html_path.name] if html_path.is_file() else [])
+        trees = [env.parse(subject) for subject in campaign.subjects.values()]
+        trees = trees or [env.parse(campaign.subject)]
         seen: set[str] = set()
         while waiting:
             name = waiting.pop()

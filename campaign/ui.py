@@ -6,6 +6,7 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -32,7 +33,7 @@ from campaign.addresses import DomainResult, placeholder_reason
 from campaign.display import visible
 from campaign.drafts import DraftsReport
 from campaign.errors import CampaignError, ValidationErrors
-from campaign.models import CampaignFile, Draft
+from campaign.models import Attachment, CampaignFile, Draft
 from campaign.review import DryRunRow, LogFollower, RecipientRow, Review, SummaryRow
 from campaign.sendlog import Outcome, Status
 
@@ -48,6 +49,28 @@ def safe(text: str) -> str:
 def plain(text: str) -> Text:
     """Text from a file, a log or a server as a rich Text: controls escaped."""
     return Text(visible(text, keep_newlines=True))
+
+
+def file_size(size: int) -> str:
+    """`812 bytes`, `195.3 KiB`, `2.4 MiB`."""
+    if size < 1024:
+        return f"{size:,} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / 2**20:.1f} MiB"
+
+
+def attachment_list(attachments: Sequence[Attachment], separator: str = ", ") -> str:
+    """`letter.pdf (195.3 KiB), annex/map.png (12.0 KiB)`: as the file names them."""
+    return separator.join(f"{visible(a.written)} ({file_size(a.size)})" for a in attachments)
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckColumns:
+    """The columns `check` adds when the campaign needs them."""
+
+    languages: bool  # more than one language
+    attachments: bool  # some recipient has files of their own
 
 
 class Ui:
@@ -101,13 +124,23 @@ class Ui:
             f" {sum(len(r.addresses) for r in source.recipients)} addresses,"
             f" from {safe(campaign.sender.address)} ({safe(str(campaign.source))})"
         )
+        if campaign.attachments:
+            total = sum(a.size for a in campaign.attachments)
+            self.out.print(
+                f"attached to every letter: {escape(attachment_list(campaign.attachments))}"
+                + (f", {file_size(total)} in all" if len(campaign.attachments) > 1 else "")
+            )
         failing = {p.recipient for p in problems if p.recipient}
         failing.update(r for p in problems for r in p.recipients)
         warned = {n.recipient for n in source.notices}
+        columns = _CheckColumns(
+            languages=len({campaign.language_of(r) for r in source.recipients}) > 1,
+            attachments=any(r.attachments for r in source.recipients),
+        )
         if len(source.recipients) > TABLE_LIMIT:
-            self._plain_rows(source, failing, warned)
+            self._plain_rows(source, failing, warned, columns)
         else:
-            self._table_rows(source, failing, warned)
+            self._table_rows(source, failing, warned, columns)
         self.notices(source)
         reason = placeholder_reason(campaign.sender.address)
         if reason:
@@ -118,14 +151,33 @@ class Ui:
             )
 
     def _plain_rows(
-        self, source: CampaignFile, failing: Collection[str | None], warned: Collection[str | None]
+        self,
+        source: CampaignFile,
+        failing: Collection[str | None],
+        warned: Collection[str | None],
+        columns: _CheckColumns,
     ) -> None:
         """Too many rows for a drawn table to be quick: aligned plain lines, one per recipient."""
         width = max(len(r.id) for r in source.recipients)
+        campaign = source.campaign
+        languages = max((len(campaign.language_of(r)) for r in source.recipients), default=0)
         write = self.out.file.write
-        write(f"{'#':>7}  {'id':<{width}}  {'status':<7}  name  <addresses>\n")
+        language_head = f"{'language':<{languages}}  " if columns.languages else ""
+        files_head = "  [own attachments]" if columns.attachments else ""
+        write(
+            f"{'#':>7}  {'id':<{width}}  {'status':<7}  {language_head}name  <addresses>"
+            f"{files_head}\n"
+        )
         lines: list[str] = []
         for recipient in source.recipients:
+            language = (
+                f"{campaign.language_of(recipient):<{languages}}  " if columns.languages else ""
+            )
+            files = (
+                f"  [{attachment_list(recipient.attachments)}]"
+                if columns.attachments and recipient.attachments
+                else ""
+            )
             status = (
                 "error"
                 if recipient.id in failing
@@ -134,8 +186,8 @@ class Ui:
                 else "ok"
             )
             lines.append(
-                f"{recipient.index:>7}  {recipient.id:<{width}}  {status:<7}"
-                f"  {visible(recipient.name)}  <{visible(', '.join(recipient.addresses))}>\n"
+                f"{recipient.index:>7}  {recipient.id:<{width}}  {status:<7}  {language}"
+                f"{visible(recipient.name)}  <{visible(', '.join(recipient.addresses))}>{files}\n"
             )
             if len(lines) == 1000:  # written as it goes: a long file is not held twice
                 write("".join(lines))
@@ -143,12 +195,21 @@ class Ui:
         write("".join(lines))
 
     def _table_rows(
-        self, source: CampaignFile, failing: Collection[str | None], warned: Collection[str | None]
+        self,
+        source: CampaignFile,
+        failing: Collection[str | None],
+        warned: Collection[str | None],
+        columns: _CheckColumns,
     ) -> None:
         table = Table(show_lines=False)
-        for column in ("#", "id", "name", "addresses", "status"):
+        headings = ["#", "id", "name", "addresses"]
+        headings += ["language"] * columns.languages + ["own attachments"] * columns.attachments
+        for column in (*headings, "status"):
             table.add_column(column, overflow="fold")
         for recipient in source.recipients:
+            extra = [plain(source.campaign.language_of(recipient))] * columns.languages
+            if columns.attachments:
+                extra.append(plain(attachment_list(recipient.attachments, "\n")))
             if recipient.id in failing:
                 status = Text("error", style="bold red")
             elif recipient.id in warned:
@@ -160,6 +221,7 @@ class Ui:
                 plain(recipient.id),
                 plain(recipient.name),
                 plain("\n".join(recipient.addresses)),
+                *extra,
                 status,
             )
         self.out.print(table)

@@ -739,3 +739,45 @@ def test_targets_are_judged_at_their_n_and_never_rounded_up_to_a_pass() -> None:
     assert bench_run._ratio(small["ratio"], 3.0) == "2.996"
     assert rows[("campaign ≥ 3 × mailmerge", 10000)]["verdict"] == "met"
     assert "| 2.996 | ≥ 3 |" in bench_run.render_markdown(results)
+
+
+def test_generator_attaches_a_pdf_to_every_letter_when_asked(tmp_path: Path) -> None:
+    from campaign.loading import Options, load_campaign
+
+    g = generate(5, tmp_path / "c", seed=3, attachment_kb=2)
+    assert g.attachment is not None and g.attachment.stat().st_size == 2048
+    assert g.attachment.read_bytes().startswith(b"%PDF-") and g.attachment.read_bytes().endswith(
+        b"%%EOF\n"
+    )
+    source = load_campaign(Options(g.yaml_path))
+    assert [a.name for a in source.campaign.attachments] == ["letter.pdf"]
+    plain = generate(5, tmp_path / "p", seed=3)
+    assert plain.attachment is None and "attachments" not in plain.yaml_path.read_text()
+
+
+def test_the_attachment_section_says_what_the_pdf_costs() -> None:
+    def run(case: str, rate: float, size: int) -> dict[str, object]:
+        return {
+            "kind": bench_run.ATTACHMENT,
+            "case": case,
+            "n": 1000,
+            "msgs_per_s": rate,
+            "wall_s": 1000 / rate,
+            "cpu_s": 1.0,
+            "peak_rss_mib": 40.0,
+            "bytes_per_letter": size,
+            "attachment_bytes": 204_800 if case == "pdf" else 0,
+            "verified": True,
+        }
+
+    cfg = bench_run.Config(attachment_only=True, command="python bench/run.py --attachment-only")
+    results = bench_run.Results(cfg, [], [], {}, {}, "now")
+    results.attachment = [run("plain", 500.0, 8_500), run("pdf", 200.0, 289_000)]
+    text = "\n".join(bench_run.render_attachment(results))
+    assert "| 200 KiB PDF | 200 | 200 | 200 | 5.00 |" in text
+    assert "0.40× the rate without it (3.00 ms more a letter" in text
+    before = "# Benchmark results\n\n## Also measured\n\nx\n"
+    replaced = bench_run.replace_section(
+        before, bench_run.ATTACHMENT_HEADING, bench_run.render_attachment(results)
+    )
+    assert replaced.index(bench_run.ATTACHMENT_HEADING) < replaced.index("## Also measured")

@@ -209,6 +209,7 @@ def test_subject_rendering_a_line_break_from_data_is_refused(tmp_path: Path) -> 
 # values read back as written.
 
 EXPECTED_HEADERS = [
+    "content-language",
     "content-transfer-encoding",
     "content-type",
     "date",

@@ -4,11 +4,14 @@ The reference is independent of the builder: the same letter built with `EmailMe
 and serialised unfolded (`max_line_length=10_000`), so that Python 3.11's folding bugs
 (CPython gh-144156, dropped spaces between encoded words; a comma folded into the next
 name) cannot make the reference itself wrong. Both are parsed with `policy.default` and
-compared by what a reader sees: addresses, display names, subject, decoded bodies.
+compared by what a reader sees: addresses, display names, subject, decoded bodies, and
+each attachment's file name, type and bytes (the reference adds them with `add_attachment`).
 """
 
 from __future__ import annotations
 
+import mimetypes
+from dataclasses import replace
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
@@ -22,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from campaign.errors import CampaignError
-from campaign.message import MessageBuilder, address_header, decoded, subject_header
-from campaign.models import Campaign, Mailbox, Recipient, Rendered
+from campaign.message import MessageBuilder, address_header, content_hash, decoded, subject_header
+from campaign.models import Attachment, Campaign, Mailbox, Recipient, Rendered
 
 DATE = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 UNFOLDED = policy.SMTP.clone(max_line_length=10_000)
@@ -62,9 +65,22 @@ local_parts = st.lists(st.sampled_from(LOCALS), min_size=1, max_size=3, unique=T
 bodies = st.lists(
     st.sampled_from([*"abc xyzÅöü€ =.\t\n-", "\r", "é", "字", "😀", "x" * 120]), max_size=200
 ).map("".join)
+FILE_WORDS = ["letter", "Письмо", "Хат", "annex 1", "naïve", '"quoted"', "a;b", "100%", "ü" * 40]
+EXTENSIONS = [".pdf", ".txt", ".png", ".docx", ".csv", ".bin", ".unknown-kind", ""]
+file_names = st.builds(
+    lambda words, extension: " ".join(words) + extension,
+    st.lists(st.sampled_from(FILE_WORDS), min_size=1, max_size=4),
+    st.sampled_from(EXTENSIONS),
+)
+file_bodies = st.binary(min_size=1, max_size=400) | st.sampled_from(
+    [b"=_campaign_ --", "Текст\r\n".encode(), b"\r\n" * 40, bytes(range(256)) * 3]
+)
+files = st.lists(st.tuples(file_names, file_bodies), max_size=3, unique_by=lambda f: f[0])
 
 
-def campaign(tmp: Path, reply_to: tuple[Mailbox, ...] = ()) -> Campaign:
+def campaign(
+    tmp: Path, reply_to: tuple[Mailbox, ...] = (), attachments: tuple[Attachment, ...] = ()
+) -> Campaign:
     return Campaign(
         id="builder-test",
         subject="s",
@@ -74,7 +90,18 @@ def campaign(tmp: Path, reply_to: tuple[Mailbox, ...] = ()) -> Campaign:
         data={},
         source=tmp / "recipients.yaml",
         templates_dir=tmp,
+        attachments=attachments,
     )
+
+
+def attached(tmp: Path, named: list[tuple[str, bytes]], prefix: str) -> tuple[Attachment, ...]:
+    """Each (name, bytes) as a file in `tmp`, attached under that name."""
+    found = []
+    for number, (name, data) in enumerate(named):
+        path = (tmp / f"{prefix}-{number}.bin").resolve()
+        path.write_bytes(data)
+        found.append(Attachment(path.name, path, name, len(data)))
+    return tuple(found)
 
 
 def _address(mailbox: Mailbox) -> Address:
@@ -82,7 +109,12 @@ def _address(mailbox: Mailbox) -> Address:
     return Address(display_name=mailbox.display_name, username=username, domain=domain)
 
 
-def reference(source: Campaign, recipient: Recipient, rendered: Rendered) -> bytes:
+def reference(
+    source: Campaign,
+    recipient: Recipient,
+    rendered: Rendered,
+    named: list[tuple[str, bytes]] = (),  # type: ignore[assignment]
+) -> bytes:
     """The same letter, built the plain way with the `email` package."""
     message = EmailMessage(policy=UNFOLDED)
     message["From"] = _address(source.sender)
@@ -97,6 +129,13 @@ def reference(source: Campaign, recipient: Recipient, rendered: Rendered) -> byt
         message.add_alternative(
             rendered.html, subtype="html", charset="utf-8", cte="quoted-printable"
         )
+    for name, data in named:
+        kind, encoding = mimetypes.guess_type(name)
+        kind = "application/octet-stream" if kind is None or encoding else kind
+        maintype, _, subtype = kind.partition("/")
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    # Last: making the message multipart moves every Content-* header into its first part.
+    message["Content-Language"] = recipient.language or source.language
     return message.as_bytes(policy=UNFOLDED)
 
 
@@ -124,13 +163,20 @@ def as_read(data: bytes) -> dict[str, object]:
     seen["Subject"] = str(message["Subject"])
     seen["Message-ID"] = str(message["Message-ID"])
     seen["Date"] = message["Date"].datetime
+    seen["Content-Language"] = str(message["Content-Language"])
     for kind in ("plain", "html"):
         part = message.get_body(preferencelist=(kind,))
         seen[kind] = None if part is None else part.get_content().replace("\r\n", "\n")
+    seen["attachments"] = [
+        (part.get_filename(), part.get_content_type(), part.get_payload(decode=True))
+        for part in message.iter_attachments()
+    ]
     return seen
 
 
-def recipient_for(name: str, locals_: list[str]) -> Recipient:
+def recipient_for(
+    name: str, locals_: list[str], attachments: tuple[Attachment, ...] = ()
+) -> Recipient:
     return Recipient(
         id="r1",
         name=name,
@@ -138,6 +184,7 @@ def recipient_for(name: str, locals_: list[str]) -> Recipient:
         index=1,
         line=1,
         data={},
+        attachments=attachments,
     )
 
 
@@ -160,6 +207,49 @@ def test_builder_reads_as_the_email_package_build(
     built = MessageBuilder(source, DATE).build(recipient, rendered)
     ours, theirs = as_read(built.data), as_read(reference(source, recipient, rendered))
     assert ours == theirs
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=names,
+    subject=subjects,
+    text=bodies,
+    html=st.none() | bodies,
+    shared=files,
+    own=files,
+)
+def test_builder_with_attachments_reads_as_the_email_package_build(
+    tmp_path: Path,
+    name: str,
+    subject: str,
+    text: str,
+    html: str | None,
+    shared: list[tuple[str, bytes]],
+    own: list[tuple[str, bytes]],
+) -> None:
+    own = [(f"own {n}", data) for n, data in own]  # never the name of a campaign file
+    source = campaign(tmp_path, attachments=attached(tmp_path, shared, "shared"))
+    recipient = recipient_for(name, ["a"], attached(tmp_path, own, "own"))
+    rendered = Rendered(subject=subject, text=text + "\n", html=html)
+    built = MessageBuilder(source, DATE).build(recipient, rendered)
+    expected = reference(source, recipient, rendered, [*shared, *own])
+    ours, theirs = as_read(built.data), as_read(expected)
+    assert ours == theirs
+    lines = built.data.split(b"\r\n")
+    assert all(len(line) <= 998 and line.isascii() for line in lines)
+    assert b"\r" not in built.data.replace(b"\r\n", b"")
+
+
+def test_the_content_hash_of_a_letter_without_attachments_is_the_one_of_earlier_versions() -> None:
+    # A campaign half sent by a version without attachments must not read as changed
+    # (the value main computed before attachments existed).
+    rendered = Rendered(subject="Hi", text="Dear Anna,\n", html=None)
+    assert (
+        content_hash("Hi", ("a@example.org",), rendered)
+        == "ad66e44c764fe05edb043f3ca4ef9199047e4dd4d40f1282709f61d353ce1997"
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -218,3 +308,41 @@ def test_a_lone_cr_in_the_body_becomes_a_line_end_never_a_bare_cr(tmp_path: Path
     )
     assert b"\r" not in built.data.replace(b"\r\n", b"")
     assert as_read(built.data)["plain"] == "one\ntwo\n"
+
+
+def test_a_campaign_file_is_read_once_for_every_letter_of_the_run(tmp_path: Path) -> None:
+    shared = attached(tmp_path, [("letter.pdf", b"%PDF-1 first")], "shared")
+    builder = MessageBuilder(campaign(tmp_path, attachments=shared), DATE)
+    shared[0].path.write_bytes(b"%PDF-1 changed on disk during the run")
+    rendered = Rendered(subject="Hello", text="Hi\n", html=None)
+    for name in ("Anna", "Boris", "Zoë"):
+        built = builder.build(recipient_for(name, ["a"]), rendered)
+        assert as_read(built.data)["attachments"] == [
+            ("letter.pdf", "application/pdf", b"%PDF-1 first")
+        ]
+
+
+def test_a_recipients_file_is_read_once_for_every_letter_that_names_it(tmp_path: Path) -> None:
+    own = attached(tmp_path, [("map.png", b"\x89PNG first")], "own")
+    builder = MessageBuilder(campaign(tmp_path), DATE)
+    rendered = Rendered(subject="Hello", text="Hi\n", html=None)
+    first = builder.build(recipient_for("Anna", ["a"], own), rendered)
+    own[0].path.write_bytes(b"\x89PNG changed")
+    second = builder.build(recipient_for("Boris", ["b"], own), rendered)
+    assert as_read(first.data)["attachments"] == as_read(second.data)["attachments"]
+
+
+def test_a_file_gone_before_it_is_read_is_an_error_naming_where_it_is_listed(
+    tmp_path: Path,
+) -> None:
+    own = attached(tmp_path, [("map.png", b"\x89PNG")], "own")
+    own = (replace(own[0], line=12),)
+    own[0].path.unlink()
+    builder = MessageBuilder(campaign(tmp_path), DATE)
+    with pytest.raises(CampaignError) as caught:
+        builder.build(recipient_for("Anna", ["a"], own), Rendered("Hi", "Hi\n", None))
+    assert (caught.value.line, caught.value.recipient, caught.value.field) == (
+        12,
+        "r1",
+        "attachments",
+    )

@@ -45,6 +45,7 @@ MULTIPART_HEADERS = {
     "message-id",
     "mime-version",
     "content-type",
+    "content-language",
 }
 
 
@@ -318,6 +319,7 @@ def test_text_only_template_gives_a_single_text_part(tmp_path: Path) -> None:
             "mime-version",
             "content-type",
             "content-transfer-encoding",
+            "content-language",
         }
     )
 

@@ -116,3 +116,28 @@ def test_each_test_run_gets_its_own_message_ids(tmp_path: Path) -> None:
         "<test.run1.parallel-test.r0001@example.org>",
     ]
     assert {d.message_id for d in first}.isdisjoint(d.message_id for d in second)
+
+
+def test_two_processes_build_letters_with_attachments_as_one_process_does(tmp_path: Path) -> None:
+    path = write_campaign(tmp_path, 40)
+    text = path.read_text("utf-8").replace(
+        '  from: "Office <office@example.org>"\n',
+        '  from: "Office <office@example.org>"\n  attachments: "letter.pdf"\n  language: "de"\n',
+    )
+    text = text.replace(
+        '  - id: "r0037"\n', '  - id: "r0037"\n    attachments: ["annex/Karte.png"]\n'
+    )
+    path.write_text(text, "utf-8")
+    (tmp_path / "letter.pdf").write_bytes(b"%PDF-1.7 " + bytes(range(256)) * 40)
+    (tmp_path / "annex").mkdir()
+    (tmp_path / "annex" / "Karte.png").write_bytes(b"\x89PNG " + bytes(range(256)) * 3)
+    source = load_campaign(Options(path))
+    with MessageStore() as serial_store, MessageStore() as parallel_store:
+        serial = prepare(source, source.recipients, serial_store, clock=lambda: NOW, workers=1)
+        parallel = prepare(source, source.recipients, parallel_store, clock=lambda: NOW, workers=2)
+        datas = [parallel.data(d) for d in parallel.drafts]
+        assert datas == [serial.data(d) for d in serial.drafts]
+    assert all(b"Content-Language: de\r\n" in data for data in datas)
+    assert all(b'filename="letter.pdf"' in data for data in datas)
+    assert [b'filename="Karte.png"' in data for data in datas].count(True) == 1
+    assert b'filename="Karte.png"' in datas[37]
