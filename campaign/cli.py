@@ -47,6 +47,8 @@ from campaign.models import SMTP_SECURITY_MODES, CampaignFile, Mailbox, require_
 from campaign.outcomes import RunEffect, connect_effect
 from campaign.pipeline import SETTLEABLE, Plan, SendOptions, SendSession, resolve
 from campaign.prepare import Clock, prepare, utc_now
+from campaign.report import build_report
+from campaign.report_page import write_report
 from campaign.review import (
     LogFollower,
     Review,
@@ -119,6 +121,7 @@ EXAMPLES = {
     "import": "campaign import people.csv > recipients-section.yaml\n"
     "  campaign import people.csv --out recipients-section.yaml",
     "password": "campaign password set\n  campaign password forget",
+    "report": "campaign report\n  campaign report --out /tmp/kz-letter.html",
     "inbox": "CAMPAIGN_IMAP_HOST=imap.example.org CAMPAIGN_IMAP_USERNAME=me campaign inbox\n"
     "  campaign inbox --maildir ~/Maildir\n  campaign inbox --mbox bounces.mbox --since 2017-10-19",
 }
@@ -233,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inbox.add_argument("--log", type=Path, help="the send log (default: outbox/send-log.jsonl)")
     inbox.set_defaults(handler=run_inbox)
+
+    report = command(
+        "report", "write the delivery record as one self-contained HTML page, to share or print"
+    )
+    report.add_argument("--out", type=Path, help="where to write it (default: outbox/report.html)")
+    report.add_argument("--log", type=Path, help="the send log (default: outbox/send-log.jsonl)")
+    report.set_defaults(handler=run_report)
 
     password = command("password", "keep the SMTP password in the OS keyring, or remove it")
     password.add_argument(
@@ -741,7 +751,8 @@ def run_init(ctx: Context) -> ExitStatus:
 
 def run_import(ctx: Context) -> ExitStatus:
     imported = read_recipients_csv(ctx.args.csv)
-    for notice in check_imported(imported, check_dns=ctx.args.check_dns):
+    folder = ctx.args.out.parent if ctx.args.out is not None else Path.cwd()
+    for notice in check_imported(imported, check_dns=ctx.args.check_dns, folder=folder):
         where = f"{ctx.args.csv}:{notice.line}: " if notice.line else ""
         field = f"{notice.field}: " if notice.field else ""
         ctx.ui.warning(f"{where}{field}{notice.message}")
@@ -811,6 +822,18 @@ def run_inbox(ctx: Context) -> ExitStatus:
     )
     if report.matched:
         ctx.ui.note("Next: `campaign log` shows where each letter stands now.")
+    return ExitStatus.OK
+
+
+def run_report(ctx: Context) -> ExitStatus:
+    out: Path = ctx.args.out or ctx.outbox / "report.html"
+    data = build_report(Options(ctx.file, ctx.args.templates), ctx.log_path, clock=ctx.env.clock)
+    write_report(data, out)
+    counts = ", ".join(f"{n} {status}" for status, n in data.counts if n)
+    ctx.ui.note(
+        f"Wrote {out}: {_plural(data.total, 'recipient', 'recipients')} ({counts})."
+        " Open it in a browser, or print it to PDF."
+    )
     return ExitStatus.OK
 
 

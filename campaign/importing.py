@@ -201,17 +201,23 @@ def read_recipients_csv(path: Path) -> ImportedRecipients:
     return _emit(path, rows, ids, columns)
 
 
-def check_imported(imported: ImportedRecipients, *, check_dns: bool = False) -> tuple[Notice, ...]:
+def check_imported(
+    imported: ImportedRecipients, *, check_dns: bool = False, folder: Path | None = None
+) -> tuple[Notice, ...]:
     """Load the recipients as `campaign check` does, under a placeholder campaign section.
+
+    `folder` is where the campaign file will live: recipients' attachments are found there.
 
     Problems and warnings come back named by the CSV line and column they came from.
     Returns the warnings (likely typos); raises ValidationErrors for the problems.
     """
-    with tempfile.TemporaryDirectory(prefix="campaign-import-") as folder:
-        checked = Path(folder) / "recipients.yaml"
+    with tempfile.TemporaryDirectory(prefix="campaign-import-") as scratch:
+        checked = Path(scratch) / "recipients.yaml"
         checked.write_text(_CHECK_HEADER + imported.yaml, encoding="utf-8")
         try:
-            source = load_campaign(Options(checked, check_dns=check_dns))
+            source = load_campaign(
+                Options(checked, check_dns=check_dns, attachments_folder=folder or Path.cwd())
+            )
         except ValidationErrors as err:
             raise ValidationErrors(
                 [imported.locate(problem, _yaml_line(problem.line)) for problem in err.errors]

@@ -104,6 +104,9 @@ class RecipientRecord:
     archive_sha256: str | None = None  # the file's own digest, when it differs
     sent_sha256: str | None = None  # bytes of an attempt whose answer was lost (no archive)
     resolved: str | None = None
+    replies: int = 0  # a person's answers (`campaign inbox`)
+    auto_replies: int = 0
+    last_answer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,6 +576,9 @@ def report_data(
                 archive_sha256=actual,
                 resolved=resolved,
                 sent_sha256=None if row.sha256 else scan.unanswered.get(row.recipient),
+                replies=row.replies,
+                auto_replies=row.auto_replies,
+                last_answer=row.last_answer,
             )
         )
     order = [*_STATUS_ORDER, *sorted(set(counts) - set(_STATUS_ORDER))]

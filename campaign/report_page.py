@@ -637,6 +637,11 @@ def _block(record: RecipientRecord) -> str:
     parts.append(f"<dt>last event</dt><dd>{_time(record.last_event)}</dd>\n")
     if record.resolved:
         parts.append(f'<dt>resolved by hand</dt><dd class="reply">{esc(record.resolved)}</dd>\n')
+    if record.replies or record.auto_replies:
+        parts.append(
+            f"<dt>answers</dt><dd>{record.replies} from a person,"
+            f" {record.auto_replies} automatic; the latest {_time(record.last_answer)}</dd>\n"
+        )
     parts.append("</dl>\n</article>\n")
     return "".join(parts)
 

@@ -38,7 +38,7 @@ from campaign.review import DryRunRow, LogFollower, RecipientRow, Review, Summar
 from campaign.sendlog import Outcome, Status
 
 TABLE_LIMIT = 200
-PREVIEW_HEADERS = ("From", "To", "Reply-To", "Subject", "Date", "Message-ID")
+PREVIEW_HEADERS = ("From", "To", "Reply-To", "Subject", "Date", "Message-ID", "Content-Language")
 
 
 def safe(text: str) -> str:
@@ -237,6 +237,15 @@ class Ui:
                 header_lines.append(f"{visible(str(value))}\n")
         header_lines.append("Envelope: ", style="bold")
         header_lines.append(visible(f"{draft.sender} -> {', '.join(draft.addresses)}"))
+        for attachment in message.iter_attachments():
+            payload = attachment.get_payload(decode=True)
+            size = len(payload) if isinstance(payload, bytes) else 0
+            header_lines.append("\nAttached: ", style="bold")
+            header_lines.append(
+                visible(
+                    f"{attachment.get_filename()} ({attachment.get_content_type()}, {size:,} bytes)"
+                )
+            )
         body = message.get_body(preferencelist=("html",) if html else ("plain",))
         content = body.get_content() if body is not None else "(no such part)"
         content = str(content).replace("\r\n", "\n")  # the wire's line ends, shown as lines

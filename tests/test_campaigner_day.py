@@ -346,3 +346,15 @@ def test_send_help_lists_the_environment(capsys: pytest.CaptureFixture[str]) -> 
     assert main(["send", "--help"], env) == 0
     for variable in ("CAMPAIGN_SMTP_HOST", "CAMPAIGN_SMTP_PASSWORD", "CAMPAIGN_SMTP_CA_FILE"):
         assert variable in stdout.getvalue()
+
+
+def test_campaign_report_writes_the_page_with_the_logs_counts(
+    bundled: Path, smtp_server: SmtpServer
+) -> None:
+    assert send(bundled, smtp_server).status == 0
+    run = run_cli(bundled, "report")
+    assert run.status == 0, run.stderr
+    page = bundled.parent / "outbox" / "report.html"
+    assert f"Wrote {page}: 6 recipients (6 sent)" in run.out
+    html = page.read_text("utf-8")
+    assert re.search(r'data-status="sent"[^>]*data-count="6"', html)
