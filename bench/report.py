@@ -82,7 +82,7 @@ def open_in_browser(page: Path, work: Path) -> dict[str, Any]:
 
     executable = chromium_path()
     if executable is None:
-        return {"browser": "chromium not installed (.ci/install-chromium)"}
+        return {"browser": "chromium not installed (.ci/install-tools)"}
     with Chromium(work / "chromium", executable) as browser:
         start = time.perf_counter()
         opened = browser.open(page.as_uri())

@@ -24,7 +24,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-INSTALL_HINT = "chromium is not installed: run .ci/install-chromium (as root) first"
+INSTALL_HINT = "chromium is not installed: run .ci/install-tools (as root) first"
 FLAGS = (
     "--headless",
     "--no-sandbox",

@@ -1,6 +1,6 @@
 """`campaign report` opened in headless Chromium: what a person would see, print and not see.
 
-Debian's `chromium` (`.ci/install-chromium` installs it) is driven over the DevTools protocol
+Debian's `chromium` (`.ci/install-tools` installs it) is driven over the DevTools protocol
 on a pipe (tests/browser.py). A missing chromium fails these tests; only a developer's own
 `CAMPAIGN_SKIP_BROWSER=1`, outside CI, skips them.
 """
@@ -54,7 +54,7 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
         if os.environ.get("CAMPAIGN_SKIP_BROWSER") == "1" and not os.environ.get("CI"):
             pytest.skip("CAMPAIGN_SKIP_BROWSER=1: browser tests skipped on this machine")
         pytest.fail(
-            "chromium is not installed: run .ci/install-chromium (as root); these tests do not"
+            "chromium is not installed: run .ci/install-tools (as root); these tests do not"
             " skip in CI",
             pytrace=False,
         )
