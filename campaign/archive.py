@@ -3,7 +3,7 @@
 A file is named by its recipient's draft and the SHA-256 of its bytes
 (`sent/03-ministry-of-justice.4f2a9c0e1b7d3a55.eml`), so a resend of a changed letter keeps
 the earlier one, and every SHA-256 in the log has its bytes (`sha256sum` verifies them).
-A file is written, fsynced and renamed, and its folder fsynced, before the log names it.
+A file is written and renamed, and the file system synced, before the log names it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 from campaign.errors import CampaignError
-from campaign.safefiles import ensure_folder, fsync_folder, read_file, write_file
+from campaign.safefiles import ensure_folder, read_file, write_files_durably
 
 MAX_LETTER_BYTES = 64 * 1024 * 1024  # far above the letter size limit: a file beyond is not ours
 
@@ -34,13 +34,14 @@ class Archive:
         except ValueError:
             self._shown = PurePosixPath(folder)
         self._pool: ThreadPoolExecutor | None = None
-        self._renamed = 0
-        self._synced = 0
-        self._sync: asyncio.Future[None] | None = None
+        self._waiting: list[tuple[Path, bytes, asyncio.Future[None]]] = []
+        self._flushing: asyncio.Future[None] | None = None
 
     def open(self) -> None:
         ensure_folder(self.folder)
-        self._pool = ThreadPoolExecutor(8, thread_name_prefix="campaign-archive")
+        # One thread writes whole batches: a thread per letter would hand the interpreter
+        # lock to and fro for every file and slow the sending down more than the disk does.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="campaign-archive")
 
     def close(self) -> None:
         if self._pool is not None:
@@ -51,30 +52,44 @@ class Archive:
         return self.folder / archive_name(draft_filename, sha256)
 
     async def keep(self, draft_filename: str, sha256: str, data: bytes) -> str:
-        """Make the letter's bytes durable; return its name as the log records it."""
+        """Make the letter's bytes durable; return its name as the log records it.
+
+        Letters kept while a batch is being written go together in the next one (group
+        commit): each file written and fsynced, then the folder fsynced once.
+        """
         path = self.path(draft_filename, sha256)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, self._write, path, data)
-        self._renamed += 1
-        target = self._renamed
-        while self._synced < target:  # one folder fsync covers every rename before it
-            if self._sync is None:
-                self._sync = asyncio.ensure_future(self._sync_folder(loop))
-            await asyncio.shield(self._sync)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((path, data, done))
+        if self._flushing is None:
+            self._flushing = asyncio.ensure_future(self._flush())
+        await done
         return str(self._shown / path.name)
 
-    @staticmethod
-    def _write(path: Path, data: bytes) -> None:
-        if not path.is_file() or path.is_symlink():  # the same letter kept before: as it is
-            write_file(path, data, durable=True)
-
-    async def _sync_folder(self, loop: asyncio.AbstractEventLoop) -> None:
-        covered = self._renamed
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._pool, fsync_folder, self.folder)
-            self._synced = max(self._synced, covered)
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    await loop.run_in_executor(self._pool, self._write_batch, batch)
+                except BaseException as err:
+                    for _, _, done in batch:
+                        if not done.done():
+                            done.set_exception(err)
+                    raise
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
         finally:
-            self._sync = None
+            self._flushing = None
+
+    def _write_batch(self, batch: list[tuple[Path, bytes, asyncio.Future[None]]]) -> None:
+        new = [
+            (path, data)
+            for path, data, _ in batch
+            if not path.is_file() or path.is_symlink()  # the same letter kept before: as it is
+        ]
+        write_files_durably(self.folder, new)
 
     def find(self, draft_filename: str, sha256: str) -> bytes | None:
         """The letter kept under this SHA-256, if it is there and still has those bytes."""

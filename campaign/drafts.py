@@ -15,7 +15,7 @@ from campaign.attachments import FoundAttachment, attachments_in
 from campaign.display import visible
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.headersafety import HeaderBlockError, check_header_block, unsafe_reason
-from campaign.message import MAX_LETTER_BYTES, content_hash, message_id_for
+from campaign.message import content_hash, message_id_for
 from campaign.models import Campaign, CampaignFile, Draft, Recipient, Rendered
 from campaign.prepare import Clock, Prepared, draft_filename, prepare, utc_now
 from campaign.safefiles import read_file
@@ -82,7 +82,7 @@ def _written_by(campaign: Campaign, path: Path) -> bool:
     if name is None:
         return False
     try:
-        head = read_file(path, MAX_LETTER_BYTES).partition(b"\r\n\r\n")[0]
+        head = read_file(path, campaign.max_letter_bytes).partition(b"\r\n\r\n")[0]
         message_id = BytesHeaderParser(policy=policy.compat32).parsebytes(head)["Message-ID"]
     except (CampaignError, ValueError):
         return False
@@ -232,7 +232,9 @@ def read_outbox(
     for recipient in recipients:
         path = outbox / draft_filename(recipient, total)
         try:
-            data = _checked_draft(path, recipient, references[recipient.id])
+            data = _checked_draft(
+                path, recipient, references[recipient.id], source.campaign.max_letter_bytes
+            )
             draft = _draft(source.campaign, recipient, path, data)
         except CampaignError as err:
             errors.append(err)
@@ -243,7 +245,7 @@ def read_outbox(
     return Prepared(source, drafts, store)
 
 
-def _checked_draft(path: Path, recipient: Recipient, reference: bytes) -> bytes:
+def _checked_draft(path: Path, recipient: Recipient, reference: bytes, limit: int) -> bytes:
     def refuse(
         message: str, hint: str = "run `campaign drafts` again to rebuild it"
     ) -> CampaignError:
@@ -254,7 +256,7 @@ def _checked_draft(path: Path, recipient: Recipient, reference: bytes) -> bytes:
             "no draft for this recipient in the outbox",
             hint="run `campaign drafts` first, or send without --from-outbox",
         )
-    data = read_file(path, MAX_LETTER_BYTES)
+    data = read_file(path, limit)
     try:
         data = crlf_letter(data)
     except ValueError as err:

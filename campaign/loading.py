@@ -55,6 +55,7 @@ CAMPAIGN_KEYS = (
     "template",
     "language",
     "attachments",
+    "max_letter_size",
 )
 CAMPAIGN_REQUIRED = ("id", "subject", "from")
 RECIPIENT_REQUIRED = ("id", "name", "emails")
@@ -189,6 +190,7 @@ class _Checker:
         # Each attachment path written in the file, found once: (path, name, size) or why not.
         self._found: dict[str, tuple[Path, str, int] | AttachmentError] = {}
         self._campaign_files: tuple[Attachment, ...] = ()
+        self._max_letter = MAX_LETTER_BYTES
 
     def error(
         self,
@@ -431,6 +433,7 @@ class _Checker:
         self._known_keys(
             section, CAMPAIGN_KEYS, CAMPAIGN_REQUIRED, closed=False, prefix="campaign."
         )
+        self._max_letter = self._letter_limit(section)
         campaign_id = self._text(section, "id", prefix="campaign.")
         if campaign_id is not None and not _SLUG.match(campaign_id):
             self.error(
@@ -508,7 +511,23 @@ class _Checker:
             language=language,
             subjects=subjects,
             attachments=self._campaign_files,
+            max_letter_bytes=self._max_letter,
         )
+
+    def _letter_limit(self, section: YamlMapping) -> int:
+        """`campaign.max_letter_size`: the largest letter in MiB, as sent (default 10)."""
+        value = section.get("max_letter_size")
+        if value is None:
+            return MAX_LETTER_BYTES
+        if not isinstance(value, int) or not 1 <= value <= 1024:
+            self.error(
+                "expected a whole number of MiB between 1 and 1024",
+                line=section.line_of("max_letter_size"),
+                field="campaign.max_letter_size",
+                hint="e.g. max_letter_size: 25 (most servers take 10 to 35 MiB)",
+            )
+            return MAX_LETTER_BYTES
+        return value * 1024 * 1024
 
     def _language(
         self, mapping: YamlMapping, *, recipient: str | None = None, prefix: str = ""
@@ -610,10 +629,10 @@ class _Checker:
                 )
                 continue
             path, name, size = result
-            if wire_size(size) > MAX_LETTER_BYTES:
+            if wire_size(size) > self._max_letter:
                 self.error(
                     f"{text!r} is {size:,} bytes, {wire_size(size):,} as sent (base64):"
-                    f" over the letter size limit of {MAX_LETTER_BYTES:,} bytes",
+                    f" over the letter size limit of {self._max_letter:,} bytes",
                     line=text_line,
                     recipient=recipient,
                     field=field,

@@ -18,6 +18,7 @@ from email import policy, quoprimime
 from email.header import decode_header, make_header
 from email.utils import format_datetime
 
+from campaign import models
 from campaign.attachments import AttachmentError, AttachmentFiles, EncodedAttachment
 from campaign.errors import CampaignError
 from campaign.headersafety import HeaderBlockError, check_header_block, unsafe_reason
@@ -26,7 +27,7 @@ from campaign.models import Attachment, Campaign, Mailbox, Recipient, Rendered
 # How drafts are read back: CRLF line ends, as they are written.
 POLICY = policy.SMTP
 LINE = 78  # RFC 5322's recommended line length
-MAX_LETTER_BYTES = 10 * 1024 * 1024  # a letter, attachments included, as it goes on the wire
+MAX_LETTER_BYTES = models.MAX_LETTER_BYTES
 _WORD_BYTES = 39  # 52 base64 characters: an encoded word of 64, within RFC 2047's 75
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+\Z")
 _QP_CACHE_LIMIT = 20_000

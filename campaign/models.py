@@ -38,6 +38,10 @@ class Notice:
     line: int | None = None
 
 
+# The default largest letter, attachments included, as it goes on the wire (base64 and all);
+# a campaign may set its own with `campaign.max_letter_size` (in MiB).
+MAX_LETTER_BYTES = 10 * 1024 * 1024
+
 # The security modes, each listed once: the loader, the settings and the CLI use these.
 SMTP_SECURITY_MODES = ("starttls", "tls", "none")
 IMAP_SECURITY_MODES = ("tls", "starttls", "none")
@@ -118,6 +122,7 @@ class Campaign:
     smtp: SmtpFileSettings = SmtpFileSettings()
     imap: ImapFileSettings = ImapFileSettings()
     return_path: str | None = None  # the envelope sender (MAIL FROM); None: the From address
+    max_letter_bytes: int = MAX_LETTER_BYTES
     language: str = DEFAULT_LANGUAGE  # the language of the unsuffixed templates
     # campaign.subject given per language; empty when one subject serves every language
     # (then `subject` is it; otherwise `subject` is the campaign language's, or the first).

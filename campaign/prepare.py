@@ -12,7 +12,7 @@ from pathlib import Path
 
 from campaign.attachments import AttachmentFiles
 from campaign.errors import CampaignError, ValidationErrors
-from campaign.message import MAX_LETTER_BYTES, MessageBuilder
+from campaign.message import MessageBuilder
 from campaign.models import CampaignFile, Draft, Mailbox, Recipient
 from campaign.render import LetterRenderer, collapse_template_errors
 from campaign.store import MessageStore
@@ -59,7 +59,7 @@ def prepare(
     A large campaign is built by one process per core (`workers`), with the same bytes.
     The campaign's attachments are read and encoded once, here, for every process.
     """
-    files = AttachmentFiles(MAX_LETTER_BYTES)
+    files = AttachmentFiles(source.campaign.max_letter_bytes)
     date = clock()
     job = _Job(source, date, test_to, test_run, files)
     # A problem with a campaign-wide file is one error, said before any letter is built.
@@ -91,8 +91,9 @@ def _build(
     job: _Job, recipients: Sequence[Recipient], store: MessageStore, segment: int = 0
 ) -> tuple[list[Draft], list[CampaignError]]:
     campaign = job.source.campaign
-    renderer = LetterRenderer(campaign, job.source.recipients)
-    builder = MessageBuilder(campaign, job.date, files=job.files)
+    limit = campaign.max_letter_bytes
+    renderer = LetterRenderer(campaign, job.source.recipients, max_letter_bytes=limit)
+    builder = MessageBuilder(campaign, job.date, files=job.files, max_bytes=limit)
     total = len(job.source.recipients)
     test_to = job.test_to
     drafts: list[Draft] = []

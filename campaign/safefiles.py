@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import secrets
 import stat
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 from campaign.errors import CampaignError
 
@@ -119,3 +123,41 @@ def remove_temporaries(*folders: Path) -> list[str]:
                 path.unlink()
                 removed.append(path.name)
     return removed
+
+
+def _syncfs() -> Callable[[int], int] | None:
+    """Linux's syncfs(2), which Python's os module does not offer; None elsewhere."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return cast(Callable[[int], int], function)
+
+
+_SYNCFS = _syncfs()
+
+
+def write_files_durably(folder: Path, files: Sequence[tuple[Path, bytes]]) -> None:
+    """Write several files into `folder` so that all of them, names included, are on disk.
+
+    Each is written to a temporary file and renamed; then the whole file system is synced
+    once (syncfs), which costs far less than an fsync per file. Where there is no syncfs,
+    each file and the folder are fsynced.
+    """
+    if _SYNCFS is None:
+        for path, data in files:
+            write_file(path, data, durable=True)
+        fsync_folder(folder)
+        return
+    for path, data in files:
+        write_file(path, data)
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
+    try:
+        if _SYNCFS(descriptor) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error), str(folder))
+    finally:
+        os.close(descriptor)
