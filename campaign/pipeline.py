@@ -8,6 +8,7 @@ result in the send log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import heapq
 import itertools
@@ -250,6 +251,7 @@ class SendRun:
         self._outstanding = 0
         self._transports: Sequence[Transport] = ()
         self._first_answer = asyncio.Event()
+        self._wake = asyncio.Event()  # set (and replaced) when a waiting connection may go on
         self._connect_failures = 0
         self._passed = 0  # letters accepted so far in this run
         self._finishing: set[asyncio.Task[None]] = set()
@@ -300,7 +302,7 @@ class SendRun:
         while self._active():
             if number >= self.pacer.connections:
                 await transport.close()  # the pace needs fewer connections now
-                await asyncio.sleep(RECHECK)
+                await self._nap(RECHECK)
                 continue
             why = self.pacer.stalled()
             if why is not None:
@@ -313,7 +315,7 @@ class SendRun:
                 return
             job = self._take()
             if job is None:
-                await asyncio.sleep(self._until_due())
+                await self._nap(self._until_due())
                 continue
             if await self._open(transport, job):
                 await self._attempt(transport, job, slot)
@@ -330,6 +332,15 @@ class SendRun:
             return heapq.heappop(self._retries)[2]
         return None
 
+    async def _nap(self, seconds: float) -> None:
+        """Wait up to `seconds`, or less when a letter is settled or put back, or the run ends."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def _wake_all(self) -> None:
+        self._wake.set()
+        self._wake = asyncio.Event()
+
     def _until_due(self) -> float:
         if not self._retries:
             return RECHECK
@@ -338,6 +349,7 @@ class SendRun:
     def _again(self, job: _Job, delay: float) -> None:
         """Back in line, due after `delay`."""
         heapq.heappush(self._retries, (self.clock() + delay, next(self._order), job))
+        self._wake_all()
 
     async def _open(self, transport: Transport, job: _Job) -> bool:
         """Connect if needed; on failure the letter goes back in line, untried."""
@@ -387,6 +399,7 @@ class SendRun:
     def _stop(self, reason: str) -> None:
         if self.result.stopped is None:
             self.result.stopped = reason
+            self._wake_all()
 
     def _give_up(self, reason: str) -> None:
         """--max-wait passed with nothing accepted: leave the rest deferred, with the reason."""
@@ -408,9 +421,11 @@ class SendRun:
         for _, _, job in self._retries:
             self.result.statuses[job.message.draft.recipient_id] = Status.DEFERRED
         self._retries.clear()
+        self._wake_all()
 
     def _finish_job(self) -> None:
         self._outstanding -= 1
+        self._wake_all()
 
     async def _attempt(self, transport: Transport, job: _Job, slot: Slot) -> None:
         """Record the attempt, send, record the result, decide what comes next."""
