@@ -67,13 +67,39 @@ def prepare(
     if workers is None:
         workers = min(os.cpu_count() or 1, 8, len(recipients) // PARALLEL_SLICE)
     if workers > 1:
-        drafts, errors = _build_in_processes(job, recipients, store, workers)
+        built, errors = _build_in_processes(job, recipients, store, workers)
     else:
-        drafts, errors = _build(job, recipients, store)
+        built, errors = _build(job, recipients, store)
     if errors:
         # One template mistake is said once, not once per recipient.
         raise ValidationErrors(collapse_template_errors(errors)[:MAX_REPORTED_ERRORS])
+    total = len(source.recipients)
+    sender = source.campaign.envelope_sender
+    drafts = [
+        Draft(
+            recipient_id=recipient.id,
+            index=recipient.index,
+            filename=draft_filename(recipient, total),
+            sender=sender,
+            addresses=(test_to.address,) if test_to else recipient.addresses,
+            message_id=message_id,
+            content_hash=content_hash,
+            sha256=sha256,
+            size=size,
+            offset=offset,
+            segment=segment,
+        )
+        for recipient, (message_id, content_hash, sha256, size, offset, segment) in zip(
+            recipients, built, strict=True
+        )
+    ]
     return Prepared(source, drafts, store)
+
+
+# What a build gives for one letter: message_id, content_hash, sha256, size, offset, segment.
+# Plain tuples, not drafts: from a worker process they cross a pipe, and the rest of a
+# draft (names, addresses) is taken from the recipients this process already holds.
+_Built = tuple[str, str, str, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -89,14 +115,14 @@ class _Job:
 
 def _build(
     job: _Job, recipients: Sequence[Recipient], store: MessageStore, segment: int = 0
-) -> tuple[list[Draft], list[CampaignError]]:
+) -> tuple[list[_Built], list[CampaignError]]:
+    """Every recipient's letter into `store`, in order; with any error, only the errors."""
     campaign = job.source.campaign
     limit = campaign.max_letter_bytes
     renderer = LetterRenderer(campaign, job.source.recipients, max_letter_bytes=limit)
     builder = MessageBuilder(campaign, job.date, files=job.files, max_bytes=limit)
-    total = len(job.source.recipients)
     test_to = job.test_to
-    drafts: list[Draft] = []
+    drafts: list[_Built] = []
     errors: list[CampaignError] = []
     for recipient in recipients:
         try:
@@ -109,25 +135,15 @@ def _build(
             continue
         if errors:
             continue  # keep checking, but stop storing what will never be used
+        offset = store.put(built.data)
         drafts.append(
-            Draft(
-                recipient_id=recipient.id,
-                index=recipient.index,
-                filename=draft_filename(recipient, total),
-                sender=campaign.envelope_sender,
-                addresses=(test_to.address,) if test_to else recipient.addresses,
-                message_id=built.message_id,
-                content_hash=built.content_hash,
-                sha256=built.sha256,
-                size=len(built.data),
-                offset=store.put(built.data),
-                segment=segment,
-            )
+            (built.message_id, built.content_hash, built.sha256, len(built.data), offset, segment)
         )
-    return drafts, errors
+    return ([] if errors else drafts), errors
 
 
 PARALLEL_SLICE = 2000  # recipients per process at least: below that, starting one costs more
+MAX_SLICE = 5000  # recipients built by a worker in one go
 _WORKER_JOB: tuple[_Job, Sequence[Recipient], str] | None = None
 
 
@@ -138,7 +154,7 @@ def _start_worker(job: _Job, recipients: Sequence[Recipient], folder: str) -> No
 
 def _build_slice(
     bounds: tuple[int, int, int],
-) -> tuple[str, list[Draft], list[CampaignError]]:
+) -> tuple[str, list[_Built], list[CampaignError]]:
     """In a worker process: build one slice into a spool file of its own."""
     assert _WORKER_JOB is not None
     job, recipients, folder = _WORKER_JOB
@@ -151,20 +167,24 @@ def _build_slice(
 
 def _build_in_processes(
     job: _Job, recipients: Sequence[Recipient], store: MessageStore, workers: int
-) -> tuple[list[Draft], list[CampaignError]]:
-    """Slices built side by side; their spool files become segments of `store`."""
-    step = -(-len(recipients) // workers)
+) -> tuple[list[_Built], list[CampaignError]]:
+    """Slices built side by side; their spool files become segments of `store`.
+
+    Slices of at most MAX_SLICE recipients, so that what comes back over the pipe at once
+    stays small however large the campaign.
+    """
+    step = min(-(-len(recipients) // workers), MAX_SLICE)
     first = store.adopt_next
     slices = [
         (start, min(start + step, len(recipients)), first + number)
         for number, start in enumerate(range(0, len(recipients), step))
     ]
-    drafts: list[Draft] = []
+    drafts: list[_Built] = []
     errors: list[CampaignError] = []
     with (
         tempfile.TemporaryDirectory(prefix="campaign-build-") as folder,
         ProcessPoolExecutor(
-            len(slices), initializer=_start_worker, initargs=(job, recipients, folder)
+            min(workers, len(slices)), initializer=_start_worker, initargs=(job, recipients, folder)
         ) as pool,
     ):
         for path, part_drafts, part_errors in pool.map(_build_slice, slices):
