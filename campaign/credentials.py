@@ -1,7 +1,7 @@
 """Passwords for the mail servers: the environment first, then the OS keyring, else nothing.
 
-The keyring is optional (`pip install 'campaign[keyring]'`) and imported only when a
-password is not in the environment. Entries live under the service name `campaign`,
+The keyring library is a dependency, imported only when a password is not in the
+environment; a machine without a usable keyring backend falls back to the prompt. Entries live under the service name `campaign`,
 with `<username>@<host>` as the keyring's user name (the host lowercased, without a
 trailing dot), so one login on two servers keeps two entries. No function here
 prints, logs or puts a password into an error.
@@ -17,7 +17,7 @@ from campaign.errors import CampaignError
 
 SERVICE = "campaign"
 MAX_PASSWORD_LENGTH = 4096  # longer is not a password a server would take: treat as unusable
-INSTALL_HINT = "install the keyring support with: pip install 'campaign[keyring]'"
+INSTALL_HINT = "install it into campaign's environment: pip install keyring"
 
 
 class PasswordBackend(Protocol):

@@ -219,6 +219,6 @@ def test_without_the_keyring_library_lookup_is_none_and_store_says_what_to_insta
     )
     assert out.splitlines() == [
         "None",
-        "the keyring library is not installed (install the keyring support with:"
-        " pip install 'campaign[keyring]')",
+        "the keyring library is not installed (install it into campaign's environment:"
+        " pip install keyring)",
     ]
