@@ -445,10 +445,16 @@ class Context:
         log: Path | None = getattr(self.args, "log", None)
         return log if log is not None else self.outbox / "send-log.jsonl"
 
-    def load(self, *, check_dns: bool = False) -> CampaignFile:
+    def load(self, *, check_dns: bool = False, notices: bool = True) -> CampaignFile:
         progress = self.ui.dns_progress if check_dns else None
         return load_campaign(
-            Options(self.file, self.args.templates, check_dns=check_dns, dns_progress=progress)
+            Options(
+                self.file,
+                self.args.templates,
+                check_dns=check_dns,
+                dns_progress=progress,
+                notices=notices,
+            )
         )
 
 
@@ -772,7 +778,7 @@ def run_import(ctx: Context) -> ExitStatus:
 
 def run_inbox(ctx: Context) -> ExitStatus:
     args = ctx.args
-    source = ctx.load()
+    source = ctx.load(notices=False)
     campaign = source.campaign
     since = args.since
     if since is None:

@@ -1,10 +1,10 @@
 """Passwords for the mail servers: the environment first, then the OS keyring, else nothing.
 
 The keyring library is a dependency, imported only when a password is not in the
-environment; a machine without a usable keyring backend falls back to the prompt. Entries live under the service name `campaign`,
-with `<username>@<host>` as the keyring's user name (the host lowercased, without a
-trailing dot), so one login on two servers keeps two entries. No function here
-prints, logs or puts a password into an error.
+environment; a machine without a usable keyring backend falls back to the prompt. Entries
+live under the service name `campaign`, with `<username>@<host>` as the keyring's user name
+(the host lowercased, without a trailing dot), so one login on two servers keeps two
+entries. No function here prints, logs or puts a password into an error.
 """
 
 from __future__ import annotations

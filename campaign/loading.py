@@ -100,6 +100,9 @@ class Options:
     # Where attachment paths are found; None: the campaign file's folder. (`campaign
     # import` checks its YAML in a temporary file that will live elsewhere.)
     attachments_folder: Path | None = None
+    # Look for likely mistakes (near-duplicate words, unused keys) to show as warnings:
+    # `check` and `send` do; reading only who the recipients are (`log`, `report`) need not.
+    notices: bool = True
 
     @property
     def folder(self) -> Path:
@@ -233,11 +236,9 @@ class _Checker:
             self._check_domains(options)
         if campaign is None or recipients is None or self.errors:
             return None
-        notices = (
-            *self.notices,
-            *find_notices(recipients),
-            *_template_notices(campaign, recipients),
-        )
+        notices = tuple(self.notices)
+        if options.notices:
+            notices += (*find_notices(recipients), *_template_notices(campaign, recipients))
         campaign = replace(campaign, imap=imap, return_path=return_path)
         return CampaignFile(campaign, recipients, notices)
 

@@ -661,7 +661,7 @@ def _read_and_hash(
 
 def read_header_and_roster(options: Options) -> tuple[CampaignHeader, tuple[RosterEntry, ...]]:
     """What the report needs of the campaign file, in plain values (they cross processes)."""
-    source = load_campaign(options)
+    source = load_campaign(dataclasses.replace(options, notices=False))
     return CampaignHeader.of(source.campaign), roster(source)
 
 

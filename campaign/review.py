@@ -6,7 +6,7 @@ import csv
 import json
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -141,7 +141,7 @@ def roster(source: CampaignFile) -> tuple[RosterEntry, ...]:
 
 def load_roster(options: Options) -> tuple[str, tuple[RosterEntry, ...]]:
     """The campaign id and its recipients, read and checked like every command reads them."""
-    source = load_campaign(options)
+    source = load_campaign(replace(options, notices=False))
     return source.campaign.id, roster(source)
 
 

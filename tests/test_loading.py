@@ -12,6 +12,7 @@ from pathlib import Path
 from campaign_factory import (
     GOOD_YAML,
     assert_clean_refusal,
+    copy_bundled,
     refuse_over_existing_outbox,
     run_cli,
     write_campaign,
@@ -292,3 +293,12 @@ def test_every_problem_is_listed_in_one_run(tmp_path: Path) -> None:
     assert "2 problems found; nothing was written or sent" in message
     assert f"{path}:6: recipient 'alice', field 'name'" in message
     assert f"{path}:10: recipient 'bob', field 'emails'" in message
+
+
+def test_likely_mistakes_are_looked_for_only_when_asked(tmp_path: Path) -> None:
+    path = copy_bundled(tmp_path)
+    looked = load_campaign(Options(path))
+    not_looked = load_campaign(Options(path, notices=False))
+    assert any("'mbudsman' looks like a misspelling" in n.message for n in looked.notices)
+    assert not any("misspelling" in n.message for n in not_looked.notices)
+    assert not_looked.recipients == looked.recipients
