@@ -276,9 +276,11 @@ PROVIDER_SENDERS: dict[str, Sender] = {
     ]
 }
 PROVIDER_BEHAVIOUR = {
-    "campaign": "paces itself by the relay's refusals (issue 13); until the pacer is wired"
-    " in, a 4xx is retried per message with --retries/--backoff and then left deferred",
-    "campaign-rate": "spaces message starts to the given rate; 4xx as for campaign",
+    "campaign": "paces itself by the relay's refusals (issue 13): after a rate or connection"
+    " refusal it uses fewer connections and a lower rate, and tries the refused letters again"
+    " in the same run, within --max-wait",
+    "campaign-rate": "spaces message starts to the given rate; a refusal is paced as for"
+    " campaign",
     "smtplib-loop": "a refused message is counted failed and the loop goes on to the next"
     " recipient: nothing is tried again",
     "mailmerge": "stops at the first refusal (`Error on message N ... Hint: --resume N`);"
