@@ -439,6 +439,7 @@ class Pacer:
         if slot.epoch < self._epoch:
             return signal, None  # booked before the last slow-down: already answered
         before = self.pace
+        verb = "slowed"
         accepted, self._since_refusal = self._since_refusal, 0
         self._closed += 1
         self._epoch += 1
@@ -451,6 +452,7 @@ class Pacer:
         elif accepted == 0 and self._refusals:
             # Refused again before anything got through: the limit has not reset yet (a
             # window, an empty bucket). No news about the rate: wait longer.
+            verb = "waiting"
             waited = now - self._first_unanswered
             self._hold = min(
                 HOLD_MAX, max(self._interval(), min(2 * self._hold, HOLD_CAP), waited / 4)
@@ -473,7 +475,9 @@ class Pacer:
         self._hold_until = min(now + self._hold, self._first_unanswered + self.max_wait)
         self._last_start = -math.inf  # after a refusal the hold, not the spacing, says when
         self._refused_at = now
-        return signal, self._change(before, signal, reply, "slowed")
+        if verb == "waiting":
+            verb = f"waiting {_duration(self._hold_until - now)}"
+        return signal, self._change(before, signal, reply, verb)
 
     def connection_refused(
         self, code: int | None, text: str, *, open_connections: int

@@ -229,6 +229,22 @@ def test_rate_refusal_slows_the_whole_run_and_says_why() -> None:
     assert not pacer.reserve().booked  # every connection waits now
 
 
+def test_a_refusal_before_anything_got_through_again_says_it_waits_not_slows() -> None:
+    clock = Clock()
+    pacer = Pacer(connections=1, clock=clock)
+    slots = [pacer.reserve() for _ in range(11)]
+    for slot in slots[:10]:
+        pacer.accepted(slot)
+    _, first = pacer.refused(slots[10], 450, "4.7.1 Error: too much mail from 127.0.0.1")
+    assert first is not None and first.message.startswith("slowed to ")
+    clock.advance(60)
+    _, again = pacer.refused(book(pacer, clock), 450, "4.7.1 Error: too much mail")
+    assert again is not None
+    assert again.after.per_minute == first.after.per_minute
+    assert again.message.startswith("waiting ")
+    assert again.message.endswith(": 450 4.7.1 Error: too much mail")
+
+
 def test_refusals_booked_before_the_slow_down_do_not_slow_it_again() -> None:
     clock = Clock()
     pacer = Pacer(clock=clock)
