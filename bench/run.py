@@ -279,8 +279,7 @@ PROVIDER_BEHAVIOUR = {
     "campaign": "paces itself by the relay's refusals (issue 13): after a rate or connection"
     " refusal it uses fewer connections and a lower rate, and tries the refused letters again"
     " in the same run, within --max-wait",
-    "campaign-rate": "spaces message starts to the given rate; a refusal is paced as for"
-    " campaign",
+    "campaign-rate": "spaces message starts to the given rate; a refusal is paced as for campaign",
     "smtplib-loop": "a refused message is counted failed and the loop goes on to the next"
     " recipient: nothing is tried again",
     "mailmerge": "stops at the first refusal (`Error on message N ... Hint: --resume N`);"
