@@ -57,6 +57,7 @@ from campaign.review import (
     dry_run_rows,
     history_of,
     load_roster,
+    load_roster_and_log,
     send_summary,
     write_csv,
 )
@@ -912,7 +913,10 @@ def run_log(ctx: Context) -> ExitStatus:
     args = ctx.args
     path = ctx.log_path
     options = Options(ctx.file, args.templates)
-    campaign_id, entries = load_roster(options)
+    if args.follow:
+        campaign_id, entries = load_roster(options)
+    else:
+        campaign_id, entries, history = load_roster_and_log(options, path)
     require_known(
         [*(args.recipient or ()), *([args.history] if args.history else [])],
         {entry.id for entry in entries},
@@ -932,7 +936,7 @@ def run_log(ctx: Context) -> ExitStatus:
             stamp=lambda: ctx.env.clock().strftime("%H:%M:%S"),
         )
         return ExitStatus.OK
-    review = build_review(campaign_id, entries, path, replay(path, None))
+    review = build_review(campaign_id, entries, path, history)
     if args.history:
         events = list(history_of(path, args.history))
         if args.json:

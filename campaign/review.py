@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from campaign.display import spreadsheet_cell
 from campaign.errors import CampaignError
 from campaign.loading import Options, load_campaign
 from campaign.models import CampaignFile, Recipient
+from campaign.parallel import side_by_side
 from campaign.sendlog import (
     LogLock,
     LogReader,
@@ -143,6 +145,24 @@ def load_roster(options: Options) -> tuple[str, tuple[RosterEntry, ...]]:
     """The campaign id and its recipients, read and checked like every command reads them."""
     source = load_campaign(replace(options, notices=False))
     return source.campaign.id, roster(source)
+
+
+# A campaign file this large is read in a second process while this one replays the log.
+PARALLEL_READ_BYTES = 2 * 1024 * 1024
+
+
+def load_roster_and_log(
+    options: Options, log_path: Path
+) -> tuple[str, tuple[RosterEntry, ...], Replay]:
+    """The campaign id, its recipients and the log replayed (a large file and log side by side)."""
+    if options.path.is_file() and options.path.stat().st_size > PARALLEL_READ_BYTES:
+        (campaign_id, entries), history = side_by_side(
+            partial(load_roster, options), partial(replay, log_path, None)
+        )
+    else:
+        campaign_id, entries = load_roster(options)
+        history = replay(log_path, None)
+    return campaign_id, entries, history
 
 
 @dataclass

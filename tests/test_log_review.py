@@ -41,6 +41,7 @@ from log_helpers import (
 from send_helpers import copy_bundled, run_cli
 from smtp_server import DROP, FaultScript, Received, SmtpServer
 
+from campaign import review
 from campaign.sendlog import (
     AddressReply,
     Outcome,
@@ -520,6 +521,22 @@ def test_csv_parses_back_and_agrees_with_json_field_by_field(mixed: Sent) -> Non
 
 def test_table_agrees_with_json(mixed: Sent) -> None:
     assert_table_matches_json(campaign(mixed.file, "log"), campaign(mixed.file, "log", "--json"))
+
+
+def test_a_large_file_read_beside_the_log_gives_the_same_rows_and_errors(
+    mixed: Sent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_turn = campaign(mixed.file, "log", "--json")
+    bad_line = _bad_line(mixed.copy(tmp_path / "copy"))[0]
+    refused_in_turn = campaign(bad_line, "log")
+    monkeypatch.setattr(review, "PARALLEL_READ_BYTES", 0)  # every file counts as large
+    side_by_side = campaign(mixed.file, "log", "--json")
+    assert side_by_side.status == in_turn.status == 0
+    assert side_by_side.stdout == in_turn.stdout
+    refused = campaign(bad_line, "log")
+    assert refused.status == refused_in_turn.status == 2
+    assert refused.err == refused_in_turn.err
+    assert "send-log.jsonl:4: line 4 is not a valid JSON record" in refused.err
 
 
 # ------------------------------------------------------------------- log and send agree
