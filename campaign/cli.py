@@ -73,6 +73,7 @@ from campaign.ui import (
     PlainProgress,
     RichProgress,
     Ui,
+    columns_from,
     follow,
     show_dry_run,
     show_history,
@@ -637,7 +638,9 @@ def _send_planned(
         ctx.ui.note("Nothing to send.")
         return ExitStatus.OK if earlier_done else ExitStatus.INCOMPLETE
     settings = _with_password(ctx, settings)
-    ctx.ui.note(_probe(settings, ctx.args.timeout, options.retries, options.backoff))
+    ctx.ui.note(
+        _probe(settings, ctx.args.timeout, options.retries, options.backoff, ctx.ui.warning)
+    )
     if not _confirm(ctx, plan, settings, campaign.sender.address):
         ctx.ui.note("Not confirmed: nothing was sent.")
         return ExitStatus.INCOMPLETE
@@ -680,22 +683,37 @@ def _send_planned(
     return ExitStatus.OK if result.complete and earlier_done else ExitStatus.INCOMPLETE
 
 
-def _probe(settings: SmtpSettings, timeout: float, retries: int = 0, backoff: float = 0) -> str:
+def _probe(
+    settings: SmtpSettings,
+    timeout: float,
+    retries: int = 0,
+    backoff: float = 0,
+    waiting: Callable[[str], None] | None = None,
+) -> str:
     """Meet the server (connect, TLS, login) before the question; a failure is the run's.
 
-    What may pass (a refused connection, a busy greeting) is tried `retries` more times.
+    What may pass (a refused connection, a busy greeting) is tried `retries` more times; a
+    server silent for the whole timeout is not (a wrong port or security mode, which waiting
+    again would not mend).
     """
     for attempt in range(retries + 1):
         try:
             return asyncio.run(probe(settings, timeout))
         except ConnectFailure as failure:
-            if connect_effect(failure) == RunEffect.STOP or attempt == retries:
+            stop = connect_effect(failure) == RunEffect.STOP or failure.timed_out
+            if stop or attempt == retries:
                 raise RunRefused(
                     f"{settings.address}: {failure.step} failed: {failure.reason};"
                     " nothing was sent",
                     hint=failure.hint,
                 ) from None
-            time.sleep(backoff * 2**attempt)
+            pause = backoff * 2**attempt
+            if waiting is not None:
+                waiting(
+                    f"{settings.address}: {failure.step} failed: {failure.reason};"
+                    f" trying again in {pause:g} s ({attempt + 1} of {retries})"
+                )
+            time.sleep(pause)
     raise AssertionError("unreachable")
 
 
@@ -722,8 +740,16 @@ def _ask_password(ctx: Context, settings: SmtpSettings) -> str:
             hint=f"set {PASSWORD_VARIABLE}, store it with `campaign password set`,"
             " or run on a terminal to be asked",
         )
+    return _read_secret(ctx, f"SMTP password for {settings.username} at {settings.host}: ")
+
+
+def _read_secret(ctx: Context, question: str) -> str:
+    """A password typed at the prompt; Ctrl-D (end of input) is a refusal, not a crash."""
     ask = ctx.env.prompt or (lambda text: getpass.getpass(text))
-    return ask(f"SMTP password for {settings.username} at {settings.host}: ")
+    try:
+        return ask(question)
+    except EOFError:
+        raise UsageError("no password was typed (end of input)") from None
 
 
 def _require_confirmation_channel(ctx: Context) -> None:
@@ -812,8 +838,9 @@ def run_inbox(ctx: Context) -> ExitStatus:
                     raise UsageError(
                         "no IMAP password", hint="set CAMPAIGN_IMAP_PASSWORD, or run on a terminal"
                     )
-                ask = ctx.env.prompt or (lambda text: getpass.getpass(text))
-                password = ask(f"IMAP password for {settings.username} at {settings.host}: ")
+                password = _read_secret(
+                    ctx, f"IMAP password for {settings.username} at {settings.host}: "
+                )
             settings = dataclasses.replace(settings, password=password)
         messages = imap_messages(settings, since=since, timeout=args.timeout)
         where = settings.describe()
@@ -865,7 +892,8 @@ def run_password(ctx: Context) -> ExitStatus:
         else:
             ctx.ui.note(f"No password was stored for {settings.username} at {settings.host}.")
         return ExitStatus.OK
-    settings = dataclasses.replace(settings, password=_ask_password(ctx, settings))
+    if not settings.password:  # CAMPAIGN_SMTP_PASSWORD, for a script; else the prompt
+        settings = dataclasses.replace(settings, password=_ask_password(ctx, settings))
     ctx.ui.note(_probe(settings, args.timeout))  # stored only once the server took it
     assert settings.password is not None and settings.username is not None
     name = store_password(
@@ -980,7 +1008,8 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
 
 
 def _main(argv: Sequence[str] | None, env: Environment) -> int:
-    ui = Ui(env.stdout, env.stderr, terminal=env.is_terminal(), width=env.width)
+    width = env.width or columns_from(env.environ)
+    ui = Ui(env.stdout, env.stderr, terminal=env.is_terminal(), width=width)
     parser = build_parser()
     try:
         with contextlib.redirect_stdout(env.stdout), contextlib.redirect_stderr(env.stderr):

@@ -76,11 +76,11 @@ def run_effect(reply: Reply, sender: str = "") -> RunEffect:
 def connect_effect(failure: ConnectFailure) -> RunEffect:
     """Whether a failed connection stops the run, or is worth trying again later.
 
-    TLS, login and a permanent refusal at the greeting concern every message alike;
+    TLS, login and a permanent refusal at the greeting concern every message alike (a
+    refused login, even a temporary 454, is never tried again: one failed login per run);
     a refused or timed-out connection, or a 4xx greeting, may pass.
     """
-    temporary = failure.code is not None and 400 <= failure.code < 500
-    if failure.step == ConnectStep.TLS or (failure.step == ConnectStep.LOGIN and not temporary):
+    if failure.step in (ConnectStep.TLS, ConnectStep.LOGIN):
         return RunEffect.STOP
     if failure.code is not None and failure.code >= 500:
         return RunEffect.STOP

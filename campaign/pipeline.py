@@ -160,7 +160,8 @@ def _refuse_changed_letters(drafts: Sequence[Draft], history: Replay, options: S
         parts.append(f"{len(sent)} already sent had the earlier letter: {_listed(sent)}")
     raise RunRefused(
         "the letter changed since part of the campaign was sent; " + "; ".join(parts),
-        hint="undo the change to the template or data, or pass --allow-changes if it is meant",
+        hint="undo the change to the template, the data or an attachment, or pass"
+        " --allow-changes if it is meant",
     )
 
 

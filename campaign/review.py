@@ -226,24 +226,37 @@ class Review:
                 f"{counts[Status.BOUNCED]} bounced{self._bounce_reason()}: correct the address"
                 " in the file and `campaign send` again (only the new address gets the letter)"
             )
-        refused = [f"{counts[s]} {s}" for s in (Status.FAILED, Status.PARTIAL) if counts[s]]
-        if refused:
+        if counts[Status.FAILED]:
             steps.append(
-                f"{', '.join(refused)}: the server refused some addresses for good; correct"
-                " them in the file and `campaign send` again, or see `campaign log --history ID`"
+                f"{counts[Status.FAILED]} failed: the server refused their addresses for good;"
+                " correct them in the file and `campaign send` again, or see"
+                " `campaign log --history ID`"
+            )
+        if counts[Status.PARTIAL]:
+            steps.append(
+                f"{counts[Status.PARTIAL]} partial: some of their addresses were refused for"
+                " good or bounced; correct those in the file and `campaign send` again (only"
+                " the new addresses get the letter), or see `campaign log --history ID`"
             )
         return steps
 
 
 def _most_common_bounce(review: Review) -> str:
-    reasons: Counter[str] = Counter()
+    """The most frequent DSN status among bounced addresses, with the first such reason:
+    `5.1.1: 550 5.1.1 <a@b>: User unknown`."""
+    statuses: Counter[str] = Counter()
+    first_reason: dict[str, str] = {}
     for entry in review.entries:
         state = review.history.recipients.get(entry.id)
-        if state is not None:
-            reasons.update(
-                s.reply for a, s in state.addresses.items() if s.outcome == Outcome.BOUNCED
-            )
-    return reasons.most_common(1)[0][0] if reasons else ""
+        if state is None:
+            continue
+        for address_state in state.addresses.values():
+            if address_state.outcome == Outcome.BOUNCED:
+                reason = address_state.reply.removeprefix("bounced").strip()
+                status = reason.split(":", 1)[0].strip()
+                statuses[status] += 1
+                first_reason.setdefault(status, reason)
+    return first_reason[statuses.most_common(1)[0][0]] if statuses else ""
 
 
 def _organisation(recipient: Recipient) -> str:

@@ -273,11 +273,16 @@ class Replay:
                 known.time = time
                 state.last_reply, state.last_code = known.reply, None
         elif event in (Event.REPLY, Event.AUTO_REPLY):
+            dated = record.get("inbound_date") or time
             if event == Event.REPLY:
+                # A person's latest reply; an automatic one only while no person has answered.
+                if state.replies == 0 or _is_later(dated, state.last_answer):
+                    state.last_answer = dated
                 state.replies += 1
             else:
                 state.auto_replies += 1
-            state.last_answer = record.get("inbound_date") or time
+                if state.replies == 0 and _is_later(dated, state.last_answer):
+                    state.last_answer = dated
 
     @staticmethod
     def _apply_resolve(state: RecipientState, record: dict[str, Any]) -> None:
@@ -805,6 +810,21 @@ def inbound_key(record: Mapping[str, Any]) -> str:
     return (
         f"{record.get('inbound')} {record.get('recipient')} {record.get('address') or ''}".rstrip()
     )
+
+
+def _is_later(moment: str, than: str | None) -> bool:
+    """Whether an ISO 8601 time is later than another (offsets compared, not the text)."""
+    if than is None:
+        return True
+    try:
+        return _utc(moment) > _utc(than)
+    except ValueError:
+        return moment > than
+
+
+def _utc(moment: str) -> datetime:
+    parsed = datetime.fromisoformat(moment)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def bounce_text(record: Mapping[str, Any]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -71,6 +71,12 @@ class _CheckColumns:
 
     languages: bool  # more than one language
     attachments: bool  # some recipient has files of their own
+
+
+def columns_from(environ: Mapping[str, str]) -> int | None:
+    """The width `COLUMNS` asks for (`COLUMNS=80 campaign log > file`), if it is a sane one."""
+    value = environ.get("COLUMNS", "").strip()
+    return int(value) if value.isdigit() and 20 <= int(value) <= 10_000 else None
 
 
 class Ui:
@@ -446,18 +452,24 @@ def review_table(review: Review, rows: Sequence[RecipientRow], width: int = WIDE
         table.add_column("last event (UTC)", no_wrap=True)
         table.add_column("replies", no_wrap=True)
     else:
+        answered = any(row.replies or row.auto_replies for row in rows)
         table.add_column("when (UTC)", no_wrap=True)
         table.add_column("last reply", no_wrap=True, overflow="ellipsis", ratio=1)
+        if answered:
+            table.add_column("replies", no_wrap=True)
     for row in rows:
         reply = f"{row.last_code} {row.last_reply}" if row.last_code is not None else row.last_reply
         if not wide:
-            table.add_row(
+            cells: list[Text | str] = [
                 plain(row.recipient),
                 status_text(row.status),
                 str(row.attempts),
                 plain(row.time[5:16].replace("T", " ")),
                 plain(" ".join(reply.split())),
-            )
+            ]
+            if answered:
+                cells.append(plain(_answers(row, ", ")))
+            table.add_row(*cells)
             continue
         outcomes = {a.outcome for a in row.addresses}
         address_lines = Text()
@@ -486,14 +498,28 @@ def review_table(review: Review, rows: Sequence[RecipientRow], width: int = WIDE
     return table
 
 
-def _answers(row: RecipientRow) -> str:
+def _answers(row: RecipientRow, separator: str = "\n") -> str:
     """`1 (2017-10-25)`: a person's replies and the latest date; automatic ones apart."""
     parts = []
     if row.replies:
         parts.append(f"{row.replies} ({(row.last_answer or '')[:10]})")
     if row.auto_replies:
         parts.append(f"{row.auto_replies} automatic")
-    return "\n".join(parts)
+    return separator.join(parts)
+
+
+def _wrapped(items: Sequence[tuple[str, str]], width: int, separator: str) -> str:
+    """Styled items joined on lines of at most `width`, never breaking an item in two."""
+    lines: list[list[str]] = [[]]
+    used = 0
+    for text, style in items:
+        extra = len(text) + (len(separator) if lines[-1] else 0)
+        if lines[-1] and used + extra > width:
+            lines.append([])
+            used, extra = 0, len(text)
+        lines[-1].append(f"[{style}]{escape(text)}[/]")
+        used += extra
+    return "\n".join(separator.join(line) for line in lines)
 
 
 def show_review(ui: Ui, review: Review, rows: Iterable[RecipientRow]) -> None:
@@ -502,7 +528,7 @@ def show_review(ui: Ui, review: Review, rows: Iterable[RecipientRow]) -> None:
         f"[bold]campaign[/] {safe(review.campaign)}   [bold]log[/] {safe(str(review.log_path))}"
     )
     ui.out.print(
-        "  ".join(f"[{STATUS_STYLES[s]}]{counts[s]} {s}[/]" for s in Status)
+        _wrapped([(f"{counts[s]} {s}", STATUS_STYLES[s]) for s in Status], ui.out.width, "  ")
         + (f"   (a run is in progress: {safe(review.live)})" if review.live else "")
     )
     for note in review.notes:

@@ -342,6 +342,7 @@ class SmtpServer:
         auth: dict[str, str] | None = None,
         auth_required: bool | None = None,
         auth_require_tls: bool = True,
+        auth_refusal: str | None = None,
         faults: FaultScript | None = None,
         timeout: float = 300,
         size_limit: int | None = 33_554_432,  # aiosmtpd's own default
@@ -353,7 +354,8 @@ class SmtpServer:
         implicit_tls_context: TLS from the first byte (like port 465).
         auth: username -> password; enables AUTH PLAIN/LOGIN (advertised only over TLS
             unless auth_require_tls=False).  auth_required (default: auth is not None)
-            makes MAIL/RCPT/DATA answer 530 until authenticated.
+            makes MAIL/RCPT/DATA answer 530 until authenticated.  auth_refusal: refuse
+            every login with this reply (e.g. "454 4.7.0 Temporary authentication failure").
         faults: see FaultScript.  timeout: server-side idle timeout per connection.
         size_limit: announce SIZE with this many bytes (and refuse larger data).
         rate_limit: a provider's limits (a token bucket of messages, a most connections).
@@ -368,6 +370,7 @@ class SmtpServer:
         self._implicit_tls_context = implicit_tls_context
         self._auth_required = (auth is not None) if auth_required is None else auth_required
         self._auth_require_tls = auth_require_tls
+        self._auth_refusal = auth_refusal
         self._timeout = timeout
         self._size_limit = size_limit
         self.rate_limit = rate_limit
@@ -557,6 +560,8 @@ class SmtpServer:
         password = data.password.decode(errors="replace")
         with self._lock:
             self._auth_attempts.append(AuthAttempt(user, password, _is_tls(proto)))
+        if self._auth_refusal is not None:
+            return AuthResult(success=False, handled=False, message=self._auth_refusal)
         ok = self.auth is not None and self.auth.get(user) == password
         if ok:
             proto.auth_user = user

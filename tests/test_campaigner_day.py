@@ -176,6 +176,7 @@ def test_a_dead_server_is_found_before_the_question(
     assert run.status == 2
     assert run.prompts == ()  # the question was never asked
     assert "connect failed" in run.err and "CAMPAIGN_SMTP_PORT" in run.err
+    assert "trying again in" in run.err  # the wait is said, not silent
     assert not log_path(bundled).exists()
 
 
@@ -184,9 +185,10 @@ def test_starttls_against_an_implicit_tls_port_fails_fast_with_a_hint(
 ) -> None:
     implicit = make_smtp_server(implicit_tls_context=smtp_tls.server_context)
     extra = {"CAMPAIGN_SMTP_SECURITY": "starttls", "CAMPAIGN_SMTP_CA_FILE": str(smtp_tls.ca_file)}
-    run = send(bundled, implicit, "--timeout", "1", "--retries", "0", extra=extra)
+    run = send(bundled, implicit, "--timeout", "1", "--backoff", "0", extra=extra)
     assert run.status == 2
     assert "set the security mode to tls" in run.err
+    assert "trying again" not in run.err  # a silent server is not waited for again
     assert not log_path(bundled).exists()
 
 
@@ -209,7 +211,7 @@ def test_log_at_80_columns_shows_each_recipient_on_one_line(
         faults=FaultScript(rcpt={"press@knb.kz": (550, "5.1.1 <press@knb.kz>: User unknown")})
     )
     send(bundled, server, *FAST)
-    for width in (80, 160):
+    for width in (80, 100, 160):
         stdout = io.StringIO()
         env = Environment(
             stdout=stdout, stderr=io.StringIO(), environ={}, terminal=False, width=width
@@ -222,6 +224,18 @@ def test_log_at_80_columns_shows_each_recipient_on_one_line(
             status = "failed" if rid == "national-security-committee" else "sent"
             assert status in line
         assert ("Nursultan" in stdout.getvalue()) is (width == 160)
+
+
+def test_log_written_to_a_file_follows_columns(bundled: Path, smtp_server: SmtpServer) -> None:
+    send(bundled, smtp_server, *FAST)
+    shown = run_cli(bundled, "log", environ={"COLUMNS": "80"})
+    assert shown.status == 0
+    lines = shown.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for rid in BUNDLED_IDS:
+        assert (
+            len([line for line in lines if re.search(rf"(^|\s){re.escape(rid)}\s+sent", line)]) == 1
+        )
 
 
 def test_history_shows_the_message_id_and_marks_test_sends(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
@@ -62,13 +63,21 @@ def delivery_report(recipient: str, address: str, status: str, diagnostic: str) 
     ).encode("ascii")
 
 
-def answer(recipient: str, sender: str, subject: str, *, automatic: bool = False) -> bytes:
+def answer(
+    recipient: str,
+    sender: str,
+    subject: str,
+    *,
+    automatic: bool = False,
+    dated: datetime = datetime(2017, 10, 25, 10, 0),
+    number: int = 0,
+) -> bytes:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = SENDER
     message["Subject"] = subject
-    message["Date"] = format_datetime(__import__("datetime").datetime(2017, 10, 25, 10, 0))
-    message["Message-ID"] = f"<answer.{recipient}@example.net>"
+    message["Date"] = format_datetime(dated)
+    message["Message-ID"] = f"<answer.{recipient}.{number}@example.net>"
     message["In-Reply-To"] = letter_id(recipient)
     message["References"] = letter_id(recipient)
     if automatic:
@@ -195,3 +204,103 @@ def test_a_maildir_is_read_like_a_mailbox(sent: Path, tmp_path: Path) -> None:
     assert status_of(sent, "president") == "bounced"
     [record] = [r for r in read_log(sent) if r["event"] == "bounce"]
     assert record["status"] == "5.2.2" and record["address"] == "aprk@akorda.kz"
+
+
+def write_maildir(folder: Path, messages: list[bytes]) -> Path:
+    for sub in ("new", "cur", "tmp"):
+        (folder / sub).mkdir(parents=True)
+    for number, data in enumerate(messages, start=1):
+        (folder / "new" / f"{1700000000 + number}.{number}.host").write_bytes(data)
+    return folder
+
+
+def test_the_replies_column_shows_a_persons_latest_reply_whatever_the_reading_order(
+    sent: Path, tmp_path: Path
+) -> None:
+    sender = "Ministry <kanc@adilet.gov.kz>"
+    maildir = write_maildir(
+        tmp_path / "Maildir",
+        [
+            answer(
+                "ministry-of-justice",
+                sender,
+                "Re: 2",
+                dated=datetime(2017, 11, 2, 9, 0, tzinfo=UTC),
+                number=2,
+            ),
+            answer(
+                "ministry-of-justice",
+                sender,
+                "Re: 1",
+                dated=datetime(2017, 10, 30, 9, 0, tzinfo=UTC),
+                number=1,
+            ),
+            answer(
+                "ministry-of-justice",
+                sender,
+                "Away",
+                automatic=True,
+                dated=datetime(2017, 11, 5, 9, 0, tzinfo=UTC),
+                number=3,
+            ),
+            answer(
+                "president",
+                "aprk@akorda.kz",
+                "Away",
+                automatic=True,
+                dated=datetime(2017, 10, 21, 9, 0, tzinfo=UTC),
+                number=4,
+            ),
+            answer(
+                "president",
+                "aprk@akorda.kz",
+                "Away",
+                automatic=True,
+                dated=datetime(2017, 10, 23, 9, 0, tzinfo=UTC),
+                number=5,
+            ),
+        ],
+    )
+    assert run_cli(sent, "inbox", "--maildir", maildir, "--since", "2017-10-01").status == 0
+    rows = {
+        row["recipient"]: row
+        for row in map(json.loads, run_cli(sent, "log", "--json").stdout.splitlines())
+    }
+    justice = rows["ministry-of-justice"]
+    assert (justice["replies"], justice["auto_replies"]) == (2, 1)
+    assert justice["last_answer"].startswith("2017-11-02")
+    assert rows["president"]["last_answer"].startswith("2017-10-23")
+    assert "2 (2017-11-02)" in run_cli(sent, "log", "--recipient", "ministry-of-justice").out
+
+
+def test_the_next_step_names_the_most_common_bounce_status_once(sent: Path, tmp_path: Path) -> None:
+    maildir = write_maildir(
+        tmp_path / "Maildir",
+        [
+            delivery_report("president", "aprk@akorda.kz", "5.2.2", "552 5.2.2 Mailbox full"),
+            delivery_report(
+                "national-security-committee", "press@knb.kz", "5.1.1", "550 5.1.1 User unknown"
+            ),
+            delivery_report(
+                "ministry-of-justice", "kanc@adilet.gov.kz", "5.1.1", "550 5.1.1 No such user"
+            ),
+        ],
+    )
+    assert run_cli(sent, "inbox", "--maildir", maildir, "--since", "2017-10-01").status == 0
+    out = " ".join(run_cli(sent, "log").out.split())
+    assert "3 bounced (5.1.1: 550 5.1.1 User unknown): correct the address" in out
+    assert "bounced bounced" not in out
+
+
+def test_the_return_path_is_the_envelope_sender(tmp_path: Path) -> None:
+    file = copy_bundled(tmp_path / "campaign")
+    text = file.read_text("utf-8")
+    file.write_text(
+        text.replace("  from:", '  return_path: "bounces@mep-letter.eu"\n  from:', 1), "utf-8"
+    )
+    with SmtpServer() as server:
+        assert send(file, server).status == 0
+        envelope_senders = {m.mail_from for m in server.messages}
+        headers = [m.data.split(b"\r\n\r\n", 1)[0] for m in server.messages]
+    assert envelope_senders == {"bounces@mep-letter.eu"}
+    assert all(f"<{SENDER}>".encode() in h and b"bounces@" not in h for h in headers)

@@ -356,7 +356,7 @@ def test_table_says_what_to_do_next(mixed: Sent) -> None:
     assert "`campaign send --retry-unknown`" in out
     assert "next: 1 deferred: run `campaign send` again to retry them" in out
     assert "next: 2 pending: `campaign send` will send them" in out
-    assert "1 partial: the server refused some addresses for good" in out
+    assert "1 partial: some of their addresses were refused for good or bounced" in out
 
 
 # ---------------------------------------------------------------------------------- filters

@@ -7,7 +7,7 @@ import mailbox
 import os
 import socket
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -122,6 +122,15 @@ def test_imap_since_reads_only_mail_delivered_on_or_after_the_day(tls: TlsFiles)
     assert datas(got) == [REPLY]
     assert got[0].received == datetime(2017, 10, 25, 9, 30, tzinfo=UTC)
     assert datas(everything) == [BOUNCE, REPLY]
+
+
+def test_imap_since_keeps_mail_a_server_behind_utc_dated_the_day_before(tls: TlsFiles) -> None:
+    # 01:05 UTC on the 20th is 21:05 on the 19th in New York: a server there files it on the 19th.
+    new_york = timezone(timedelta(hours=-4))
+    evening = (REPLY, datetime(2017, 10, 19, 21, 5, tzinfo=new_york))
+    with ImapServer(tls=tls, messages=[evening]) as server:
+        got = read(imap_messages(server.settings(), since=date(2017, 10, 20)))
+    assert datas(got) == [REPLY]
 
 
 def test_imap_reads_a_folder_with_a_non_ascii_name(tls: TlsFiles) -> None:

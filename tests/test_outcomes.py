@@ -82,7 +82,7 @@ CONNECT_EFFECTS = [
     (ConnectStep.TLS, None, RunEffect.STOP),
     (ConnectStep.TLS, 454, RunEffect.STOP),  # never carry on in clear text
     (ConnectStep.LOGIN, 535, RunEffect.STOP),
-    (ConnectStep.LOGIN, 454, RunEffect.CONTINUE),  # a temporary authentication failure
+    (ConnectStep.LOGIN, 454, RunEffect.STOP),  # temporary, but one failed login per run
     (ConnectStep.LOGIN, None, RunEffect.STOP),
 ]
 

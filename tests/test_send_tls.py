@@ -110,6 +110,24 @@ def test_wrong_password_535_stops_the_run(
     assert all(status_of(bundled, rid) == "pending" for rid in BUNDLED_IDS)
 
 
+def test_a_temporary_login_failure_is_tried_once_and_says_to_come_back_later(
+    bundled: Path, make_smtp_server: MakeServer, smtp_tls: TlsFiles
+) -> None:
+    server = make_smtp_server(
+        starttls_context=smtp_tls.server_context,
+        require_starttls=True,
+        auth={USER: PASSWORD},
+        auth_refusal="454 4.7.0 Temporary authentication failure",
+    )
+    run = send(bundled, server, "--backoff", "0.01", extra=login(smtp_tls, "starttls"))
+    assert run.status == 2
+    assert "454 4.7.0 Temporary authentication failure" in run.err
+    assert "run `campaign send` again later" in " ".join(run.err.split())
+    assert "check CAMPAIGN_SMTP_USERNAME" not in run.err
+    assert len(server.auth_attempts) == 1 and server.sessions == 1
+    assert all(status_of(bundled, rid) == "pending" for rid in BUNDLED_IDS)
+
+
 def test_an_untrusted_certificate_stops_the_run_with_nothing_sent(
     bundled: Path, make_smtp_server: MakeServer, smtp_tls: TlsFiles
 ) -> None:

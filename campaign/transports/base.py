@@ -67,12 +67,14 @@ class ConnectFailure(Exception):
         *,
         code: int | None = None,
         hint: str | None = None,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(reason)
         self.step = step
         self.reason = reason
         self.code = code
         self.hint = hint
+        self.timed_out = timed_out  # the server was silent for the whole timeout
 
     def __str__(self) -> str:
         return f"{self.step}: {self.reason}" + (f" ({self.hint})" if self.hint else "")

@@ -126,7 +126,10 @@ async def _greeting(smtp: aiosmtplib.SMTP, settings: SmtpSettings, timeout: floa
         if settings.security == "starttls":
             hint = "if this is an implicit-TLS port (465), set the security mode to tls"
         raise ConnectFailure(
-            ConnectStep.CONNECT, f"{where} did not greet within {timeout:g} s", hint=hint
+            ConnectStep.CONNECT,
+            f"{where} did not greet within {timeout:g} s",
+            hint=hint,
+            timed_out=True,
         ) from None
     except (SMTPConnectError, OSError) as err:
         cause = _ssl_error(err)
@@ -189,7 +192,12 @@ async def _login(smtp: aiosmtplib.SMTP, settings: SmtpSettings) -> None:
             f"{settings.address} refused the login for {settings.username}:"
             f" {err.code} {err.message}",
             code=err.code,
-            hint="check CAMPAIGN_SMTP_USERNAME and the password",
+            hint=(
+                "the server could not check the login just now (a temporary failure on its"
+                " side); run `campaign send` again later"
+                if 400 <= err.code < 500
+                else "check CAMPAIGN_SMTP_USERNAME and the password"
+            ),
         ) from None
     except _LOST as err:
         raise ConnectFailure(ConnectStep.LOGIN, f"connection lost: {err}") from None
