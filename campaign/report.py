@@ -33,6 +33,7 @@ from campaign.sendlog import (
     Replay,
     Status,
     now_iso,
+    settled_by_hand,
 )
 
 # At most this many recipients are shown one by one; past it, only those needing attention are,
@@ -550,11 +551,18 @@ def report_data(
                 a.code,
                 a.reply,
                 times.get(a.address, ""),
-                queue_id(a.reply) if a.outcome == Outcome.ACCEPTED else None,
+                # A queue id only from a server: a person's reason may quote one, unproven.
+                queue_id(a.reply)
+                if a.outcome == Outcome.ACCEPTED and not settled_by_hand(a.reply)
+                else None,
             )
             for a in row.addresses
         )
-        accepted = [a.time for a in addresses if a.outcome == Outcome.ACCEPTED and a.time]
+        accepted = [
+            a.time
+            for a in addresses
+            if a.outcome == Outcome.ACCEPTED and a.time and not settled_by_hand(a.reply)
+        ]
         check, actual = _check_archive(folder, row.archive, row.sha256, verify_archive)
         listed.append(
             RecipientRecord(
@@ -566,7 +574,7 @@ def report_data(
                 addresses=addresses,
                 last_code=row.last_code,
                 last_reply=row.last_reply,
-                queue_id=queue_id(row.last_reply),
+                queue_id=None if settled_by_hand(row.last_reply) else queue_id(row.last_reply),
                 last_event=row.time,
                 accepted_at=max(accepted) if accepted else None,
                 message_id=row.message_id,

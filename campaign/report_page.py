@@ -611,7 +611,12 @@ def _block(record: RecipientRecord) -> str:
         )
     parts.append('</tbody></table>\n<dl class="proof">\n')
     parts.append(f"<dt>attempts</dt><dd>{record.attempts}</dd>\n")
-    parts.append(f"<dt>accepted at</dt><dd>{_time(record.accepted_at)}</dd>\n")
+    accepted_at = (
+        _time(record.accepted_at)
+        if record.accepted_at or record.resolved is None
+        else "— (settled by hand: no server's acceptance was logged)"
+    )
+    parts.append(f"<dt>accepted at</dt><dd>{accepted_at}</dd>\n")
     if record.queue_id:
         parts.append(f"<dt>queue id</dt><dd><code>{esc(record.queue_id)}</code></dd>\n")
     # The archive keeps every letter that went out: accepted, or sent with its answer lost
@@ -687,7 +692,8 @@ def _test_sends(data: ReportData) -> str:
         '<table class="tests"><colgroup><col class="c-time"><col class="c-of"><col class="c-to">'
         '<col class="c-outcome"><col class="c-test-reply"><col class="c-letter"></colgroup>'
         "<thead><tr><th>time</th><th>letter of</th><th>sent to</th><th>outcome</th>"
-        "<th>server reply</th><th>Message-ID, SHA-256</th></tr></thead><tbody>\n"
+        "<th>server reply</th><th>Message-ID, SHA-256 (tests are not archived)</th></tr>"
+        "</thead><tbody>\n"
     )
     for test in data.test_sends:
         parts.append(

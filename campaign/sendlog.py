@@ -288,7 +288,7 @@ class Replay:
     def _apply_resolve(state: RecipientState, record: dict[str, Any]) -> None:
         """Settled by a person: as sent (unknown only), or as pending (to be sent again)."""
         settled_as = record.get("as")
-        note = f"resolved as {settled_as}: {record.get('reason', '')}"
+        note = f"{SETTLED_BY_HAND}{settled_as}: {record.get('reason', '')}"
         state.open_attempt = None
         state.resolved = f"{settled_as}: {record.get('reason', '')}"
         if settled_as == Status.SENT:
@@ -810,6 +810,14 @@ def inbound_key(record: Mapping[str, Any]) -> str:
     return (
         f"{record.get('inbound')} {record.get('recipient')} {record.get('address') or ''}".rstrip()
     )
+
+
+SETTLED_BY_HAND = "resolved as "  # how an address settled by `campaign resolve` reads
+
+
+def settled_by_hand(reply: str) -> bool:
+    """Whether an address's last word is a person's `resolve`, not a server's answer."""
+    return reply.startswith(SETTLED_BY_HAND)
 
 
 def _is_later(moment: str, than: str | None) -> bool:

@@ -273,6 +273,14 @@ def test_a_resolved_or_unknown_letter_shows_the_bytes_its_attempt_sent(page: Pag
     assert RESOLVE_REASON in dd_after(page.block("resolved-one"), "resolved by hand").text()
 
 
+def test_a_letter_settled_by_hand_claims_no_acceptance_time_nor_queue_id(page: Page) -> None:
+    block = page.block("resolved-one")  # its reason quotes "queued as 4XyZ"
+    assert "settled by hand" in dd_after(block, "accepted at").text()
+    assert "4XyZ" not in [code.text() for code in block.find_all("code")]
+    rows = block.find("table", class_="addresses").find("tbody").find_all("tr")
+    assert [row.find_all("td")[3].text() for row in rows] == ["—"]
+
+
 def test_queue_ids_are_taken_from_the_servers_replies(page: Page) -> None:
     assert dd_after(page.block("sent-one"), "queue id").text() == "QR0001"
     rows = page.block("partial-one").find("table", class_="addresses").find("tbody").find_all("tr")
