@@ -99,6 +99,43 @@ def test_password_set_stores_it_after_a_login_and_forget_removes_it(
     assert keyring  # the library itself is present (the dev extra installs it)
 
 
+def test_password_set_takes_the_environment_and_ctrl_d_at_the_prompt_is_a_refusal(
+    tmp_path: Path, make_smtp_server: object, smtp_tls: TlsFiles
+) -> None:
+    server = make_smtp_server(  # type: ignore[operator]
+        starttls_context=smtp_tls.server_context, auth={"campaigner": "right"}
+    )
+    file = copy_bundled(tmp_path / "c")
+    store = MemoryKeyring()
+    environ = {
+        **smtp_environ(server, CAMPAIGN_SMTP_SECURITY="starttls"),
+        "CAMPAIGN_SMTP_USERNAME": "campaigner",
+        "CAMPAIGN_SMTP_CA_FILE": str(smtp_tls.ca_file),
+    }
+
+    def end_of_input(_: str) -> str:
+        raise EOFError
+
+    def campaign(extra: dict[str, str]) -> tuple[int, str]:
+        out = io.StringIO()
+        env = Environment(
+            stdout=out,
+            stderr=out,
+            environ={**environ, **extra},
+            terminal=False,
+            prompt=end_of_input,
+            keyring=store,
+        )
+        return main(["--file", str(file), "password", "set"], env), out.getvalue()
+
+    status, said = campaign({})
+    assert status == 2 and "no password was typed" in said and "Traceback" not in said
+    assert store.get_password(SERVICE, keyring_username("campaigner", "127.0.0.1")) is None
+    status, said = campaign({"CAMPAIGN_SMTP_PASSWORD": "right"})
+    assert status == 0, said
+    assert store.get_password(SERVICE, keyring_username("campaigner", "127.0.0.1")) == "right"
+
+
 def test_a_letter_over_the_campaigns_own_size_limit_is_refused(
     tmp_path: Path, smtp_server: SmtpServer
 ) -> None:
