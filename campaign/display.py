@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 
 # C0 and C1 controls, DEL, and the bidirectional overrides that can reorder what is shown.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+# Surrogates: a server's bytes that were not UTF-8, as aiosmtplib decodes them.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]"
+)
 _LAYOUT_CONTROL = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]"
 )
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

@@ -506,16 +506,21 @@ def record_problem(record: Any) -> str | None:
     """What is wrong with a record read back from a log, or None when it has a known shape."""
     if type(record) is not dict:
         return "it is not a JSON object"
-    shape = _SHAPES.get(record.get("event"))  # type: ignore[arg-type]
+    event = record.get("event")
+    shape = _SHAPES.get(event) if type(event) is str else None
     if shape is None:
-        return f"it has no known event ({visible(str(record.get('event'))[:40])})"
+        return f"it has no known event ({visible(str(event)[:40])})"
     checks, required = shape
     for key, value in record.items():
         check = checks.get(key)
         if check is None:
             return f"it has an unknown field '{visible(key[:40])}'"
-        if not check(value):
-            return f"its field '{key}' is not what a {record['event']} record holds"
+        try:
+            fits = check(value)
+        except TypeError:  # a list or an object where a name was expected: unhashable
+            fits = False
+        if not fits:
+            return f"its field '{key}' is not what a {event} record holds"
     if not required.issubset(record):
         missing = sorted(required.difference(record))
         return f"it lacks the field(s) {', '.join(missing)}"
@@ -585,6 +590,14 @@ class LogReader:
         except (ValueError, RecursionError):
             record = None
         valid = isinstance(record, dict) and "event" in record
+        if valid and (b"\\ud" in raw or b"\\uD" in raw) and _holds_lone_surrogate(record):
+            raise LogFormatError(
+                f"line {self._line} is not a record campaign wrote: it holds text that is"
+                " not Unicode (a lone surrogate escape)",
+                path=self.path,
+                line=self._line,
+                hint="the log may have been edited by hand; restore it from a backup",
+            )
         if valid:
             problem = record_problem(record)
             if problem is not None:
@@ -610,6 +623,21 @@ class LogReader:
             self._bad_line = self._line
             return None
         return record if record.get("event") != Event.LOG_REPAIRED else None
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    """Whether JSON read back holds a string no UTF-8 output could carry (`"\\ud800"`)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_holds_lone_surrogate(k) or _holds_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_lone_surrogate(item) for item in value)
+    return False
 
 
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -855,7 +883,24 @@ def stamped(record: Record, *, time: str, campaign: str) -> Record:
 
 def log_line(record: Record) -> bytes:
     """One compact JSON line (UTF-8, not ASCII-escaped), as the log holds it."""
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A server reply that was not UTF-8 reaches here as surrogates (aiosmtplib decodes
+        # with surrogateescape): each is written out as the text `\udcff`.
+        cleaned = _without_surrogates(record)
+        return (json.dumps(cleaned, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_surrogates(item) for item in value]
+    return value
 
 
 class SendLog:

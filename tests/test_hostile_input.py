@@ -7,12 +7,14 @@ characters on a terminal; against real files and a real SMTP server on 127.0.0.1
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,8 +134,24 @@ def test_a_partial_resumed_sends_the_same_bytes_the_first_address_got(
         {"attempt": 1e400},
         {"time": 5},
         {"status": "sent", "archive": 7},
+        {"event": ["x"]},
+        {"status": [1]},
+        {"replies": {"a@example.org": {"outcome": ["x"]}}},
+        {"message_id": "\ud800"},
     ],
-    ids=["replies-list", "reply-string", "attempt-text", "addresses-number", "huge", "time", "x"],
+    ids=[
+        "replies-list",
+        "reply-string",
+        "attempt-text",
+        "addresses-number",
+        "huge",
+        "time",
+        "x",
+        "event-list",
+        "status-list",
+        "outcome-list",
+        "lone-surrogate",
+    ],
 )
 def test_a_malformed_log_record_is_named_by_file_and_line_never_a_traceback(
     bundled: Path, smtp_server: SmtpServer, forged: dict[str, object]
@@ -151,6 +169,91 @@ def test_a_malformed_log_record_is_named_by_file_and_line_never_a_traceback(
         assert "Traceback" not in run.stderr
         assert f"send-log.jsonl:{line}:" in run.err, run.err
         assert f"line {line} is not a record campaign wrote" in run.err
+
+
+class _NotUtf8Server:
+    """A bare SMTP server on 127.0.0.1 whose replies carry bytes that are not UTF-8."""
+
+    def __init__(self, *, at: bytes) -> None:
+        self.at = at  # b"RCPT" or b"DATA": where the odd reply comes
+        self.received = 0
+        self.port = 0
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 odd.example ESMTP\r\n")
+        in_data = False
+        while line := await reader.readline():
+            if in_data:
+                if line == b".\r\n":
+                    in_data = False
+                    self.received += 1
+                    odd = self.at == b"DATA"
+                    writer.write(b"250 2.0.0 queued \xff\xfe as Q1\r\n" if odd else b"250 ok\r\n")
+                continue
+            command = line[:4].upper()
+            if command == b"EHLO":
+                writer.write(b"250-odd.example\r\n250 8BITMIME\r\n")
+            elif command == b"RCPT" and self.at == b"RCPT":
+                writer.write(b"550 5.1.1 no \xff\xfe such user\r\n")
+            elif command == b"DATA":
+                writer.write(b"354 go on\r\n")
+                in_data = True
+            elif command == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    def __enter__(self) -> int:
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        async def start() -> None:
+            self._server = await asyncio.start_server(self._session, "127.0.0.1", 0)
+            self.port = int(self._server.sockets[0].getsockname()[1])
+            ready.set()
+
+        self._thread = threading.Thread(
+            target=lambda: (self._loop.run_until_complete(start()), self._loop.run_forever()),
+            daemon=True,
+        )
+        self._thread.start()
+        assert ready.wait(10)
+        return self.port
+
+    def __exit__(self, *_: object) -> None:
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.mark.parametrize(
+    ("at", "status", "outcome"), [(b"DATA", 0, "sent"), (b"RCPT", 1, "failed")]
+)
+def test_a_reply_that_is_not_utf8_is_recorded_and_shown_escaped(
+    bundled: Path, at: bytes, status: int, outcome: str
+) -> None:
+    server = _NotUtf8Server(at=at)
+    with server as port:
+        environ = {
+            "CAMPAIGN_SMTP_HOST": "127.0.0.1",
+            "CAMPAIGN_SMTP_PORT": str(port),
+            "CAMPAIGN_SMTP_SECURITY": "none",
+        }
+        run = run_cli(bundled, "send", "--yes", "--only", "president", *FAST, environ=environ)
+    assert run.status == status, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "\\udcff\\udcfe" in run.stdout  # the odd bytes, written out
+    assert server.received == (1 if outcome == "sent" else 0)
+    [result] = events(bundled, "result")
+    assert result["status"] == outcome
+    log_path(bundled).read_bytes().decode("utf-8")  # the log stays UTF-8
+    for argv in (("log",), ("log", "--csv"), ("log", "--json")):
+        shown = run_cli(bundled, *argv)
+        assert shown.status == 0 and "\\udcff" in shown.stdout, argv
 
 
 def test_deeply_nested_json_in_the_log_is_refused_with_its_line(
