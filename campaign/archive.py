@@ -84,11 +84,7 @@ class Archive:
             self._flushing = None
 
     def _write_batch(self, batch: list[tuple[Path, bytes, asyncio.Future[None]]]) -> None:
-        new = [
-            (path, data)
-            for path, data, _ in batch
-            if not path.is_file() or path.is_symlink()  # the same letter kept before: as it is
-        ]
+        new = [(path, data) for path, data, _ in batch if not _holds(path, data)]
         write_files_durably(self.folder, new)
 
     def find(self, draft_filename: str, sha256: str) -> bytes | None:
@@ -101,3 +97,13 @@ class Archive:
         except CampaignError:
             return None
         return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether the same letter is kept at `path` already, whole (a crash can leave it empty)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        return read_file(path, len(data)) == data
+    except CampaignError:
+        return False

@@ -31,7 +31,7 @@ from campaign.models import Draft
 from campaign.outcomes import RunEffect, address_outcome, connect_effect, run_effect
 from campaign.pacing import RECHECK, PaceChange, Pacer, Signal, Slot, rule_for
 from campaign.prepare import Prepared
-from campaign.safefiles import remove_temporaries
+from campaign.safefiles import refuse_symlink, remove_temporaries
 from campaign.sendlog import (
     AddressReply,
     LogLock,
@@ -643,6 +643,7 @@ class SendSession:
             if self._lock is not None:
                 # A crashed run's half-written files: only this run can be writing now.
                 folder = self.log_path.parent
+                refuse_symlink(folder / "sent")  # before the log says a run started
                 remove_temporaries(folder, folder / "sent", folder / "inbox")
             self.history = read_history(self.log_path, campaign.id)
         except BaseException:

@@ -9,10 +9,8 @@ Every value that came from the log, the campaign file or a server is escaped on 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import html
-import os
 import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
@@ -24,6 +22,7 @@ from campaign.report import (
     ReportData,
     Timeline,
 )
+from campaign.safefiles import write_file
 from campaign.sendlog import Status
 
 _STATUS_ORDER: tuple[str, ...] = tuple(Status)
@@ -312,16 +311,8 @@ def render_report(data: ReportData) -> Iterator[str]:
 def write_report(data: ReportData, out: Path) -> None:
     """Write the page to `out`, atomically: a reader sees the old file or the whole new one."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="\n") as handle:
-            for chunk in render_report(data):
-                handle.write(chunk)
-        os.replace(temporary, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
+    # Bounded (at most LIST_LIMIT recipients are drawn), so one string; never through a link.
+    write_file(out, "".join(render_report(data)).encode("utf-8"))
 
 
 def _header(data: ReportData) -> str:

@@ -979,9 +979,18 @@ class LogLock:
     def __init__(self, log_path: Path) -> None:
         folder = Path(os.path.realpath(log_path.parent))
         self.path = folder / (log_path.name + ".lock")
+        self._log_path = log_path
         self._fd = -1
 
     def acquire(self, description: str) -> None:
+        if self._log_path.parent.is_symlink() or self._log_path.is_symlink():
+            # Another path to a log in use says so; otherwise the link is refused before
+            # anything (the lock file) is made through it.
+            holder = self.held_by_other()
+            if holder is not None:
+                raise RunRefused(f"another run holds the log: {holder}", path=self.path)
+            refuse_symlink(self._log_path.parent)
+            refuse_symlink(self._log_path)
         ensure_folder(self.path.parent)
         fd = open_private(self.path, os.O_RDWR)
         try:

@@ -107,6 +107,9 @@ def test_an_archive_emptied_by_a_crash_is_not_resent_the_letter_is_rebuilt(
     assert len(message.data) > 1000
     [*_, last] = events(bundled, "result", "general-prosecutor")
     assert last["sha256"] == sha256(message.data)
+    # The emptied file is replaced: the bytes the log names are on disk again.
+    kept = (bundled.parent / "outbox" / last["archive"]).read_bytes()
+    assert sha256(kept) == last["sha256"]
 
 
 def test_a_partial_resumed_sends_the_same_bytes_the_first_address_got(
@@ -389,6 +392,42 @@ def test_a_symlinked_log_or_archive_folder_is_refused(
     run = send(bundled, smtp_server)
     assert run.status == 2 and "symbolic link" in run.err
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_symlinked_outbox_is_refused_before_anything_is_made_through_it(
+    bundled: Path, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (bundled.parent / "outbox").symlink_to(elsewhere)
+    for argv in (("send", "--yes"), ("drafts",)):
+        run = run_cli(bundled, *argv, environ=smtp_environ(smtp_server))
+        assert run.status == 2 and "symbolic link" in run.err, (argv, run.err)
+    assert run_cli(bundled, "report").status == 2
+    assert list(elsewhere.iterdir()) == []
+    assert smtp_server.messages == []
+
+
+def test_a_symlinked_archive_folder_is_refused_before_the_log_records_a_run(
+    bundled: Path, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    (bundled.parent / "outbox").mkdir()
+    (bundled.parent / "outbox" / "sent").symlink_to(tmp_path)
+    assert send(bundled, smtp_server).status == 2
+    log = log_path(bundled)
+    assert not log.exists() or log.read_bytes() == b""
+
+
+def test_a_report_is_not_written_through_a_symlink(
+    bundled: Path, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    assert send(bundled, smtp_server).status == 0
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    (bundled.parent / "outbox" / "report.html").symlink_to(target)
+    run = run_cli(bundled, "report")
+    assert run.status == 2 and "symbolic link" in run.err
+    assert target.read_text() == "keep me\n"
 
 
 def test_a_symlinked_draft_is_not_written_through(bundled: Path, tmp_path: Path) -> None:
