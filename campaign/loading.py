@@ -73,7 +73,7 @@ _SLUG = re.compile(r"[a-z0-9](?:[a-z0-9_.-]{0,62}[a-z0-9])?\Z")
 # `passport_no`, `secretary`, `keywords` and `compass` stay allowed.
 SECRET_WORDS = frozenset(
     {
-        "password", "passwords", "passwd", "pass", "pwd", "passphrase",
+        "password", "passwords", "passwd", "pass", "pwd", "pw", "passphrase", "passcode",
         "secret", "secrets", "token", "tokens", "apikey", "apikeys",
         "credential", "credentials", "creds", "privkey",
     }
