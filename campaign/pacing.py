@@ -423,12 +423,18 @@ class Pacer:
             self._grow(now)
         return self._report()
 
-    def refused(self, slot: Slot, code: int | None, text: str) -> tuple[Signal, PaceChange | None]:
+    def refused(
+        self, slot: Slot, code: int | None, text: str, *, server_wide: bool = False
+    ) -> tuple[Signal, PaceChange | None]:
         """A temporary refusal of the message booked in `slot`: its signal, and any change.
 
         Feed it every 4xx reply to MAIL, RCPT or DATA (and a 421 that closed the connection).
+        `server_wide`: a refusal no recipient explains (at MAIL, before any): one the table
+        has no line for slows the run like a rate limit, rather than being retried per letter.
         """
         signal = classify_reply(code, text)
+        if server_wide and code is not None and rule_for(code, text) is None:
+            signal = Signal.RATE
         if signal not in (Signal.RATE, Signal.CONNECTIONS):
             return signal, None
         now = self._clock()

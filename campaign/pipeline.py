@@ -488,7 +488,9 @@ class SendRun:
         accepted = any(r.accepted for r in replies)
         refused = next((r for r in replies if r.code is not None and 400 <= r.code < 500), None)
         if refused is not None and not accepted and self._about_the_pace(job, refused):
-            signal, change = self.pacer.refused(slot, refused.code, refused.text)
+            signal, change = self.pacer.refused(
+                slot, refused.code, refused.text, server_wide=refused.stage == Stage.MAIL
+            )
             self._pace(change)
             job.passed_at_refusal = self._passed
             return signal

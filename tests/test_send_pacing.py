@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from send_helpers import events, log_path, read_log, send, write_small_campaign
-from smtp_server import RateLimit, SmtpServer
+from smtp_server import FaultScript, RateLimit, SmtpServer
 
 from campaign.sendlog import replay
 
@@ -67,6 +67,24 @@ def test_a_connection_limit_is_learnt_not_retried_per_letter(
     assert len(server.messages) == 20
     assert server.refused_connections <= 4
     assert any(p["signal"] == "connections" for p in events(file, "pace"))
+
+
+def test_a_server_wide_4xx_at_mail_slows_the_run_instead_of_a_retry_per_letter(
+    tmp_path: Path, make_smtp_server: MakeServer
+) -> None:
+    file = write_small_campaign(tmp_path / "c", 30)
+    refusal = (450, "4.1.8 <sender@mep-letter.eu>: Sender address rejected: Domain not found")
+    server = make_smtp_server(faults=FaultScript(mail=refusal))
+    run = send(file, server, "--max-wait", "0.05", "--timeout", "5", "--backoff", "0.1")
+    assert run.status == 1
+    assert "nothing accepted for" in run.err
+    assert server.messages == []
+    # Per letter with --retries 3 this was 120 refused MAIL commands; paced, a handful.
+    assert len(events(file, "attempt")) <= 15
+    [first, *_] = events(file, "pace")
+    assert "450 4.1.8" in first["reply"]
+    statuses = Counter(status_of(file, f"r{n:03d}") for n in range(1, 31))
+    assert statuses == {"deferred": 30}
 
 
 def test_after_max_wait_the_rest_is_deferred_with_the_reason(
