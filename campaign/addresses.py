@@ -106,7 +106,8 @@ def placeholder_reason(address: str) -> str | None:
     """
     domain = address.rpartition("@")[2].rstrip(".").lower()
     labels = domain.split(".")
-    if domain in PLACEHOLDER_DOMAINS or labels[-1] in PLACEHOLDER_SUFFIXES:
+    reserved = any(domain == d or domain.endswith("." + d) for d in PLACEHOLDER_DOMAINS)
+    if reserved or labels[-1] in PLACEHOLDER_SUFFIXES:
         return f"{domain} is reserved for examples and tests (RFC 2606); no mail goes there"
     return None
 

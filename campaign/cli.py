@@ -500,12 +500,12 @@ def run_drafts(ctx: Context) -> ExitStatus:
 
 def run_send(ctx: Context) -> ExitStatus:
     args = ctx.args
-    if not args.dry_run and not args.yes:
-        _require_confirmation_channel(ctx)
     if args.test_to is not None and args.from_outbox:
         raise UsageError("--test-to and --from-outbox cannot be combined")
     source = ctx.load()
     _refuse_placeholder_sender(source)
+    if not args.dry_run and not args.yes:
+        _require_confirmation_channel(ctx)
     recipients = source.select(args.only)
     test_to = _test_mailbox(args.test_to) if args.test_to else None
     options = SendOptions(
@@ -554,6 +554,8 @@ def run_send(ctx: Context) -> ExitStatus:
             if isinstance(settings, SmtpSettingsError):
                 raise settings
             if args.dry_run:
+                if settings.username and not settings.password:
+                    _password_source(ctx, settings)  # fails as the send would
                 show_dry_run(ctx.ui, dry_run_rows(plan, session.history, prepared.drafts, only))
                 ctx.ui.note("Dry run: nothing was sent and nothing was written.")
                 return ExitStatus.OK
@@ -733,13 +735,31 @@ def _with_password(ctx: Context, settings: SmtpSettings) -> SmtpSettings:
     return dataclasses.replace(settings, password=found)
 
 
-def _ask_password(ctx: Context, settings: SmtpSettings) -> str:
+def _password_source(ctx: Context, settings: SmtpSettings) -> None:
+    """Refuse, as the send would, when no password can come from anywhere (a dry run)."""
+    assert settings.username is not None
+    stored = lookup_password(
+        settings.username,
+        settings.host,
+        ctx.env.environ,
+        variable=PASSWORD_VARIABLE,
+        backend=ctx.env.keyring,
+    )
+    if stored is None:
+        _require_prompt(ctx)
+
+
+def _require_prompt(ctx: Context) -> None:
     if ctx.env.prompt is None and not ctx.env.is_terminal():
         raise SmtpSettingsError(
             "a username is set but no password",
             hint=f"set {PASSWORD_VARIABLE}, store it with `campaign password set`,"
             " or run on a terminal to be asked",
         )
+
+
+def _ask_password(ctx: Context, settings: SmtpSettings) -> str:
+    _require_prompt(ctx)
     return _read_secret(ctx, f"SMTP password for {settings.username} at {settings.host}: ")
 
 

@@ -48,6 +48,7 @@ CSV_COLUMNS = (
     "last_answer",
     "addresses",
     "address_outcomes",
+    "test_sends",
 )
 
 
@@ -76,6 +77,7 @@ class RecipientRow:
     replies: int = 0  # a person's answers found by `campaign inbox`
     auto_replies: int = 0
     last_answer: str | None = None
+    test_sends: int = 0  # letters sent with --test-to, never counted as sent
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +99,7 @@ class RecipientRow:
             "replies": self.replies,
             "auto_replies": self.auto_replies,
             "last_answer": self.last_answer,
+            "test_sends": self.test_sends,
         }
 
     def as_csv(self) -> dict[str, str]:
@@ -122,6 +125,7 @@ class RecipientRow:
                 + (f" {a.reply}" if a.reply else "")
                 for a in self.addresses
             ),
+            "test_sends": str(self.test_sends),
         }
 
 
@@ -205,6 +209,11 @@ class Review:
     def _bounce_reason(self) -> str:
         reason = _most_common_bounce(self)
         return f" ({reason[:120]})" if reason else ""
+
+    def test_sends(self) -> int:
+        """Letters sent with --test-to to anyone in the file (not counted as sent)."""
+        recipients = self.history.recipients
+        return sum(state.tests for entry in self.entries if (state := recipients.get(entry.id)))
 
     def next_steps(self) -> list[str]:
         counts = self.counts()
@@ -298,6 +307,7 @@ def _row(
         replies=state.replies,
         auto_replies=state.auto_replies,
         last_answer=state.last_answer,
+        test_sends=state.tests,
     )
 
 

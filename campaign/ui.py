@@ -533,6 +533,12 @@ def show_review(ui: Ui, review: Review, rows: Iterable[RecipientRow]) -> None:
     )
     for note in review.notes:
         ui.out.print(f"[yellow]note:[/] {safe(note)}")
+    tests = review.test_sends()
+    if tests:
+        ui.out.print(
+            f"test sends: {tests} (--test-to), shown apart and never counted as sent;"
+            " `campaign log --history ID` lists them"
+        )
     rows = iter(rows)
     first = list(itertools.islice(rows, TABLE_LIMIT + 1))
     if len(first) <= TABLE_LIMIT:

@@ -7,6 +7,7 @@ question, the review at 80 columns, dry runs and test sends; against aiosmtpd on
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -57,7 +58,16 @@ def test_send_refuses_the_bundled_placeholder_sender(
 
 
 @pytest.mark.parametrize(
-    "domain", ["example.com", "example.net", "mail.example", "x.invalid", "a.test", "localhost"]
+    "domain",
+    [
+        "example.com",
+        "example.net",
+        "news.example.org",
+        "mail.example",
+        "x.invalid",
+        "a.test",
+        "localhost",
+    ],
 )
 def test_every_reserved_domain_is_refused_as_a_sender(
     tmp_path: Path, smtp_server: SmtpServer, domain: str
@@ -66,6 +76,14 @@ def test_every_reserved_domain_is_refused_as_a_sender(
     run = send(file, smtp_server)
     assert run.status == 2 and "campaign.from" in run.err
     assert smtp_server.sessions == 0
+
+
+def test_the_placeholder_is_named_even_without_a_terminal_to_confirm_on(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    file = copy_bundled(tmp_path / "c", sender="campaign@example.org")
+    run = run_cli(file, "send", environ=smtp_environ(smtp_server))  # no --yes, no terminal
+    assert run.status == 2 and "campaign.from" in run.err and "placeholder" in run.err
 
 
 def test_the_plan_repeats_checks_warnings_before_the_question(
@@ -328,6 +346,36 @@ def test_dry_run_fails_on_a_setting_the_send_would_refuse(
     run = run_cli(bundled, "send", "--dry-run", environ={**base, **environ})
     assert run.status == 2 and named in run.err
     assert "Traceback" not in run.stderr
+
+
+def test_dry_run_fails_like_the_send_when_no_password_can_come_from_anywhere(
+    bundled: Path, smtp_server: SmtpServer, smtp_tls: TlsFiles
+) -> None:
+    environ = {
+        **smtp_environ(smtp_server),
+        "CAMPAIGN_SMTP_SECURITY": "starttls",
+        "CAMPAIGN_SMTP_USERNAME": "alice",
+        "CAMPAIGN_SMTP_CA_FILE": str(smtp_tls.ca_file),
+    }
+    dry = run_cli(bundled, "send", "--dry-run", environ=environ)
+    real = run_cli(bundled, "send", "--yes", environ=environ)
+    assert dry.status == real.status == 2
+    assert "a username is set but no password" in dry.err
+    assert "a username is set but no password" in real.err
+    assert smtp_server.sessions == 0
+
+
+def test_log_counts_test_sends_apart(bundled: Path, smtp_server: SmtpServer) -> None:
+    for _ in range(2):
+        test = send(bundled, smtp_server, "--test-to", "me@mep-letter.eu", "--only", "president")
+        assert test.status == 0, test.stderr
+    shown = run_cli(bundled, "log")
+    assert "test sends: 2 (--test-to)" in " ".join(shown.out.split())
+    rows = {
+        r["recipient"]: r
+        for r in map(json.loads, run_cli(bundled, "log", "--json").stdout.splitlines())
+    }
+    assert rows["president"]["test_sends"] == 2 and rows["president"]["status"] == "pending"
 
 
 def test_dry_run_lists_what_each_recipient_would_get(
