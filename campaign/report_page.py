@@ -280,7 +280,8 @@ def render_report(data: ReportData) -> Iterator[str]:
             f" sha256 {data.log_sha256}"
         )
         + ";font-size:7pt;color:#444}"
-        '@bottom-right{content:"page " counter(page) " of " counter(pages);font-size:7pt}}'
+        '@bottom-right{content:"page " counter(page) " of " counter(pages);font-size:7pt;'
+        "white-space:nowrap}}"
     )
     style = _STYLE + page_style
     policy = (
