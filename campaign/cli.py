@@ -785,11 +785,14 @@ def _confirm(ctx: Context, plan: Plan, settings: SmtpSettings, sender: str) -> b
     if ctx.args.yes:
         return True
     ask = ctx.env.prompt or input
-    answer = ask(
-        f"Send {_plural(len(plan.messages), 'letter', 'letters')} to"
-        f" {_plural(plan.address_count, 'address', 'addresses')} from {sender} through"
-        f" {settings.describe()}? [y/N] "
-    )
+    try:
+        answer = ask(
+            f"Send {_plural(len(plan.messages), 'letter', 'letters')} to"
+            f" {_plural(plan.address_count, 'address', 'addresses')} from {sender} through"
+            f" {settings.describe()}? [y/N] "
+        )
+    except EOFError:  # Ctrl-D: no answer is not a yes
+        return False
     return answer.strip().lower() in ("y", "yes")
 
 

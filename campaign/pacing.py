@@ -76,6 +76,13 @@ RULES: tuple[Rule, ...] = (
         enhanced=lambda e: e is not None and e[1:] == (5, 3),
     ),
     Rule(
+        "the server's storage",
+        Signal.TEMPORARY,
+        "X.3.1: the server is short of room for this letter (Postfix '452 4.3.1 Insufficient"
+        " system storage', at MAIL when the SIZE= of a large letter does not fit): it waits",
+        enhanced=lambda e: e is not None and e[1:] == (3, 1),
+    ),
+    Rule(
         "the recipient's mailbox",
         Signal.TEMPORARY,
         "the recipient's mailbox is busy, full or receiving too fast (Gmail '450 4.2.1 The user"

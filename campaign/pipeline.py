@@ -55,6 +55,7 @@ from campaign.sendlog import (
 from campaign.transports.base import (
     SERVICE_CLOSING,
     ConnectFailure,
+    ConnectStep,
     Delivery,
     Reply,
     Stage,
@@ -358,10 +359,13 @@ class SendRun:
             await transport.open()
         except ConnectFailure as failure:
             self._again(job, 0.0)
-            if connect_effect(failure) == RunEffect.STOP:
+            others = sum(1 for t in self._transports if t is not transport and t.is_open)
+            # A temporary login refusal while other connections send ("454 4.7.0 Too many
+            # login attempts") limits connections; alone, it ends the run (one failed login).
+            busy_login = failure.step == ConnectStep.LOGIN and _temporary(failure.code) and others
+            if connect_effect(failure) == RunEffect.STOP and not busy_login:
                 self._stop(str(failure))
                 return False
-            others = sum(1 for t in self._transports if t is not transport and t.is_open)
             if failure.code is not None:  # a busy greeting: the server limits connections
                 self._pace(
                     self.pacer.connection_refused(
@@ -488,8 +492,14 @@ class SendRun:
         accepted = any(r.accepted for r in replies)
         refused = next((r for r in replies if r.code is not None and 400 <= r.code < 500), None)
         if refused is not None and not accepted and self._about_the_pace(job, refused):
+            # At MAIL no recipient explains it; unless other letters passed since this one
+            # was refused, it is the run's (a sender domain not found, a lookup failure).
+            passed_since = (
+                job.passed_at_refusal is not None and self._passed > job.passed_at_refusal
+            )
+            server_wide = refused.stage == Stage.MAIL and not passed_since
             signal, change = self.pacer.refused(
-                slot, refused.code, refused.text, server_wide=refused.stage == Stage.MAIL
+                slot, refused.code, refused.text, server_wide=server_wide
             )
             self._pace(change)
             job.passed_at_refusal = self._passed
@@ -783,3 +793,7 @@ def resolve(
         return [recipient for recipient, _ in chosen]
     finally:
         lock.release()
+
+
+def _temporary(code: int | None) -> bool:
+    return code is not None and 400 <= code < 500

@@ -261,8 +261,9 @@ def _most_common_bounce(review: Review) -> str:
             continue
         for address_state in state.addresses.values():
             if address_state.outcome == Outcome.BOUNCED:
-                reason = address_state.reply.removeprefix("bounced").strip()
-                status = reason.split(":", 1)[0].strip()
+                reason = address_state.reply.removeprefix("bounced").strip().removeprefix(":")
+                reason = reason.strip()
+                status = reason.split(":", 1)[0].strip() if ":" in reason else reason
                 statuses[status] += 1
                 first_reason.setdefault(status, reason)
     return first_reason[statuses.most_common(1)[0][0]] if statuses else ""

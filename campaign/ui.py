@@ -76,7 +76,9 @@ class _CheckColumns:
 def columns_from(environ: Mapping[str, str]) -> int | None:
     """The width `COLUMNS` asks for (`COLUMNS=80 campaign log > file`), if it is a sane one."""
     value = environ.get("COLUMNS", "").strip()
-    return int(value) if value.isdigit() and 20 <= int(value) <= 10_000 else None
+    return (
+        int(value) if value.isascii() and value.isdigit() and 20 <= int(value) <= 10_000 else None
+    )
 
 
 class Ui:

@@ -343,6 +343,7 @@ class SmtpServer:
         auth_required: bool | None = None,
         auth_require_tls: bool = True,
         auth_refusal: str | None = None,
+        auth_refusal_after: int = 0,
         faults: FaultScript | None = None,
         timeout: float = 300,
         size_limit: int | None = 33_554_432,  # aiosmtpd's own default
@@ -355,7 +356,8 @@ class SmtpServer:
         auth: username -> password; enables AUTH PLAIN/LOGIN (advertised only over TLS
             unless auth_require_tls=False).  auth_required (default: auth is not None)
             makes MAIL/RCPT/DATA answer 530 until authenticated.  auth_refusal: refuse
-            every login with this reply (e.g. "454 4.7.0 Temporary authentication failure").
+            every login with this reply (e.g. "454 4.7.0 Temporary authentication failure"),
+            on connections after the first `auth_refusal_after` ones.
         faults: see FaultScript.  timeout: server-side idle timeout per connection.
         size_limit: announce SIZE with this many bytes (and refuse larger data).
         rate_limit: a provider's limits (a token bucket of messages, a most connections).
@@ -371,6 +373,7 @@ class SmtpServer:
         self._auth_required = (auth is not None) if auth_required is None else auth_required
         self._auth_require_tls = auth_require_tls
         self._auth_refusal = auth_refusal
+        self._auth_refusal_after = auth_refusal_after
         self._timeout = timeout
         self._size_limit = size_limit
         self.rate_limit = rate_limit
@@ -560,7 +563,7 @@ class SmtpServer:
         password = data.password.decode(errors="replace")
         with self._lock:
             self._auth_attempts.append(AuthAttempt(user, password, _is_tls(proto)))
-        if self._auth_refusal is not None:
+        if self._auth_refusal is not None and proto.session_id > self._auth_refusal_after:
             return AuthResult(success=False, handled=False, message=self._auth_refusal)
         ok = self.auth is not None and self.auth.get(user) == password
         if ok:

@@ -259,6 +259,19 @@ def test_a_reply_that_is_not_utf8_is_recorded_and_shown_escaped(
         assert shown.status == 0 and "\\udcff" in shown.stdout, argv
 
 
+def test_deep_nesting_around_a_lone_surrogate_is_refused_not_a_traceback(
+    bundled: Path, smtp_server: SmtpServer
+) -> None:
+    assert send(bundled, smtp_server).status == 0
+    first = events(bundled, "attempt")[0]
+    with log_path(bundled).open("a", encoding="utf-8") as log:
+        log.write('{"event":"attempt","x":' + "[" * 400 + '"\\ud800"' + "]" * 400 + "}\n")
+        log.write(json.dumps(first) + "\n")
+    run = run_cli(bundled, "log")
+    assert run.status == 2 and "Traceback" not in run.stderr
+    assert "is not a record campaign wrote" in run.err
+
+
 def test_deeply_nested_json_in_the_log_is_refused_with_its_line(
     bundled: Path, smtp_server: SmtpServer
 ) -> None:

@@ -87,6 +87,18 @@ def test_a_server_wide_4xx_at_mail_slows_the_run_instead_of_a_retry_per_letter(
     assert statuses == {"deferred": 30}
 
 
+def test_a_letter_too_large_for_the_servers_room_waits_alone(
+    tmp_path: Path, make_smtp_server: MakeServer
+) -> None:
+    file = write_small_campaign(tmp_path / "c", 10)
+    storage = (452, "4.3.1 Insufficient system storage")
+    server = make_smtp_server(faults=FaultScript(mail=[storage]))  # the first MAIL only
+    run = send(file, server, "--timeout", "5", "--backoff", "0.1")
+    assert run.status == 0, run.stderr
+    assert len(server.messages) == 10
+    assert events(file, "pace") == []  # one letter's refusal does not slow the run
+
+
 def test_after_max_wait_the_rest_is_deferred_with_the_reason(
     tmp_path: Path, make_smtp_server: MakeServer
 ) -> None:

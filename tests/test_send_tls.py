@@ -128,6 +128,23 @@ def test_a_temporary_login_failure_is_tried_once_and_says_to_come_back_later(
     assert all(status_of(bundled, rid) == "pending" for rid in BUNDLED_IDS)
 
 
+def test_a_temporary_login_refusal_on_a_further_connection_means_fewer_connections(
+    tmp_path: Path, make_smtp_server: MakeServer, smtp_tls: TlsFiles
+) -> None:
+    file = write_small_campaign(tmp_path / "c", 12)
+    server = make_smtp_server(
+        starttls_context=smtp_tls.server_context,
+        require_starttls=True,
+        auth={USER: PASSWORD},
+        auth_refusal="454 4.7.0 Too many login attempts",
+        auth_refusal_after=2,  # the check before the question, then one sending connection
+    )
+    run = send(file, server, "--concurrency", "4", *FAST, extra=login(smtp_tls, "starttls"))
+    assert run.status == 0, run.stderr
+    assert len(server.messages) == 12
+    assert {m.session_id for m in server.messages} == {2}
+
+
 def test_an_untrusted_certificate_stops_the_run_with_nothing_sent(
     bundled: Path, make_smtp_server: MakeServer, smtp_tls: TlsFiles
 ) -> None:

@@ -127,7 +127,7 @@ async def _greeting(smtp: aiosmtplib.SMTP, settings: SmtpSettings, timeout: floa
             hint = "if this is an implicit-TLS port (465), set the security mode to tls"
         raise ConnectFailure(
             ConnectStep.CONNECT,
-            f"{where} did not greet within {timeout:g} s",
+            f"{where} did not answer within {timeout:g} s (no connection or no greeting)",
             hint=hint,
             timed_out=True,
         ) from None
