@@ -553,7 +553,7 @@ def report_data(
                 times.get(a.address, ""),
                 # A queue id only from a server: a person's reason may quote one, unproven.
                 queue_id(a.reply)
-                if a.outcome == Outcome.ACCEPTED and not settled_by_hand(a.reply)
+                if a.outcome == Outcome.ACCEPTED and not settled_by_hand(a.code, a.reply)
                 else None,
             )
             for a in row.addresses
@@ -561,7 +561,7 @@ def report_data(
         accepted = [
             a.time
             for a in addresses
-            if a.outcome == Outcome.ACCEPTED and a.time and not settled_by_hand(a.reply)
+            if a.outcome == Outcome.ACCEPTED and a.time and not settled_by_hand(a.code, a.reply)
         ]
         check, actual = _check_archive(folder, row.archive, row.sha256, verify_archive)
         listed.append(
@@ -574,7 +574,9 @@ def report_data(
                 addresses=addresses,
                 last_code=row.last_code,
                 last_reply=row.last_reply,
-                queue_id=None if settled_by_hand(row.last_reply) else queue_id(row.last_reply),
+                queue_id=None
+                if settled_by_hand(row.last_code, row.last_reply)
+                else queue_id(row.last_reply),
                 last_event=row.time,
                 accepted_at=max(accepted) if accepted else None,
                 message_id=row.message_id,

@@ -839,9 +839,10 @@ def inbound_key(record: Mapping[str, Any]) -> str:
 SETTLED_BY_HAND = "resolved as "  # how an address settled by `campaign resolve` reads
 
 
-def settled_by_hand(reply: str) -> bool:
-    """Whether an address's last word is a person's `resolve`, not a server's answer."""
-    return reply.startswith(SETTLED_BY_HAND)
+def settled_by_hand(code: int | None, reply: str) -> bool:
+    """Whether an address's last word is a person's `resolve`, not a server's (which has a
+    code: a server cannot pass its reply off as a person's)."""
+    return code is None and reply.startswith(SETTLED_BY_HAND)
 
 
 def _is_later(moment: str, than: str | None) -> bool:
