@@ -251,16 +251,17 @@ class Review:
 
 
 def _most_common_bounce(review: Review) -> str:
-    """The most frequent DSN status among bounced addresses, with the first such reason:
-    `5.1.1: 550 5.1.1 <a@b>: User unknown`."""
+    """The most frequent DSN status among the addresses of recipients counted bounced, with
+    the first such reason: `5.1.1: 550 5.1.1 <a@b>: User unknown`."""
     statuses: Counter[str] = Counter()
     first_reason: dict[str, str] = {}
     for entry in review.entries:
         state = review.history.recipients.get(entry.id)
-        if state is None:
+        if state is None or review.status_of(entry) != Status.BOUNCED:
             continue
-        for address_state in state.addresses.values():
-            if address_state.outcome == Outcome.BOUNCED:
+        for address in entry.addresses:
+            address_state = state.addresses.get(address)
+            if address_state is not None and address_state.outcome == Outcome.BOUNCED:
                 reason = address_state.reply.removeprefix("bounced").strip().removeprefix(":")
                 reason = reason.strip()
                 status = reason.split(":", 1)[0].strip() if ":" in reason else reason

@@ -429,6 +429,7 @@ def show_summary(ui: Ui, rows: Sequence[SummaryRow], left_out: int) -> None:
 
 
 WIDE = 120  # from this width on, the review also shows names and addresses
+ANSWERS_WIDTH = 100  # narrower still, a replies column would squeeze the id and status
 
 
 def review_table(review: Review, rows: Sequence[RecipientRow], width: int = WIDE) -> Table:
@@ -443,22 +444,24 @@ def review_table(review: Review, rows: Sequence[RecipientRow], width: int = WIDE
         pad_edge=wide,
         expand=not wide,
     )
-    table.add_column("id", no_wrap=True)
+    # Narrow, the id, status, tries and time keep their width; the reply takes what is left.
+    longest_id = max((len(row.recipient) for row in rows), default=2)
+    table.add_column("id", no_wrap=True, min_width=None if wide else min(longest_id, 32))
     if wide:
         table.add_column("name / organisation", overflow="fold", ratio=2)
         table.add_column("addresses", overflow="fold", ratio=2)
-    table.add_column("status", no_wrap=True)
-    table.add_column("tries", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True, min_width=8)
+    table.add_column("tries", justify="right", no_wrap=True, min_width=5)
     if wide:
         table.add_column("last reply", overflow="fold", ratio=3)
         table.add_column("last event (UTC)", no_wrap=True)
         table.add_column("replies", no_wrap=True)
     else:
-        answered = any(row.replies or row.auto_replies for row in rows)
-        table.add_column("when (UTC)", no_wrap=True)
+        answered = width >= ANSWERS_WIDTH and any(row.replies or row.auto_replies for row in rows)
+        table.add_column("when (UTC)", no_wrap=True, min_width=11)
         table.add_column("last reply", no_wrap=True, overflow="ellipsis", ratio=1)
         if answered:
-            table.add_column("replies", no_wrap=True)
+            table.add_column("replies", no_wrap=True, overflow="ellipsis", max_width=20)
     for row in rows:
         reply = f"{row.last_code} {row.last_reply}" if row.last_code is not None else row.last_reply
         if not wide:

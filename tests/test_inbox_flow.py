@@ -304,3 +304,34 @@ def test_the_return_path_is_the_envelope_sender(tmp_path: Path) -> None:
         headers = [m.data.split(b"\r\n\r\n", 1)[0] for m in server.messages]
     assert envelope_senders == {"bounces@mep-letter.eu"}
     assert all(f"<{SENDER}>".encode() in h and b"bounces@" not in h for h in headers)
+
+
+def test_log_at_80_columns_keeps_ids_and_statuses_whole_when_there_are_answers(
+    sent: Path, tmp_path: Path
+) -> None:
+    maildir = write_maildir(
+        tmp_path / "Maildir",
+        [
+            delivery_report("president", "aprk@akorda.kz", "5.1.1", "550 5.1.1 User unknown"),
+            delivery_report(
+                "ministry-of-internal-affairs", "Kense@mvd.kz", "5.2.2", "552 5.2.2 Mailbox full"
+            ),
+            answer("ombudsman", "info@ombudsman.kz", "Re: Open letter", number=1),
+            answer("general-prosecutor", "Gp-rk@prokuror.kz", "Away", automatic=True, number=2),
+        ],
+    )
+    assert run_cli(sent, "inbox", "--maildir", maildir, "--since", "2017-10-01").status == 0
+    expected = {
+        "president": "bounced",
+        "general-prosecutor": "sent",
+        "national-security-committee": "sent",
+        "ministry-of-internal-affairs": "bounced",
+        "ministry-of-justice": "sent",
+        "ombudsman": "sent",
+    }
+    narrow = run_cli(sent, "log", environ={"COLUMNS": "80"}).stdout.splitlines()
+    assert max(len(line) for line in narrow) <= 80
+    for rid, status in expected.items():
+        assert len([line for line in narrow if line.split()[:2] == [rid, status]]) == 1, rid
+    wider = run_cli(sent, "log", environ={"COLUMNS": "100"}).stdout
+    assert "replies" in wider and "1 (2017-10-25)" in wider
