@@ -723,29 +723,25 @@ def _with_password(ctx: Context, settings: SmtpSettings) -> SmtpSettings:
     """The password from the environment, else the OS keyring, else a prompt."""
     if not settings.username or settings.password:
         return settings
-    found = lookup_password(
+    found = _stored_password(ctx, settings) or _ask_password(ctx, settings)
+    return dataclasses.replace(settings, password=found)
+
+
+def _stored_password(ctx: Context, settings: SmtpSettings) -> str | None:
+    """The password from the environment, else the OS keyring; None when neither has it."""
+    assert settings.username is not None
+    return lookup_password(
         settings.username,
         settings.host,
         ctx.env.environ,
         variable=PASSWORD_VARIABLE,
         backend=ctx.env.keyring,
     )
-    if found is None:
-        found = _ask_password(ctx, settings)
-    return dataclasses.replace(settings, password=found)
 
 
 def _password_source(ctx: Context, settings: SmtpSettings) -> None:
     """Refuse, as the send would, when no password can come from anywhere (a dry run)."""
-    assert settings.username is not None
-    stored = lookup_password(
-        settings.username,
-        settings.host,
-        ctx.env.environ,
-        variable=PASSWORD_VARIABLE,
-        backend=ctx.env.keyring,
-    )
-    if stored is None:
+    if _stored_password(ctx, settings) is None:
         _require_prompt(ctx)
 
 

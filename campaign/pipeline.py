@@ -490,7 +490,7 @@ class SendRun:
         """
         replies = delivery.replies.values()
         accepted = any(r.accepted for r in replies)
-        refused = next((r for r in replies if r.code is not None and 400 <= r.code < 500), None)
+        refused = next((r for r in replies if _temporary(r.code)), None)
         if refused is not None and not accepted and self._about_the_pace(job, refused):
             # At MAIL no recipient explains it; unless other letters passed since this one
             # was refused, it is the run's (a sender domain not found, a lookup failure).

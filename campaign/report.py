@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
@@ -33,6 +33,7 @@ from campaign.sendlog import (
     Replay,
     Status,
     now_iso,
+    parse_time,
     settled_by_hand,
 )
 
@@ -222,16 +223,6 @@ def bucket_width(span: timedelta, buckets: int = CHART_BUCKETS) -> timedelta:
     return _WIDTHS[-1] * (span // (_WIDTHS[-1] * buckets) + 1)
 
 
-def _parse_time(text: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 # ---------------------------------------------------------------------------- reading the log
 
 
@@ -286,7 +277,7 @@ class _Minutes:
         dated: list[tuple[datetime, list[int]]] = []
         undated = self.undated
         for key, row in self.counts.items():
-            moment = _parse_time(self.samples[key])
+            moment = parse_time(self.samples[key])
             if moment is None:
                 undated += sum(row)
                 continue

@@ -621,18 +621,12 @@ class LogReader:
         return record if record.get("event") != Event.LOG_REPAIRED else None
 
 
-def _holds_lone_surrogate(value: Any) -> bool:
+def _holds_lone_surrogate(record: dict[str, Any]) -> bool:
     """Whether JSON read back holds a string no UTF-8 output could carry (`"\\ud800"`)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_holds_lone_surrogate(k) or _holds_lone_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_lone_surrogate(item) for item in value)
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
     return False
 
 
@@ -845,19 +839,24 @@ def settled_by_hand(code: int | None, reply: str) -> bool:
     return code is None and reply.startswith(SETTLED_BY_HAND)
 
 
+def parse_time(text: str) -> datetime | None:
+    """An ISO 8601 time from the log, in UTC (one without an offset taken as UTC); None when
+    it is not one."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
 def _is_later(moment: str, than: str | None) -> bool:
     """Whether an ISO 8601 time is later than another (offsets compared, not the text)."""
     if than is None:
         return True
-    try:
-        return _utc(moment) > _utc(than)
-    except ValueError:
-        return moment > than
-
-
-def _utc(moment: str) -> datetime:
-    parsed = datetime.fromisoformat(moment)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    parsed, other = parse_time(moment), parse_time(than)
+    return parsed > other if parsed and other else moment > than
 
 
 def bounce_text(record: Mapping[str, Any]) -> str:

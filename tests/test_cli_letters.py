@@ -60,19 +60,26 @@ def test_import_names_the_csv_line_of_a_bad_address(tmp_path: Path) -> None:
     assert "people.csv:7" in run.err and run.stdout == ""
 
 
-def test_password_set_stores_it_after_a_login_and_forget_removes_it(
+def login_campaign(
     tmp_path: Path, make_smtp_server: object, smtp_tls: TlsFiles
-) -> None:
+) -> tuple[Path, dict[str, str]]:
+    """The bundled campaign and the settings of a STARTTLS server where campaigner/right logs in."""
     server = make_smtp_server(  # type: ignore[operator]
         starttls_context=smtp_tls.server_context, auth={"campaigner": "right"}
     )
-    file = copy_bundled(tmp_path / "c")
-    store = MemoryKeyring()
     environ = {
         **smtp_environ(server, CAMPAIGN_SMTP_SECURITY="starttls"),
         "CAMPAIGN_SMTP_USERNAME": "campaigner",
         "CAMPAIGN_SMTP_CA_FILE": str(smtp_tls.ca_file),
     }
+    return copy_bundled(tmp_path / "c"), environ
+
+
+def test_password_set_stores_it_after_a_login_and_forget_removes_it(
+    tmp_path: Path, make_smtp_server: object, smtp_tls: TlsFiles
+) -> None:
+    file, environ = login_campaign(tmp_path, make_smtp_server, smtp_tls)
+    store = MemoryKeyring()
 
     def campaign(*argv: str, answer: str = "right") -> tuple[int, str]:
         out = io.StringIO()
@@ -102,16 +109,8 @@ def test_password_set_stores_it_after_a_login_and_forget_removes_it(
 def test_password_set_takes_the_environment_and_ctrl_d_at_the_prompt_is_a_refusal(
     tmp_path: Path, make_smtp_server: object, smtp_tls: TlsFiles
 ) -> None:
-    server = make_smtp_server(  # type: ignore[operator]
-        starttls_context=smtp_tls.server_context, auth={"campaigner": "right"}
-    )
-    file = copy_bundled(tmp_path / "c")
+    file, environ = login_campaign(tmp_path, make_smtp_server, smtp_tls)
     store = MemoryKeyring()
-    environ = {
-        **smtp_environ(server, CAMPAIGN_SMTP_SECURITY="starttls"),
-        "CAMPAIGN_SMTP_USERNAME": "campaigner",
-        "CAMPAIGN_SMTP_CA_FILE": str(smtp_tls.ca_file),
-    }
 
     def end_of_input(_: str) -> str:
         raise EOFError

@@ -259,14 +259,21 @@ def test_a_reply_that_is_not_utf8_is_recorded_and_shown_escaped(
         assert shown.status == 0 and "\\udcff" in shown.stdout, argv
 
 
+def append_after_a_send(bundled: Path, server: SmtpServer, line: str) -> None:
+    """Send the campaign, then put `line` in its log, followed by a good record (so the
+    line is not a torn last one)."""
+    assert send(bundled, server).status == 0
+    first = events(bundled, "attempt")[0]
+    with log_path(bundled).open("a", encoding="utf-8") as log:
+        log.write(line + "\n")
+        log.write(json.dumps(first) + "\n")
+
+
 def test_deep_nesting_around_a_lone_surrogate_is_refused_not_a_traceback(
     bundled: Path, smtp_server: SmtpServer
 ) -> None:
-    assert send(bundled, smtp_server).status == 0
-    first = events(bundled, "attempt")[0]
-    with log_path(bundled).open("a", encoding="utf-8") as log:
-        log.write('{"event":"attempt","x":' + "[" * 400 + '"\\ud800"' + "]" * 400 + "}\n")
-        log.write(json.dumps(first) + "\n")
+    nested = "[" * 400 + '"\\ud800"' + "]" * 400
+    append_after_a_send(bundled, smtp_server, '{"event":"attempt","x":' + nested + "}")
     run = run_cli(bundled, "log")
     assert run.status == 2 and "Traceback" not in run.stderr
     assert "is not a record campaign wrote" in run.err
@@ -275,11 +282,8 @@ def test_deep_nesting_around_a_lone_surrogate_is_refused_not_a_traceback(
 def test_deeply_nested_json_in_the_log_is_refused_with_its_line(
     bundled: Path, smtp_server: SmtpServer
 ) -> None:
-    assert send(bundled, smtp_server).status == 0
-    first = events(bundled, "attempt")[0]
-    with log_path(bundled).open("a", encoding="utf-8") as log:
-        log.write('{"event":"result","x":' + "[" * 100_000 + "]" * 100_000 + "}\n")
-        log.write(json.dumps(first) + "\n")
+    nested = "[" * 100_000 + "]" * 100_000
+    append_after_a_send(bundled, smtp_server, '{"event":"result","x":' + nested + "}")
     run = run_cli(bundled, "log")
     assert run.status == 2 and "Traceback" not in run.stderr
     assert "is not a" in run.err

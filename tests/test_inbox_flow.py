@@ -86,6 +86,14 @@ def answer(
     return message.as_bytes()
 
 
+def write_maildir(folder: Path, messages: list[bytes]) -> Path:
+    for sub in ("new", "cur", "tmp"):
+        (folder / sub).mkdir(parents=True)
+    for number, data in enumerate(messages, start=1):
+        (folder / "new" / f"{1700000000 + number}.{number}.host").write_bytes(data)
+    return folder
+
+
 @pytest.fixture
 def tls(tmp_path: Path) -> TlsFiles:
     return make_tls(tmp_path)
@@ -193,11 +201,9 @@ def test_a_corrected_bounced_address_is_sent_to_alone(
 
 
 def test_a_maildir_is_read_like_a_mailbox(sent: Path, tmp_path: Path) -> None:
-    maildir = tmp_path / "Maildir"
-    for sub in ("new", "cur", "tmp"):
-        (maildir / sub).mkdir(parents=True)
-    (maildir / "new" / "1700000000.1.host").write_bytes(
-        delivery_report("president", "aprk@akorda.kz", "5.2.2", "552 5.2.2 Mailbox full")
+    maildir = write_maildir(
+        tmp_path / "Maildir",
+        [delivery_report("president", "aprk@akorda.kz", "5.2.2", "552 5.2.2 Mailbox full")],
     )
     run = run_cli(sent, "inbox", "--maildir", maildir, "--since", "2017-10-01")
     assert run.status == 0, run.stderr
@@ -206,59 +212,24 @@ def test_a_maildir_is_read_like_a_mailbox(sent: Path, tmp_path: Path) -> None:
     assert record["status"] == "5.2.2" and record["address"] == "aprk@akorda.kz"
 
 
-def write_maildir(folder: Path, messages: list[bytes]) -> Path:
-    for sub in ("new", "cur", "tmp"):
-        (folder / sub).mkdir(parents=True)
-    for number, data in enumerate(messages, start=1):
-        (folder / "new" / f"{1700000000 + number}.{number}.host").write_bytes(data)
-    return folder
-
-
 def test_the_replies_column_shows_a_persons_latest_reply_whatever_the_reading_order(
     sent: Path, tmp_path: Path
 ) -> None:
-    sender = "Ministry <kanc@adilet.gov.kz>"
+    def dated(recipient: str, subject: str, number: int, month: int, day: int, **kw: bool) -> bytes:
+        sender = {"ministry-of-justice": "Ministry <kanc@adilet.gov.kz>"}.get(
+            recipient, "aprk@akorda.kz"
+        )
+        moment = datetime(2017, month, day, 9, 0, tzinfo=UTC)
+        return answer(recipient, sender, subject, dated=moment, number=number, **kw)
+
     maildir = write_maildir(
         tmp_path / "Maildir",
         [
-            answer(
-                "ministry-of-justice",
-                sender,
-                "Re: 2",
-                dated=datetime(2017, 11, 2, 9, 0, tzinfo=UTC),
-                number=2,
-            ),
-            answer(
-                "ministry-of-justice",
-                sender,
-                "Re: 1",
-                dated=datetime(2017, 10, 30, 9, 0, tzinfo=UTC),
-                number=1,
-            ),
-            answer(
-                "ministry-of-justice",
-                sender,
-                "Away",
-                automatic=True,
-                dated=datetime(2017, 11, 5, 9, 0, tzinfo=UTC),
-                number=3,
-            ),
-            answer(
-                "president",
-                "aprk@akorda.kz",
-                "Away",
-                automatic=True,
-                dated=datetime(2017, 10, 21, 9, 0, tzinfo=UTC),
-                number=4,
-            ),
-            answer(
-                "president",
-                "aprk@akorda.kz",
-                "Away",
-                automatic=True,
-                dated=datetime(2017, 10, 23, 9, 0, tzinfo=UTC),
-                number=5,
-            ),
+            dated("ministry-of-justice", "Re: 2", 2, 11, 2),
+            dated("ministry-of-justice", "Re: 1", 1, 10, 30),
+            dated("ministry-of-justice", "Away", 3, 11, 5, automatic=True),
+            dated("president", "Away", 4, 10, 21, automatic=True),
+            dated("president", "Away", 5, 10, 23, automatic=True),
         ],
     )
     assert run_cli(sent, "inbox", "--maildir", maildir, "--since", "2017-10-01").status == 0
