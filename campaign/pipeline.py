@@ -257,6 +257,7 @@ class SendRun:
         self._connect_failures = 0
         self._passed = 0  # letters accepted so far in this run
         self._finishing: set[asyncio.Task[None]] = set()
+        self._unarchived_bytes = 0  # letters accepted and waiting for the archive, in bytes
 
     def _record(self, record: Record) -> None:
         self.history.apply(self.log.write(record))
@@ -474,10 +475,14 @@ class SendRun:
         went_out = any(r.outcome in (Outcome.ACCEPTED, Outcome.UNKNOWN) for r in replies.values())
         if went_out and self.archive is not None:
             # The bytes are made durable before the log names them; meanwhile this
-            # connection goes on with the next letter.
+            # connection goes on with the next letter, unless the disk lags so far behind
+            # that the letters waiting for it would fill the memory.
+            self._unarchived_bytes += len(data)
             task = asyncio.create_task(self._archive_then_finish(result, data))
             self._finishing.add(task)
             task.add_done_callback(self._finishing.discard)
+            while self._finishing and self._unarchived_bytes > MAX_UNARCHIVED_BYTES:
+                await asyncio.wait(self._finishing, return_when=asyncio.FIRST_COMPLETED)
         else:
             self._finish(result, None)
 
@@ -524,6 +529,8 @@ class SendRun:
             name = await self.archive.keep(result.job.message.draft.filename, result.sha256, data)
         except (OSError, CampaignError) as err:
             self._stop(f"the sent archive could not keep a letter: {err}")
+        finally:
+            self._unarchived_bytes -= len(data)
         self._finish(result, name)
 
     def _finish(self, result: _Result, archive: str | None) -> None:
@@ -599,6 +606,9 @@ class SendRun:
 # A letter the pace holds back is tried again as the pace allows, at most this many times
 # more than --retries: a steady limit refuses each letter rarely once the run has slowed.
 PACED_TRIES = 10
+# Accepted letters whose bytes wait for the archive, at most (a slow disk, or one without
+# syncfs, where each file is fsynced): beyond it a connection waits before its next letter.
+MAX_UNARCHIVED_BYTES = 32 * 1024 * 1024
 
 
 def _rounded(per_minute: float | None) -> float | None:

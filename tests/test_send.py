@@ -6,13 +6,17 @@ status and the printed message; the options that limit, rehearse or refuse a run
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from campaign_factory import Run
 from send_helpers import (
     ALL_ADDRESSES,
     BUNDLED,
@@ -40,6 +44,8 @@ from send_helpers import (
 )
 from smtp_server import FaultScript, SmtpServer
 
+from campaign import pipeline
+from campaign.archive import Archive
 from campaign.sendlog import LogLock
 
 MakeServer = Callable[..., SmtpServer]
@@ -554,3 +560,38 @@ def test_no_smtp_host_is_refused_without_any_default(tmp_path: Path) -> None:
     assert "CAMPAIGN_SMTP_HOST" in run.err
     assert seen == []
     assert not log_path(file).exists()
+
+
+def test_a_lagging_archive_holds_the_sending_back_instead_of_filling_the_memory(
+    tmp_path: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Letters accepted but not yet archived keep their bytes in memory: on a disk slower
+    than the server (one without syncfs fsyncs every file) they are bounded."""
+    file = write_small_campaign(tmp_path / "c", 6)
+    disk = threading.Event()
+
+    class SlowDisk(Archive):
+        def _write_batch(self, batch: list[tuple[Path, bytes, asyncio.Future[None]]]) -> None:
+            disk.wait(timeout=30)
+            super()._write_batch(batch)
+
+    monkeypatch.setattr(pipeline, "Archive", SlowDisk)
+    monkeypatch.setattr(pipeline, "MAX_UNARCHIVED_BYTES", 1)  # one letter waiting at most
+    runs: list[Run] = []
+    sender = threading.Thread(
+        target=lambda: runs.append(send(file, smtp_server, "--concurrency", "1"))
+    )
+    sender.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not smtp_server.messages and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # time enough for the other five, were nothing holding them back
+        assert len(smtp_server.messages) == 1
+    finally:
+        disk.set()
+        sender.join(timeout=30)
+    assert runs and runs[0].status == 0, runs
+    assert sorted(deliveries(smtp_server)) == [f"r{n:03d}@example.net" for n in range(1, 7)]
+    assert len(files_in(sent_folder(file))) == 6
+    assert [r["status"] for r in events(file, "result")] == ["sent"] * 6
