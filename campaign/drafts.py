@@ -89,12 +89,17 @@ def _written_by(campaign: Campaign, path: Path) -> bool:
     return str(message_id or "").strip() == message_id_for(campaign, name["id"])
 
 
+MAX_LINE_OCTETS = 998  # RFC 5322 2.1.1: a line of a message, CRLF not counted
+
+
 def crlf_letter(data: bytes) -> bytes:
     """The letter with CRLF line ends, ending in CRLF; raise ValueError naming a bad line.
 
     A file whose lines all end in LF (an editor's save) is converted; a bare CR anywhere,
     or LF and CRLF mixed, is refused: some servers take a bare CR as a line end, which
-    lets a body smuggle SMTP commands (the class of CVE-2023-51764).
+    lets a body smuggle SMTP commands (the class of CVE-2023-51764). So are a NUL byte and
+    a line longer than RFC 5322 allows, which servers refuse or cut (after other letters
+    had gone, were they found only then).
     """
     if b"\r" not in data:
         data = data.replace(b"\n", b"\r\n")
@@ -104,6 +109,13 @@ def crlf_letter(data: bytes) -> bytes:
         text = line[:-1] if line.endswith(b"\r") and not last else line
         if b"\r" in text:
             raise ValueError(f"line {number} holds a bare CR (a carriage return without LF)")
+        if b"\0" in text:
+            raise ValueError(f"line {number} holds a NUL byte")
+        if len(text) > MAX_LINE_OCTETS:
+            raise ValueError(
+                f"line {number} is {len(text):,} bytes long, more than the {MAX_LINE_OCTETS}"
+                " a mail line may have (RFC 5322); wrap it"
+            )
         if not last and not line.endswith(b"\r"):
             raise ValueError(f"line {number} ends in LF while others end in CRLF")
     return data if data.endswith(b"\r\n") else data + b"\r\n"

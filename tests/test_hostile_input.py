@@ -345,6 +345,37 @@ def test_a_draft_with_a_bare_cr_is_refused_naming_the_line(
     assert f"line {bad_line} holds a bare CR" in run.err
 
 
+@pytest.mark.parametrize(
+    ("added", "said"),
+    [
+        (b"A NUL\0 byte\r\n", "holds a NUL byte"),
+        (b"x" * 999 + b"\r\n", "is 999 bytes long, more than the 998 a mail line may have"),
+    ],
+    ids=["nul", "999-byte line"],
+)
+def test_a_draft_line_no_server_takes_is_refused_naming_the_line(
+    bundled: Path, smtp_server: SmtpServer, added: bytes, said: str
+) -> None:
+    outbox = write_drafts(bundled)
+    path = outbox / "02-general-prosecutor.eml"
+    data = path.read_bytes()
+    path.write_bytes(data + added)
+    run = send(bundled, smtp_server, "--from-outbox")
+    assert_refused_cleanly(run, smtp_server)
+    bad_line = data.count(b"\n") + 1
+    assert f"line {bad_line} {said}" in run.err
+    assert "02-general-prosecutor.eml" in run.err
+
+
+def test_a_draft_line_of_998_bytes_is_sent(bundled: Path, smtp_server: SmtpServer) -> None:
+    outbox = write_drafts(bundled)
+    path = outbox / "02-general-prosecutor.eml"
+    path.write_bytes(path.read_bytes() + b"x" * 998 + b"\r\n")
+    run = send(bundled, smtp_server, "--from-outbox", "--only", "general-prosecutor")
+    assert run.status == 0, run.err
+    assert len(smtp_server.messages) == 1
+
+
 def test_a_draft_saved_with_lf_line_ends_is_sent_with_crlf(
     bundled: Path, smtp_server: SmtpServer
 ) -> None:
