@@ -677,7 +677,7 @@ def _send_planned(
         return ExitStatus.INCOMPLETE
     if result.stopped:
         ctx.ui.problem(
-            f"the run stopped: {result.stopped}",
+            result.stopped,
             "nothing else was attempted and no recipient was counted as failed for it;"
             " fix what the server says, then run `campaign send` again",
         )

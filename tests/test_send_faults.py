@@ -438,7 +438,8 @@ def test_550_on_mail_stops_the_run_leaving_the_rest_pending(
     server = faulty(make_smtp_server, mail=(550, "5.7.1 Sender rejected"))
     run = send(bundled, server, *FAST)  # four connections allowed; one MAIL is enough
     assert run.status == 1
-    assert "the run stopped" in run.err
+    assert f"stopped: smtp://{server.host}:{server.port} refused the sender" in run.err
+    assert "the run stopped" not in run.err
     assert f"refused the sender {SENDER} or this client for every recipient" in run.err
     assert "550 5.7.1 Sender rejected" in run.err
     assert "no recipient was counted as failed" in run.err
