@@ -162,9 +162,10 @@ def letter_problem(data: bytes, reference: bytes) -> str | None:
     Exactly the headers the campaign writes, once each (names in any case); From, To and
     Reply-To with the same addresses and names (names compared case-insensitively);
     Subject, Message-ID, MIME-Version and Content-Language as built; a Date that reads as
-    a date; and the same attachments, in order: names, types and bytes. (The text may have
-    been edited in review; an attachment cannot be, so a different one is a draft made
-    from files that have changed since, or a draft tampered with.)
+    a date; the same content type (text, alternative, mixed); and the same attachments, in
+    order: names, types and bytes. (The text may have been edited in review; an attachment
+    cannot be, so a different one is a draft made from files that have changed since, or a
+    draft tampered with.)
     """
     end = reference.find(b"\r\n\r\n")
     expected = [
@@ -191,6 +192,11 @@ def letter_problem(data: bytes, reference: bytes) -> str | None:
                 return f"the {name} header is {_shown(theirs[name])}, not {_shown(ours[name])}"
         if theirs["Date"] is None or theirs["Date"].datetime is None:
             return "the Date header is not a date"
+        if theirs.get_content_type() != ours.get_content_type():
+            return (
+                f"the letter is {_shown(theirs.get_content_type())},"
+                f" not {_shown(ours.get_content_type())} as campaign builds it"
+            )
     except Exception as err:  # a header the email package cannot even read
         return f"a header cannot be read: {type(err).__name__}"
     try:

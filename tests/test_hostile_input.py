@@ -376,6 +376,19 @@ def test_a_draft_line_of_998_bytes_is_sent(bundled: Path, smtp_server: SmtpServe
     assert len(smtp_server.messages) == 1
 
 
+def test_a_draft_whose_content_type_was_changed_is_refused(
+    bundled: Path, smtp_server: SmtpServer
+) -> None:
+    outbox = write_drafts(bundled)
+    edit_head(
+        outbox / "03-national-security-committee.eml", b"multipart/alternative", b"multipart/mixed"
+    )
+    run = send(bundled, smtp_server, "--from-outbox")
+    assert_refused_cleanly(run, smtp_server)
+    assert "the letter is 'multipart/mixed', not 'multipart/alternative'" in run.err
+    assert "03-national-security-committee.eml" in run.err
+
+
 def test_a_draft_saved_with_lf_line_ends_is_sent_with_crlf(
     bundled: Path, smtp_server: SmtpServer
 ) -> None:
