@@ -110,6 +110,16 @@ def test_wrong_password_535_stops_the_run(
     assert all(status_of(bundled, rid) == "pending" for rid in BUNDLED_IDS)
 
 
+def test_a_refused_login_ends_the_session_with_quit(
+    bundled: Path, make_smtp_server: MakeServer, smtp_tls: TlsFiles
+) -> None:
+    server = starttls_server(make_smtp_server, smtp_tls)
+    run = send(bundled, server, *FAST, extra=login(smtp_tls, "starttls", password="wrong"))
+    assert run.status == 2
+    commands = [line.split()[0].upper() for _, line in server.commands]
+    assert commands[-2:] == ["AUTH", "QUIT"], commands
+
+
 def test_a_temporary_login_failure_is_tried_once_and_says_to_come_back_later(
     bundled: Path, make_smtp_server: MakeServer, smtp_tls: TlsFiles
 ) -> None:

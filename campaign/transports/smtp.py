@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from collections.abc import Sequence
@@ -105,6 +106,13 @@ async def connect(settings: SmtpSettings, timeout: float) -> aiosmtplib.SMTP:
             await _ehlo(smtp)  # the server's extensions, AUTH among them, anew over TLS
         if settings.username:
             await _login(smtp, settings)
+    except ConnectFailure as failure:
+        if failure.step == ConnectStep.LOGIN and smtp.is_connected:
+            # Said goodbye: the server's log shows a QUIT, not a client that vanished.
+            with contextlib.suppress(SMTPException, OSError):
+                await smtp.quit(timeout=min(timeout, 5))
+        smtp.close()
+        raise
     except BaseException:
         smtp.close()
         raise
