@@ -72,10 +72,16 @@ class Archive:
                 batch, self._waiting = self._waiting, []
                 try:
                     await loop.run_in_executor(self._pool, self._write_batch, batch)
-                except BaseException as err:
+                except Exception as err:
+                    # This batch fails; letters queued meanwhile get a batch of their own.
                     for _, _, done in batch:
                         if not done.done():
                             done.set_exception(err)
+                    continue
+                except BaseException:
+                    batch, self._waiting = batch + self._waiting, []
+                    for _, _, done in batch:
+                        done.cancel()
                     raise
                 for _, _, done in batch:
                     if not done.done():

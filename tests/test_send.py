@@ -595,3 +595,36 @@ def test_a_lagging_archive_holds_the_sending_back_instead_of_filling_the_memory(
     assert sorted(deliveries(smtp_server)) == [f"r{n:03d}@example.net" for n in range(1, 7)]
     assert len(files_in(sent_folder(file))) == 6
     assert [r["status"] for r in events(file, "result")] == ["sent"] * 6
+
+
+def test_an_archive_that_fails_part_way_stops_the_run_without_hanging(
+    tmp_path: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Letters queued while a failing write was under way must not wait for ever."""
+    file = write_small_campaign(tmp_path / "c", 20)
+    batches = itertools.count(1)
+
+    class FullDisk(Archive):
+        def _write_batch(self, batch: list[tuple[Path, bytes, asyncio.Future[None]]]) -> None:
+            if next(batches) >= 2:
+                time.sleep(0.3)  # others queue up meanwhile
+                raise OSError(28, "No space left on device")
+            super()._write_batch(batch)
+
+    monkeypatch.setattr(pipeline, "Archive", FullDisk)
+    runs: list[Run] = []
+    sender = threading.Thread(
+        target=lambda: runs.append(send(file, smtp_server, "--concurrency", "4")), daemon=True
+    )
+    sender.start()
+    sender.join(timeout=30)
+    assert not sender.is_alive(), "the run hung"
+    assert runs[0].status == 1
+    assert "the sent archive could not keep a letter" in runs[0].err
+    assert "No space left on device" in runs[0].err
+    # Every letter the server took has its result; only those kept name an archive file.
+    results = events(file, "result")
+    assert len(results) == len(smtp_server.messages)
+    kept = files_in(sent_folder(file))
+    assert 0 < len(kept) < len(results)
+    assert {r["archive"] for r in results if r.get("archive")} == {f"sent/{n}" for n in kept}

@@ -106,15 +106,15 @@ async def connect(settings: SmtpSettings, timeout: float) -> aiosmtplib.SMTP:
             await _ehlo(smtp)  # the server's extensions, AUTH among them, anew over TLS
         if settings.username:
             await _login(smtp, settings)
-    except ConnectFailure as failure:
-        if failure.step == ConnectStep.LOGIN and smtp.is_connected:
-            # Said goodbye: the server's log shows a QUIT, not a client that vanished.
-            with contextlib.suppress(SMTPException, OSError):
-                await smtp.quit(timeout=min(timeout, 5))
-        smtp.close()
-        raise
-    except BaseException:
-        smtp.close()
+    except BaseException as error:
+        try:
+            login = isinstance(error, ConnectFailure) and error.step == ConnectStep.LOGIN
+            if login and smtp.is_connected:
+                # Said goodbye: the server's log shows a QUIT, not a client that vanished.
+                with contextlib.suppress(SMTPException, OSError):
+                    await smtp.quit(timeout=min(timeout, 5))
+        finally:
+            smtp.close()
         raise
     return smtp
 
