@@ -130,8 +130,35 @@ def make_plan(
         if state.sha256 and any(s.outcome == Outcome.ACCEPTED for s in state.addresses.values()):
             reuse = state.sha256
         messages.append(PlannedMessage(draft, addresses, reuse))
+    if not options.allow_changes:
+        _refuse_addresses_sent_under_other_ids(messages, history)
     changed = tuple(_changed(drafts, history))
     return Plan(messages, skipped, changed, sum(len(m.addresses) for m in messages))
+
+
+def _refuse_addresses_sent_under_other_ids(
+    messages: Sequence[PlannedMessage], history: Replay
+) -> None:
+    """An address that got this campaign's letter under another id (a recipient renamed, or
+    an address moved to someone else) does not get it again unless that is meant."""
+    planned = {a: m.draft.recipient_id for m in messages for a in m.addresses}
+    reached = (Outcome.ACCEPTED, Outcome.UNKNOWN, Outcome.BOUNCED)
+    again = [
+        f"{address} (now '{planned[address]}', sent as '{state.recipient}')"
+        for state in history.recipients.values()
+        for address, address_state in state.addresses.items()
+        if address in planned
+        and planned[address] != state.recipient
+        and (address_state.outcome in reached or state.open_attempt is not None)
+    ]
+    if again:
+        raise RunRefused(
+            f"{len(again)} address(es) already got this campaign's letter under another"
+            f" recipient id: {_listed(again)}; nothing was sent",
+            hint="give the recipient its earlier id back (`campaign log --history ID` shows"
+            " what went), take the address out, or pass --allow-changes if a second letter"
+            " is meant",
+        )
 
 
 def _changed(drafts: Sequence[Draft], history: Replay) -> Iterator[str]:

@@ -33,6 +33,7 @@ from send_helpers import (
     network_watch,
     parse,
     plain_body,
+    rcpt_commands,
     real_clock,
     run_cli,
     send,
@@ -628,3 +629,53 @@ def test_an_archive_that_fails_part_way_stops_the_run_without_hanging(
     kept = files_in(sent_folder(file))
     assert 0 < len(kept) < len(results)
     assert {r["archive"] for r in results if r.get("archive")} == {f"sent/{n}" for n in kept}
+
+
+def _rename(file: Path, old: str, new: str) -> None:
+    text = file.read_text(encoding="utf-8")
+    assert f'id: "{old}"' in text
+    file.write_text(text.replace(f'id: "{old}"', f'id: "{new}"'), encoding="utf-8")
+
+
+def test_a_renamed_recipient_is_not_sent_the_letter_again(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    file = write_small_campaign(tmp_path / "c", 3)
+    assert send(file, smtp_server).status == 0
+    _rename(file, "r002", "r002-minister")
+    log_before = log_path(file).read_bytes()
+    for argv in (("--dry-run",), ()):
+        run = send(file, smtp_server, *argv)
+        assert run.status == 2, run.err
+        assert "Traceback" not in run.err
+        assert "1 address(es) already got this campaign's letter under another recipient id" in (
+            run.err
+        )
+        assert "r002@example.net (now 'r002-minister', sent as 'r002')" in run.err
+    assert deliveries(smtp_server) == {f"r00{n}@example.net": 1 for n in (1, 2, 3)}
+    assert log_path(file).read_bytes() == log_before
+
+
+def test_a_renamed_recipient_is_sent_again_with_allow_changes(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    file = write_small_campaign(tmp_path / "c", 2)
+    assert send(file, smtp_server).status == 0
+    _rename(file, "r001", "r001-again")
+    run = send(file, smtp_server, "--allow-changes")
+    assert run.status == 0, run.err
+    assert deliveries(smtp_server)["r001@example.net"] == 2
+    assert [r["status"] for r in events(file, "result", "r001-again")] == ["sent"]
+
+
+def test_an_address_refused_under_its_old_id_may_be_sent_under_a_new_one(
+    tmp_path: Path, make_smtp_server: MakeServer
+) -> None:
+    server = make_smtp_server(faults=FaultScript(rcpt={"r001@example.net": (550, "5.1.1 No")}))
+    file = write_small_campaign(tmp_path / "c", 2)
+    assert send(file, server).status == 1
+    _rename(file, "r001", "r001-new")
+    run = send(file, server)
+    assert run.status == 1, run.err  # refused again by the server, but tried: not a duplicate
+    assert "under another recipient id" not in run.err
+    assert rcpt_commands(server, "r001@example.net") == 2
