@@ -621,6 +621,15 @@ class LogReader:
         return record if record.get("event") != Event.LOG_REPAIRED else None
 
 
+def _is_record(raw: bytes) -> bool:
+    """Whether a line reads as a record at all (its shape is checked when it is replayed)."""
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(record, dict) and "event" in record
+
+
 def _holds_lone_surrogate(record: dict[str, Any]) -> bool:
     """Whether JSON read back holds a string no UTF-8 output could carry (`"\\ud800"`)."""
     try:
@@ -916,16 +925,28 @@ class SendLog:
         self._repair_torn_tail()
 
     def _repair_torn_tail(self) -> None:
+        """Mark a last line a crash cut short, so that records after it leave it readable.
+
+        Also when an editor has since ended it with a line end: a torn line followed by
+        anything but this mark is what a log edited by hand looks like.
+        """
         size = os.fstat(self._fd).st_size
         if size == 0:
             return
         with open(self.path, "rb") as handle:
-            handle.seek(size - 1)
-            if handle.read(1) == b"\n":
+            handle.seek(max(0, size - MAX_LINE - 2))
+            tail = handle.read()
+            ended = tail.endswith(b"\n")
+            body = tail.rstrip(b"\n")
+            last = body.rpartition(b"\n")[2]
+            if ended and (not last.strip() or _is_record(last)):
                 return
             handle.seek(0)
             lines = sum(1 for _ in handle)
-        os.write(self._fd, b"\n")
+        if ended:  # the number of the torn line itself, before the line ends after it
+            lines -= tail[len(body) :].count(b"\n") - 1
+        else:
+            os.write(self._fd, b"\n")
         self.write(log_repaired_record(torn_line=lines))
         os.fsync(self._fd)
 

@@ -6,6 +6,7 @@ server or `unknown` in the log (never silently skipped).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,11 +15,13 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from send_helpers import (
     copy_bundled,
     deliveries,
     log_path,
     read_log,
+    run_cli,
     send,
     smtp_environ,
     write_small_campaign,
@@ -138,6 +141,32 @@ def test_a_torn_last_line_is_tolerated_and_repaired(
     assert b'"event":"log-repaired"' in lines[torn + 1]
     history = replay(log_path(file), "kz-open-letter-2017-10")
     assert any("cut short" in note for note in history.notes)
+    assert all(state.status() == "sent" for state in history.recipients.values())
+
+
+@pytest.mark.parametrize("after", [b"\n", b"\n\n"], ids=["one line end", "a blank line too"])
+def test_a_torn_last_line_an_editor_ended_is_repaired_not_left_to_brick_the_log(
+    tmp_path: Path, smtp_server: SmtpServer, after: bytes
+) -> None:
+    file = copy_bundled(tmp_path / "campaign")
+    assert send(file, smtp_server, "--only", "president").status == 0
+    lost = tear_last_line(log_path(file), keep=25)
+    with open(log_path(file), "ab") as log:
+        log.write(after)  # saved in an editor, which ends the last line
+    torn_line = log_path(file).read_bytes().count(b"\n") - len(after) + 1
+    run = send(file, smtp_server)
+    assert run.status == 0, run.stderr
+    assert len(smtp_server.messages) == 6
+    lines = log_path(file).read_bytes().split(b"\n")
+    assert lines[torn_line - 1] == lost[:25]
+    repaired = [json.loads(line) for line in lines if b'"event":"log-repaired"' in line]
+    assert [r["torn_line"] for r in repaired] == [torn_line]
+    assert run_cli(file, "log").status == 0
+    again = send(file, smtp_server, "--dry-run")
+    assert again.status == 0, again.stderr
+    assert "0 letters to 0 addresses skipped 6 sent" in again.out
+    history = replay(log_path(file), "kz-open-letter-2017-10")
+    assert any(f"line {torn_line} was cut short" in note for note in history.notes)
     assert all(state.status() == "sent" for state in history.recipients.values())
 
 
