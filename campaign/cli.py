@@ -926,6 +926,10 @@ def run_resolve(ctx: Context) -> ExitStatus:
     args = ctx.args
     if bool(args.recipients) == bool(args.status):
         raise UsageError("give recipient ids or --status, one or the other")
+    if not args.reason.strip():
+        raise UsageError(
+            "--reason is empty", hint="say what you checked or fixed: the log keeps it"
+        )
     source = ctx.load()
     chosen = source.select(args.recipients) if args.recipients else source.recipients
     settled = resolve(

@@ -137,6 +137,22 @@ def test_a_sender_refused_at_rcpt_stops_the_run_and_leaves_everyone_pending(
     assert len(fixed.messages) == len(BUNDLED_IDS)
 
 
+@pytest.mark.parametrize("reason", ["", "   "])
+def test_resolve_without_a_reason_is_refused_and_records_nothing(
+    bundled: Path, make_smtp_server: MakeServer, reason: str
+) -> None:
+    refusing = make_smtp_server(
+        faults=FaultScript(rcpt={"aprk@akorda.kz": (550, "5.1.1 mailbox unavailable")})
+    )
+    assert send(bundled, refusing, *FAST).status == 1
+    before = log_path(bundled).read_bytes()
+    run = run_cli(bundled, "resolve", "president", "--as", "pending", "--reason", reason)
+    assert run.status == 2
+    assert "--reason is empty" in run.err and "Traceback" not in run.err
+    assert log_path(bundled).read_bytes() == before
+    assert status_of(bundled, "president") == "failed"
+
+
 def test_failed_recipients_can_be_sent_again_after_resolve_by_status(
     bundled: Path, make_smtp_server: MakeServer
 ) -> None:
