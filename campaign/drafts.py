@@ -200,9 +200,41 @@ def letter_problem(data: bytes, reference: bytes) -> str | None:
     except Exception as err:  # a header the email package cannot even read
         return f"a header cannot be read: {type(err).__name__}"
     try:
-        return _attachment_problem(attachments_in(theirs), attachments_in(ours))
+        return _text_problem(theirs) or _attachment_problem(
+            attachments_in(theirs), attachments_in(ours)
+        )
     except Exception as err:  # a part the email package cannot even read
-        return f"an attachment cannot be read: {type(err).__name__}"
+        return f"a part cannot be read: {type(err).__name__}"
+
+
+def _text_problem(message: EmailMessage) -> str | None:
+    """A text part edited so that it no longer says what the reviewer saw: 8-bit bytes in a
+    part that declares quoted-printable (or 7bit), or bytes that are not its charset."""
+    for part in message.walk():
+        if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        if part.get_filename():
+            continue  # an attachment: compared as bytes
+        encoding = part.get("Content-Transfer-Encoding", "7bit").strip().lower()
+        payload = part.get_payload()
+        assert isinstance(payload, str)
+        if encoding in ("7bit", "quoted-printable") and not payload.isascii():
+            return (
+                f"its {part.get_content_type()} part holds characters typed into a"
+                f" {encoding} part, which a mail reader does not show as typed; write them"
+                " in the template and run `campaign drafts` again"
+            )
+        charset = part.get_content_charset() or "us-ascii"
+        data = part.get_payload(decode=True)
+        assert isinstance(data, bytes)
+        try:
+            data.decode(charset)
+        except (UnicodeDecodeError, LookupError):
+            return (
+                f"its {part.get_content_type()} part does not decode as {charset} (an edit"
+                " of its quoted-printable codes?)"
+            )
+    return None
 
 
 def _attachment_problem(theirs: list[FoundAttachment], ours: list[FoundAttachment]) -> str | None:

@@ -26,6 +26,7 @@ from send_helpers import (
     events,
     files_in,
     log_path,
+    plain_body,
     run_cli,
     send,
     sha256,
@@ -387,6 +388,40 @@ def test_a_draft_whose_content_type_was_changed_is_refused(
     assert_refused_cleanly(run, smtp_server)
     assert "the letter is 'multipart/mixed', not 'multipart/alternative'" in run.err
     assert "03-national-security-committee.eml" in run.err
+
+
+@pytest.mark.parametrize(
+    ("edited", "said"),
+    [
+        ("Dear Mr Président,".encode(), "text/plain part holds characters typed into a"),
+        (b"Dear Mr President =A3,", "text/plain part does not decode as utf-8"),
+    ],
+    ids=["typed 8-bit", "broken code"],
+)
+def test_a_draft_text_edited_so_it_reads_otherwise_is_refused(
+    bundled: Path, smtp_server: SmtpServer, edited: bytes, said: str
+) -> None:
+    outbox = write_drafts(bundled)
+    path = outbox / "01-president.eml"
+    data = path.read_bytes()
+    assert b"Dear Mr President," in data  # the text part comes first
+    path.write_bytes(data.replace(b"Dear Mr President,", edited, 1))
+    run = send(bundled, smtp_server, "--from-outbox")
+    assert_refused_cleanly(run, smtp_server)
+    assert said in run.err and "01-president.eml" in run.err
+
+
+def test_a_draft_text_edited_in_quoted_printable_codes_is_sent_as_edited(
+    bundled: Path, smtp_server: SmtpServer
+) -> None:
+    outbox = write_drafts(bundled)
+    path = outbox / "01-president.eml"
+    data = path.read_bytes().replace(b"Dear Mr President,", b"Dear Mr Pr=C3=A9sident,", 1)
+    path.write_bytes(data)
+    run = send(bundled, smtp_server, "--from-outbox", "--only", "president")
+    assert run.status == 0, run.err
+    [message] = smtp_server.messages
+    assert "Dear Mr Président," in plain_body(message.data)
 
 
 def test_a_draft_saved_with_lf_line_ends_is_sent_with_crlf(
