@@ -55,6 +55,7 @@ from campaign.review import (
     as_json_lines,
     build_review,
     dry_run_rows,
+    gone_from_the_file,
     history_of,
     load_roster,
     load_roster_and_log,
@@ -968,10 +969,11 @@ def run_log(ctx: Context) -> ExitStatus:
         campaign_id, entries = load_roster(options)
     else:
         campaign_id, entries, history = load_roster_and_log(options, path)
+    known = {entry.id for entry in entries}
+    if args.history and not args.follow:
+        known.update(gone_from_the_file(entries, history))  # what a removed id was sent
     require_known(
-        [*(args.recipient or ()), *([args.history] if args.history else [])],
-        {entry.id for entry in entries},
-        ctx.file,
+        [*(args.recipient or ()), *([args.history] if args.history else [])], known, ctx.file
     )
     if args.follow:
 

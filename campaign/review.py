@@ -354,7 +354,25 @@ def build_review(
             f"the log also holds records of {', '.join(sorted(history.other_campaigns))};"
             " they were ignored"
         )
+    gone = gone_from_the_file(entries, history)
+    if gone:
+        shown = ", ".join(gone[:10]) + (f" and {len(gone) - 10} more" if len(gone) > 10 else "")
+        notes.append(
+            f"{len(gone)} recipient(s) the log has sent to are no longer in the campaign file:"
+            f" {shown}; `campaign log --history ID` shows what each was sent"
+        )
     return Review(campaign_id, path, entries, history, notes, holder, live)
+
+
+def gone_from_the_file(entries: Sequence[RosterEntry], history: Replay) -> list[str]:
+    """Ids the log has tried to send to that the campaign file no longer holds (renamed or
+    taken out): their records stay in the log, and are not to be lost from sight."""
+    listed = {entry.id for entry in entries}
+    return [
+        recipient
+        for recipient, state in history.recipients.items()
+        if recipient not in listed and (state.attempts or state.delivered_somewhere)
+    ]
 
 
 def history_of(path: Path, recipient: str) -> Iterator[dict[str, Any]]:

@@ -904,3 +904,24 @@ def test_a_log_of_twenty_thousand_events_is_read_right(tmp_path: Path) -> None:
         "pending": untouched,
         "sending": 0,
     }
+
+
+def test_a_recipient_taken_out_of_the_file_stays_in_sight(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    file = copy_bundled(tmp_path / "gone")
+    assert send(file, smtp_server, "--concurrency", "1").status == 0
+    text = file.read_text(encoding="utf-8")
+    start = text.index('  - id: "ombudsman"')
+    file.write_text(text[:start].rstrip("\n") + "\n", encoding="utf-8")  # the last one, out
+    table = campaign(file, "log")
+    assert table.status == 0, table.stderr
+    assert squash(
+        "1 recipient(s) the log has sent to are no longer in the campaign file: ombudsman"
+    ) in squash(table.stdout)
+    history = campaign(file, "log", "--history", "ombudsman")
+    assert history.status == 0, history.stderr
+    assert "mbudsman@ombudsman.kz" in history.stdout
+    unknown = campaign(file, "log", "--history", "nobody")
+    assert unknown.status == 2
+    assert "no recipient with id 'nobody'" in " ".join(unknown.stderr.split())
