@@ -233,19 +233,21 @@ class Review:
         if counts[Status.BOUNCED]:
             steps.append(
                 f"{counts[Status.BOUNCED]} bounced{self._bounce_reason()}: correct the address"
-                " in the file and `campaign send` again (only the new address gets the letter)"
+                " in the file and `campaign send --allow-changes` (the To line changes; only the"
+                " new address gets the letter)"
             )
         if counts[Status.FAILED]:
             steps.append(
                 f"{counts[Status.FAILED]} failed: the server refused their addresses for good;"
-                " correct them in the file and `campaign send` again, or see"
+                " correct them in the file and `campaign send --allow-changes`, or see"
                 " `campaign log --history ID`"
             )
         if counts[Status.PARTIAL]:
             steps.append(
                 f"{counts[Status.PARTIAL]} partial: some of their addresses were refused for"
-                " good or bounced; correct those in the file and `campaign send` again (only"
-                " the new addresses get the letter), or see `campaign log --history ID`"
+                " good or bounced; correct those in the file and `campaign send"
+                " --allow-changes` (only the new addresses get the letter), or see"
+                " `campaign log --history ID`"
             )
         return steps
 

@@ -165,6 +165,7 @@ def test_bounces_and_replies_reach_the_log_and_the_review(
     assert [json.loads(line)["recipient"] for line in replied] == ["ministry-of-justice"]
     table = run_cli(sent, "log")
     assert "bounced" in table.out and "correct the address" in table.out
+    assert "in the file and `campaign send --allow-changes` (the To line changes" in table.out
     history = run_cli(sent, "log", "--history", "national-security-committee")
     assert "bounce" in history.out and "5.1.1" in history.out
     for record in events(sent, "bounce") + events(sent, "reply"):
