@@ -757,7 +757,8 @@ def mbox_messages(
 def _maildir_time(key: str) -> datetime | None:
     """The delivery time a Maildir file name starts with (the Maildir specification's)."""
     seconds = key.split(".", 1)[0]
-    if not seconds.isdigit() or len(seconds) > 12:
+    # A name a person gave a file (`10.eml`) is not a delivery time: ten digits are.
+    if not seconds.isdigit() or not 10 <= len(seconds) <= 12:
         return None
     return datetime.fromtimestamp(int(seconds), UTC)
 
