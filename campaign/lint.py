@@ -140,18 +140,23 @@ def unused_key_notices(
                 )
     if recipient_keys is not None:
         near = _near_keys(recipient_keys, program_recipient_keys)
+        found: dict[tuple[str, str], list[Recipient]] = {}
         for recipient in recipients:
             for key in recipient.data:
                 used = near(key)
                 if used is not None and used not in recipient.data:
-                    notices.append(
-                        Notice(
-                            f"'{key}' is not used; the template uses '{used}'",
-                            recipient=recipient.id,
-                            field=key,
-                            line=data_line(recipient.data, key),
-                        )
-                    )
+                    found.setdefault((key, used), []).append(recipient)
+        for (key, used), who in found.items():
+            first = who[0]
+            others = f" (and {len(who) - 1} more recipients)" if len(who) > 1 else ""
+            notices.append(
+                Notice(
+                    f"'{key}' is not used{others}; the template uses '{used}'",
+                    recipient=first.id,
+                    field=key,
+                    line=data_line(first.data, key),
+                )
+            )
     return tuple(notices)
 
 

@@ -170,6 +170,19 @@ def test_unused_key_notice_names_recipient_field_and_line(tmp_path: Path) -> Non
     assert notice.message == "'salutaion' is not used; the template uses 'salutation'"
 
 
+def test_one_misspelt_key_in_many_recipients_is_one_warning(tmp_path: Path) -> None:
+    path = copy_bundled(tmp_path)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("salutation:", "salutaion:"), encoding="utf-8")
+    result = run_cli("--file", path, "check")
+    assert result.status == 0, result.stderr
+    assert result.out.count("is not used") == 1
+    assert (
+        "warning: president: 'salutaion' is not used (and 5 more recipients); the template"
+        " uses 'salutation'" in result.out
+    )
+
+
 def test_unused_campaign_key_is_a_warning_too(tmp_path: Path) -> None:
     yaml_text = GOOD_YAML.replace("  from:", '  signd_as: "Us"\n  from:')
     text = "{{ campaign.signed_as | default('The team') }}\n"
