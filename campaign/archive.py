@@ -65,6 +65,13 @@ class Archive:
         await done
         return str(self._shown / path.name)
 
+    def keep_now(self, draft_filename: str, sha256: str, data: bytes) -> str:
+        """`keep` at once, outside the event loop's batches (a run being interrupted)."""
+        path = self.path(draft_filename, sha256)
+        if not _holds(path, data):
+            write_files_durably(self.folder, [(path, data)])
+        return str(self._shown / path.name)
+
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         try:

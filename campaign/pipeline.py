@@ -482,7 +482,20 @@ class SendRun:
                 test=self.options.test,
             )
         )
-        delivery = await transport.send(draft, data, job.addresses, self.log.durable)
+        data_sent = False
+
+        async def before_data() -> None:
+            nonlocal data_sent
+            await self.log.durable()
+            data_sent = True
+
+        try:
+            delivery = await transport.send(draft, data, job.addresses, before_data)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # Interrupted (Ctrl-C cancels; SIGTERM can raise right here) while on its way.
+            if data_sent:
+                self._record_interrupted(job, attempt, data, digest, transport.name)
+            raise
         sender = draft.sender
         replies = {
             address: AddressReply(address_outcome(reply, sender), reply.code, reply.text)
@@ -512,6 +525,38 @@ class SendRun:
                 await asyncio.wait(self._finishing, return_when=asyncio.FIRST_COMPLETED)
         else:
             self._finish(result, None)
+
+    def _record_interrupted(
+        self, job: _Job, attempt: int, data: bytes, digest: str, transport: str
+    ) -> None:
+        """A run stopped while a letter's data was on its way: the server may have it.
+
+        Its bytes are kept now, and its result recorded unknown, so that what may have gone
+        can be shown (an attempt left without a result reads unknown too, but without them).
+        """
+        draft = job.message.draft
+        name = None
+        if self.archive is not None and not self.options.test:
+            with contextlib.suppress(OSError, CampaignError):
+                name = self.archive.keep_now(draft.filename, digest, data)
+        reply = AddressReply(
+            Outcome.UNKNOWN, None, "the run was interrupted while the letter was on its way"
+        )
+        replies = dict.fromkeys(job.addresses, reply)
+        self._record(
+            result_record(
+                run=self.run_id,
+                recipient=draft.recipient_id,
+                attempt=attempt,
+                message_id=draft.message_id,
+                replies=replies,
+                status=self._status_after(draft, replies),
+                transport=transport,
+                archive=name,
+                sha256=digest if name else None,
+                test=self.options.test,
+            )
+        )
 
     def _tell_pacer(self, job: _Job, slot: Slot, delivery: Delivery) -> Signal:
         """What the answer says about the pace: accepted, or refused for going too fast.
@@ -552,8 +597,15 @@ class SendRun:
     async def _archive_then_finish(self, result: _Result, data: bytes) -> None:
         assert self.archive is not None
         name = None
+        filename = result.job.message.draft.filename
         try:
-            name = await self.archive.keep(result.job.message.draft.filename, result.sha256, data)
+            name = await self.archive.keep(filename, result.sha256, data)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # The run is being interrupted: this letter went out, so it is kept and recorded now.
+            with contextlib.suppress(OSError, CampaignError):
+                name = self.archive.keep_now(filename, result.sha256, data)
+            self._finish(result, name)
+            raise
         except (OSError, CampaignError) as err:
             self._stop(f"the sent archive could not keep a letter: {err}")
         finally:

@@ -6,6 +6,7 @@ server or `unknown` in the log (never silently skipped).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -95,6 +96,42 @@ def test_sigkill_mid_run_then_a_second_run_sends_nobody_twice(
         assert status in ("sent", "unknown"), (rid, status)
     assert statuses[server.messages[STALLED - 1].rcpt_tos[0].split("@")[0]] == "unknown"
     assert len(received) > received_before  # the second run sent what had not gone
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_letter_on_its_way_when_the_run_is_interrupted_is_kept_and_recorded_unknown(
+    tmp_path: Path, make_smtp_server: MakeServer, stop: signal.Signals
+) -> None:
+    file = write_small_campaign(tmp_path / "campaign", 5)
+    server = make_smtp_server(faults=FaultScript(data=nth(3, STALL)))
+    sender = start_sender(file, server, "--concurrency", "1", "--timeout", "60")
+    try:
+        server.wait_for(3, timeout=30)  # the third letter's data is in; its reply never comes
+    finally:
+        os.kill(sender.pid, stop)
+        sender.wait(timeout=30)
+    assert sender.returncode != 0
+    stalled = server.messages[2]
+    [address] = stalled.rcpt_tos
+    recipient = address.split("@")[0]
+    records = read_log(file)
+    output = (file.parent / "sender-output.txt").read_text("utf-8")
+    assert [r["event"] for r in records if r.get("recipient") == recipient] == [
+        "planned",
+        "attempt",
+        "result",
+    ], (records, output)
+    [attempt] = [
+        r for r in read_log(file) if r["event"] == "attempt" and r["recipient"] == recipient
+    ]
+    [result] = [r for r in read_log(file) if r["event"] == "result" and r["recipient"] == recipient]
+    assert result["status"] == "unknown"
+    assert result["replies"][address]["outcome"] == "unknown"
+    assert "interrupted" in result["replies"][address]["reply"]
+    kept = (log_path(file).parent / result["archive"]).read_bytes()
+    assert hashlib.sha256(kept).hexdigest() == result["sha256"] == attempt["sha256"]
+    assert kept == stalled.data
+    assert replay(log_path(file), "crash-test").state(recipient).status() == "unknown"
 
 
 def test_after_a_sigkill_the_log_replays_and_the_lock_is_free(
