@@ -757,10 +757,13 @@ def mbox_messages(
 def _maildir_time(key: str) -> datetime | None:
     """The delivery time a Maildir file name starts with (the Maildir specification's)."""
     seconds = key.split(".", 1)[0]
-    # A name a person gave a file (`10.eml`) is not a delivery time: ten digits are.
-    if not seconds.isdigit() or not 10 <= len(seconds) <= 12:
+    # A name a person gave a file (`10.eml`, `380501234567.eml`) is not a delivery time.
+    if not (seconds.isascii() and seconds.isdigit() and len(seconds) == 10):
         return None
-    return datetime.fromtimestamp(int(seconds), UTC)
+    moment = datetime.fromtimestamp(int(seconds), UTC)
+    return (
+        moment if moment.year >= 2001 and moment <= datetime.now(UTC) + timedelta(days=1) else None
+    )
 
 
 def _from_line_time(line: bytes) -> datetime | None:

@@ -141,14 +141,14 @@ def _refuse_addresses_sent_under_other_ids(
 ) -> None:
     """An address that got this campaign's letter under another id (a recipient renamed, or
     an address moved to someone else) does not get it again unless that is meant."""
-    planned = {a: m.draft.recipient_id for m in messages for a in m.addresses}
+    # Compared without case, as the loader compares addresses for duplicates.
+    planned = {a.casefold(): m.draft.recipient_id for m in messages for a in m.addresses}
     reached = (Outcome.ACCEPTED, Outcome.UNKNOWN, Outcome.BOUNCED)
     again = [
-        f"{address} (now '{planned[address]}', sent as '{state.recipient}')"
+        f"{address} (now '{planned[address.casefold()]}', sent as '{state.recipient}')"
         for state in history.recipients.values()
         for address, address_state in state.addresses.items()
-        if address in planned
-        and planned[address] != state.recipient
+        if planned.get(address.casefold(), state.recipient) != state.recipient
         and (address_state.outcome in reached or state.open_attempt is not None)
     ]
     if again:

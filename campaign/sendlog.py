@@ -937,7 +937,7 @@ class SendLog:
             handle.seek(max(0, size - MAX_LINE - 2))
             tail = handle.read()
             ended = tail.endswith(b"\n")
-            body = tail.rstrip(b"\n")
+            body = tail.rstrip()  # blank lines after it, CRLF or spaces included
             last = body.rpartition(b"\n")[2]
             if ended and (not last.strip() or _is_record(last)):
                 return

@@ -406,12 +406,15 @@ def test_maildir_since_uses_the_delivery_time_and_the_date_header(tmp_path: Path
     assert got[0].received == datetime(2017, 11, 1, tzinfo=UTC)
 
 
-def test_maildir_file_named_by_a_person_is_not_taken_for_a_delivery_time(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["10.eml:2,S", "380501234567.eml:2,S", "9999999999.x:2,S"])
+def test_maildir_file_named_by_a_person_is_not_taken_for_a_delivery_time(
+    tmp_path: Path, name: str
+) -> None:
     folder = tmp_path / "M"
     make_maildir(folder, [])
     undated = b"\n".join(line for line in BOUNCE.split(b"\n") if not line.startswith(b"Date:"))
     assert undated != BOUNCE
-    (folder / "cur" / "10.eml:2,S").write_bytes(undated)  # not 1970: no time at all
+    (folder / "cur" / name).write_bytes(undated)  # not 1970 nor year 14027: no time at all
     got = read(maildir_messages(folder, since=date(2017, 10, 20)))
     assert datas(got) == [undated]
     assert got[0].received is None

@@ -656,6 +656,21 @@ def test_a_renamed_recipient_is_not_sent_the_letter_again(
     assert log_path(file).read_bytes() == log_before
 
 
+def test_a_renamed_recipient_with_the_address_in_another_case_is_not_sent_it_again(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    file = write_small_campaign(tmp_path / "c", 2)
+    text = file.read_text(encoding="utf-8").replace("r002@example.net", "R002@Example.net")
+    file.write_text(text, encoding="utf-8")
+    assert send(file, smtp_server).status == 0
+    text = text.replace("R002@Example.net", "r002@example.net")
+    file.write_text(text.replace('id: "r002"', 'id: "r002-new"'), encoding="utf-8")
+    run = send(file, smtp_server)
+    assert run.status == 2, run.err
+    assert "(now 'r002-new', sent as 'r002')" in run.err
+    assert len(smtp_server.messages) == 2
+
+
 def test_a_renamed_recipient_is_sent_again_with_allow_changes(
     tmp_path: Path, smtp_server: SmtpServer
 ) -> None:

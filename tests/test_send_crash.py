@@ -181,21 +181,25 @@ def test_a_torn_last_line_is_tolerated_and_repaired(
     assert all(state.status() == "sent" for state in history.recipients.values())
 
 
-@pytest.mark.parametrize("after", [b"\n", b"\n\n"], ids=["one line end", "a blank line too"])
+@pytest.mark.parametrize(
+    "after",
+    [b"\n", b"\n\n", b"\r\n\r\n", b"\n \n\t\n"],
+    ids=["one line end", "a blank line too", "crlf blank line", "spaces and tabs"],
+)
 def test_a_torn_last_line_an_editor_ended_is_repaired_not_left_to_brick_the_log(
     tmp_path: Path, smtp_server: SmtpServer, after: bytes
 ) -> None:
     file = copy_bundled(tmp_path / "campaign")
     assert send(file, smtp_server, "--only", "president").status == 0
     lost = tear_last_line(log_path(file), keep=25)
+    torn_line = log_path(file).read_bytes().count(b"\n") + 1
     with open(log_path(file), "ab") as log:
         log.write(after)  # saved in an editor, which ends the last line
-    torn_line = log_path(file).read_bytes().count(b"\n") - len(after) + 1
     run = send(file, smtp_server)
     assert run.status == 0, run.stderr
     assert len(smtp_server.messages) == 6
     lines = log_path(file).read_bytes().split(b"\n")
-    assert lines[torn_line - 1] == lost[:25]
+    assert lines[torn_line - 1].rstrip(b"\r") == lost[:25]
     repaired = [json.loads(line) for line in lines if b'"event":"log-repaired"' in line]
     assert [r["torn_line"] for r in repaired] == [torn_line]
     assert run_cli(file, "log").status == 0
