@@ -68,8 +68,7 @@ class Archive:
     def keep_now(self, draft_filename: str, sha256: str, data: bytes) -> str:
         """`keep` at once, outside the event loop's batches (a run being interrupted)."""
         path = self.path(draft_filename, sha256)
-        if not _holds(path, data):
-            write_files_durably(self.folder, [(path, data)])
+        self._write([(path, data)])
         return str(self._shown / path.name)
 
     async def _flush(self) -> None:
@@ -97,8 +96,13 @@ class Archive:
             self._flushing = None
 
     def _write_batch(self, batch: list[tuple[Path, bytes, asyncio.Future[None]]]) -> None:
-        new = [(path, data) for path, data, _ in batch if not _holds(path, data)]
-        write_files_durably(self.folder, new)
+        self._write([(path, data) for path, data, _ in batch])
+
+    def _write(self, files: list[tuple[Path, bytes]]) -> None:
+        """The files not kept whole already, written and made durable together."""
+        write_files_durably(
+            self.folder, [(path, data) for path, data in files if not _holds(path, data)]
+        )
 
     def find(self, draft_filename: str, sha256: str) -> bytes | None:
         """The letter kept under this SHA-256, if it is there and still has those bytes."""

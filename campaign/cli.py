@@ -25,7 +25,7 @@ from typing import IO
 from campaign import __version__
 from campaign.addresses import AddressError, normalise, placeholder_reason
 from campaign.credentials import PasswordBackend, forget_password, lookup_password, store_password
-from campaign.display import visible
+from campaign.display import listed, visible
 from campaign.drafts import deliver_all, read_outbox, write_drafts
 from campaign.errors import (
     CampaignError,
@@ -946,10 +946,7 @@ def run_resolve(ctx: Context) -> ExitStatus:
     if not settled:
         ctx.ui.note(f"No recipient is {' or '.join(args.status)}; nothing was recorded.")
         return ExitStatus.OK
-    shown = ", ".join(settled[:20]) + (
-        f" and {len(settled) - 20} more" if len(settled) > 20 else ""
-    )
-    ctx.ui.note(f"Recorded {shown} as {args.settle_as}: {args.reason}")
+    ctx.ui.note(f"Recorded {listed(settled)} as {args.settle_as}: {args.reason}")
     if args.settle_as == Status.PENDING:
         ctx.ui.note("Next: `campaign send` sends them again.")
     return ExitStatus.OK

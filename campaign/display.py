@@ -1,8 +1,9 @@
-"""Text from files, logs and servers made safe to show: controls escaped, formulas defused."""
+"""Text made to show: controls escaped, formulas defused, long lists of names cut short."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 # C0 and C1 controls, DEL, and the bidirectional overrides that can reorder what is shown.
 # Surrogates: a server's bytes that were not UTF-8, as aiosmtplib decodes them.
@@ -28,6 +29,12 @@ def visible(text: str, *, keep_newlines: bool = False) -> str:
     if keep_newlines:
         return _LAYOUT_CONTROL.sub(_escape, text)
     return _CONTROL.sub(_escape, text)
+
+
+def listed(names: Sequence[str], limit: int = 20) -> str:
+    """`a, b, c and 7 more`: the first `limit` names, and how many more there are."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def spreadsheet_cell(text: str) -> str:

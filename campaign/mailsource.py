@@ -760,10 +760,8 @@ def _maildir_time(key: str) -> datetime | None:
     # A name a person gave a file (`10.eml`, `380501234567.eml`) is not a delivery time.
     if not (seconds.isascii() and seconds.isdigit() and len(seconds) == 10):
         return None
-    moment = datetime.fromtimestamp(int(seconds), UTC)
-    return (
-        moment if moment.year >= 2001 and moment <= datetime.now(UTC) + timedelta(days=1) else None
-    )
+    moment = datetime.fromtimestamp(int(seconds), UTC)  # ten digits: 2001 to 2286
+    return moment if moment <= datetime.now(UTC) + timedelta(days=1) else None
 
 
 def _from_line_time(line: bytes) -> datetime | None:

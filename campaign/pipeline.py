@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Protocol
 
 from campaign.archive import Archive
+from campaign.display import listed
 from campaign.drafts import letter_problem
 from campaign.errors import CampaignError, RunRefused, UsageError
 from campaign.models import Draft
@@ -92,11 +93,6 @@ class Plan:
     address_count: int
 
 
-def _listed(ids: Sequence[str], limit: int = 20) -> str:
-    shown = ", ".join(ids[:limit])
-    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
-
-
 def make_plan(
     prepared: Prepared,
     history: Replay,
@@ -154,7 +150,7 @@ def _refuse_addresses_sent_under_other_ids(
     if again:
         raise RunRefused(
             f"{len(again)} address(es) already got this campaign's letter under another"
-            f" recipient id: {_listed(again)}; nothing was sent",
+            f" recipient id: {listed(again)}; nothing was sent",
             hint="give the recipient its earlier id back (`campaign log --history ID` shows"
             " what went), take the address out, or pass --allow-changes if a second letter"
             " is meant",
@@ -182,10 +178,10 @@ def _refuse_changed_letters(drafts: Sequence[Draft], history: Replay, options: S
     if waiting:
         parts.append(
             f"{len(waiting)} recipient(s) not yet sent would get a different letter from"
-            f" the one recorded: {_listed(waiting)}"
+            f" the one recorded: {listed(waiting)}"
         )
     if sent:
-        parts.append(f"{len(sent)} already sent had the earlier letter: {_listed(sent)}")
+        parts.append(f"{len(sent)} already sent had the earlier letter: {listed(sent)}")
     raise RunRefused(
         "the letter changed since part of the campaign was sent; " + "; ".join(parts),
         hint="undo the change to the template, the data or an attachment, or pass"
@@ -534,29 +530,13 @@ class SendRun:
         Its bytes are kept now, and its result recorded unknown, so that what may have gone
         can be shown (an attempt left without a result reads unknown too, but without them).
         """
-        draft = job.message.draft
-        name = None
-        if self.archive is not None and not self.options.test:
-            with contextlib.suppress(OSError, CampaignError):
-                name = self.archive.keep_now(draft.filename, digest, data)
         reply = AddressReply(
             Outcome.UNKNOWN, None, "the run was interrupted while the letter was on its way"
         )
-        replies = dict.fromkeys(job.addresses, reply)
-        self._record(
-            result_record(
-                run=self.run_id,
-                recipient=draft.recipient_id,
-                attempt=attempt,
-                message_id=draft.message_id,
-                replies=replies,
-                status=self._status_after(draft, replies),
-                transport=transport,
-                archive=name,
-                sha256=digest if name else None,
-                test=self.options.test,
-            )
+        result = _Result(
+            job, attempt, dict.fromkeys(job.addresses, reply), digest, transport, Signal.NONE
         )
+        self._record_result(result, self._keep_now(job.message.draft, digest, data))
 
     def _tell_pacer(self, job: _Job, slot: Slot, delivery: Delivery) -> Signal:
         """What the answer says about the pace: accepted, or refused for going too fast.
@@ -597,14 +577,12 @@ class SendRun:
     async def _archive_then_finish(self, result: _Result, data: bytes) -> None:
         assert self.archive is not None
         name = None
-        filename = result.job.message.draft.filename
+        draft = result.job.message.draft
         try:
-            name = await self.archive.keep(filename, result.sha256, data)
+            name = await self.archive.keep(draft.filename, result.sha256, data)
         except (asyncio.CancelledError, KeyboardInterrupt):
             # The run is being interrupted: this letter went out, so it is kept and recorded now.
-            with contextlib.suppress(OSError, CampaignError):
-                name = self.archive.keep_now(filename, result.sha256, data)
-            self._finish(result, name)
+            self._finish(result, self._keep_now(draft, result.sha256, data))
             raise
         except (OSError, CampaignError) as err:
             self._stop(f"the sent archive could not keep a letter: {err}")
@@ -613,6 +591,10 @@ class SendRun:
         self._finish(result, name)
 
     def _finish(self, result: _Result, archive: str | None) -> None:
+        self._record_result(result, archive)
+        self._decide(result.job, result.replies, result.signal)
+
+    def _record_result(self, result: _Result, archive: str | None) -> None:
         draft = result.job.message.draft
         self._record(
             result_record(
@@ -628,7 +610,14 @@ class SendRun:
                 test=self.options.test,
             )
         )
-        self._decide(result.job, result.replies, result.signal)
+
+    def _keep_now(self, draft: Draft, sha256: str, data: bytes) -> str | None:
+        """The letter kept at once, as a run is interrupted; None when it cannot be."""
+        if self.archive is None or self.options.test:
+            return None
+        with contextlib.suppress(OSError, CampaignError):
+            return self.archive.keep_now(draft.filename, sha256, data)
+        return None
 
     def _decide(self, job: _Job, replies: dict[str, AddressReply], signal: Signal) -> None:
         """Try again what may pass later (when the pace or the backoff allows), or settle."""

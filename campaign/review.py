@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from campaign.display import spreadsheet_cell
+from campaign.display import listed, spreadsheet_cell
 from campaign.errors import CampaignError
 from campaign.loading import Options, load_campaign
 from campaign.models import CampaignFile, Recipient
@@ -358,10 +358,9 @@ def build_review(
         )
     gone = gone_from_the_file(entries, history)
     if gone:
-        shown = ", ".join(gone[:10]) + (f" and {len(gone) - 10} more" if len(gone) > 10 else "")
         notes.append(
             f"{len(gone)} recipient(s) the log has sent to are no longer in the campaign file:"
-            f" {shown}; `campaign log --history ID` shows what each was sent"
+            f" {listed(gone, 10)}; `campaign log --history ID` shows what each was sent"
         )
     return Review(campaign_id, path, entries, history, notes, holder, live)
 

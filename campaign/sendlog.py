@@ -585,12 +585,8 @@ class LogReader:
     def _record(self, raw: bytes) -> dict[str, Any] | None:
         if not raw.strip():
             return None
-        try:
-            record = json.loads(raw)
-        except (ValueError, RecursionError):
-            record = None
-        valid = isinstance(record, dict) and "event" in record
-        if valid:
+        record = _parsed(raw)
+        if record is not None:
             problem = record_problem(record)
             # A record of a known shape is shallow: this walk cannot go deep.
             escaped = b"\\ud" in raw or b"\\uD" in raw
@@ -604,7 +600,7 @@ class LogReader:
                     hint="the log may have been edited by hand; restore it from a backup",
                 )
         if self._bad_line is not None:
-            if not valid or record.get("event") != Event.LOG_REPAIRED:
+            if record is None or record.get("event") != Event.LOG_REPAIRED:
                 raise LogFormatError(
                     f"line {self._bad_line} is not a valid JSON record; the log may have been"
                     " edited by hand",
@@ -615,19 +611,19 @@ class LogReader:
             self.notes.append(f"line {self._bad_line} was cut short by a crash and was ignored")
             self._bad_line = None
             return None
-        if not valid:
+        if record is None:
             self._bad_line = self._line
             return None
         return record if record.get("event") != Event.LOG_REPAIRED else None
 
 
-def _is_record(raw: bytes) -> bool:
-    """Whether a line reads as a record at all (its shape is checked when it is replayed)."""
+def _parsed(raw: bytes) -> dict[str, Any] | None:
+    """A line read as a record at all (its shape is checked apart), or None."""
     try:
         record = json.loads(raw)
     except (ValueError, RecursionError):
-        return False
-    return isinstance(record, dict) and "event" in record
+        return None
+    return record if isinstance(record, dict) and "event" in record else None
 
 
 def _holds_lone_surrogate(record: dict[str, Any]) -> bool:
@@ -939,7 +935,7 @@ class SendLog:
             ended = tail.endswith(b"\n")
             body = tail.rstrip()  # blank lines after it, CRLF or spaces included
             last = body.rpartition(b"\n")[2]
-            if ended and (not last.strip() or _is_record(last)):
+            if ended and (not last.strip() or _parsed(last) is not None):
                 return
             handle.seek(0)
             lines = sum(1 for _ in handle)
