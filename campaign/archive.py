@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import posixpath
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
@@ -30,11 +33,15 @@ class Archive:
     def __init__(self, folder: Path, log_folder: Path) -> None:
         self.folder = folder
         try:
-            self._shown = PurePosixPath(folder.relative_to(log_folder))
+            shown = PurePosixPath(folder.relative_to(log_folder))
         except ValueError:
-            self._shown = PurePosixPath(folder)
+            shown = PurePosixPath(folder)
+        # Each letter's names are plain strings: a Path per letter costs time, and pathlib
+        # interns every name it parses, which grows with the campaign.
+        self._folder = str(folder)
+        self._shown = "" if shown == PurePosixPath(".") else str(shown)
         self._pool: ThreadPoolExecutor | None = None
-        self._waiting: list[tuple[Path, bytes, asyncio.Future[None]]] = []
+        self._waiting: list[tuple[str, bytes, asyncio.Future[None]]] = []
         self._flushing: asyncio.Future[None] | None = None
 
     def open(self) -> None:
@@ -48,8 +55,11 @@ class Archive:
             self._pool.shutdown()
             self._pool = None
 
-    def path(self, draft_filename: str, sha256: str) -> Path:
-        return self.folder / archive_name(draft_filename, sha256)
+    def path(self, draft_filename: str, sha256: str) -> str:
+        return os.path.join(self._folder, archive_name(draft_filename, sha256))
+
+    def _name_in_log(self, draft_filename: str, sha256: str) -> str:
+        return posixpath.join(self._shown, archive_name(draft_filename, sha256))
 
     async def keep(self, draft_filename: str, sha256: str, data: bytes) -> str:
         """Make the letter's bytes durable; return its name as the log records it.
@@ -63,13 +73,13 @@ class Archive:
         if self._flushing is None:
             self._flushing = asyncio.ensure_future(self._flush())
         await done
-        return str(self._shown / path.name)
+        return self._name_in_log(draft_filename, sha256)
 
     def keep_now(self, draft_filename: str, sha256: str, data: bytes) -> str:
         """`keep` at once, outside the event loop's batches (a run being interrupted)."""
         path = self.path(draft_filename, sha256)
         self._write([(path, data)])
-        return str(self._shown / path.name)
+        return self._name_in_log(draft_filename, sha256)
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
@@ -95,10 +105,10 @@ class Archive:
         finally:
             self._flushing = None
 
-    def _write_batch(self, batch: list[tuple[Path, bytes, asyncio.Future[None]]]) -> None:
+    def _write_batch(self, batch: list[tuple[str, bytes, asyncio.Future[None]]]) -> None:
         self._write([(path, data) for path, data, _ in batch])
 
-    def _write(self, files: list[tuple[Path, bytes]]) -> None:
+    def _write(self, files: list[tuple[str, bytes]]) -> None:
         """The files not kept whole already, written and made durable together."""
         write_files_durably(
             self.folder, [(path, data) for path, data in files if not _holds(path, data)]
@@ -107,7 +117,7 @@ class Archive:
     def find(self, draft_filename: str, sha256: str) -> bytes | None:
         """The letter kept under this SHA-256, if it is there and still has those bytes."""
         path = self.path(draft_filename, sha256)
-        if path.is_symlink() or not path.is_file():
+        if not _is_plain_file(path):
             return None
         try:
             data = read_file(path, MAX_LETTER_BYTES)
@@ -116,9 +126,17 @@ class Archive:
         return data if hashlib.sha256(data).hexdigest() == sha256 else None
 
 
-def _holds(path: Path, data: bytes) -> bool:
+def _is_plain_file(path: str) -> bool:
+    """A regular file, not a symlink (one lstat: usually there is nothing there yet)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _holds(path: str, data: bytes) -> bool:
     """Whether the same letter is kept at `path` already, whole (a crash can leave it empty)."""
-    if path.is_symlink() or not path.is_file():
+    if not _is_plain_file(path):
         return False
     try:
         return read_file(path, len(data)) == data

@@ -20,9 +20,9 @@ TEMPORARY_PREFIX = ".campaign-tmp-"
 _NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
-def refuse_symlink(path: Path) -> None:
+def refuse_symlink(path: Path | str) -> None:
     """Refuse a symlink where campaign would write, lock or read its own records."""
-    if path.is_symlink():
+    if os.path.islink(path):
         raise CampaignError(
             "is a symbolic link; campaign never writes through one",
             path=path,
@@ -43,14 +43,16 @@ def ensure_folder(path: Path) -> Path:
     return path
 
 
-def write_file(path: Path, data: bytes, *, durable: bool = False) -> None:
+def write_file(path: Path | str, data: bytes, *, durable: bool = False) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the new one.
 
     The temporary file is created beside it with O_EXCL | O_NOFOLLOW, mode 0600; the
     rename replaces whatever is at `path` but a symlink, which is refused.
     """
     refuse_symlink(path)
-    temporary = path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+    temporary = os.path.join(
+        os.path.dirname(path), f"{TEMPORARY_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    )
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
     try:
         descriptor = os.open(temporary, flags, PRIVATE)
@@ -79,12 +81,12 @@ def open_private(path: Path, flags: int) -> int:
         raise CampaignError(f"cannot open the file: {err.strerror}", path=path) from None
 
 
-def read_file(path: Path, limit: int) -> bytes:
+def read_file(path: Path | str, limit: int) -> bytes:
     """A regular file's bytes, at most `limit` of them, never through a symlink."""
     try:
         descriptor = os.open(path, os.O_RDONLY | _NOFOLLOW)
     except OSError as err:
-        if path.is_symlink():
+        if os.path.islink(path):
             refuse_symlink(path)
         raise CampaignError(f"cannot read the file: {err.strerror}", path=path) from None
     try:
@@ -140,7 +142,7 @@ def _syncfs() -> Callable[[int], int] | None:
 _SYNCFS = _syncfs()
 
 
-def write_files_durably(folder: Path, files: Sequence[tuple[Path, bytes]]) -> None:
+def write_files_durably(folder: Path, files: Sequence[tuple[Path | str, bytes]]) -> None:
     """Write several files into `folder` so that all of them, names included, are on disk.
 
     Each is written to a temporary file and renamed; then the whole file system is synced

@@ -572,7 +572,7 @@ def test_a_lagging_archive_holds_the_sending_back_instead_of_filling_the_memory(
     disk = threading.Event()
 
     class SlowDisk(Archive):
-        def _write_batch(self, batch: list[tuple[Path, bytes, asyncio.Future[None]]]) -> None:
+        def _write_batch(self, batch: list[tuple[str, bytes, asyncio.Future[None]]]) -> None:
             disk.wait(timeout=30)
             super()._write_batch(batch)
 
@@ -606,7 +606,7 @@ def test_an_archive_that_fails_part_way_stops_the_run_without_hanging(
     batches = itertools.count(1)
 
     class FullDisk(Archive):
-        def _write_batch(self, batch: list[tuple[Path, bytes, asyncio.Future[None]]]) -> None:
+        def _write_batch(self, batch: list[tuple[str, bytes, asyncio.Future[None]]]) -> None:
             if next(batches) >= 2:
                 time.sleep(0.3)  # others queue up meanwhile
                 raise OSError(28, "No space left on device")
