@@ -551,7 +551,7 @@ def run_send(ctx: Context) -> ExitStatus:
         ) as session:
             only = {r.id for r in recipients} if args.only else None
             plan = session.plan(only)
-            _show_plan(ctx, session, plan, settings)
+            _show_plan(ctx, source, session, plan, settings)
             if isinstance(settings, SmtpSettingsError):
                 raise settings
             if args.dry_run:
@@ -560,6 +560,9 @@ def run_send(ctx: Context) -> ExitStatus:
                 show_dry_run(ctx.ui, dry_run_rows(plan, session.history, prepared.drafts, only))
                 ctx.ui.note("Dry run: nothing was sent and nothing was written.")
                 return ExitStatus.OK
+            # The recipients' data goes before the letters do: the drafts have all a run
+            # needs, and the history that grows as it runs takes that memory's place.
+            del source, recipients
             return _send_planned(ctx, session, plan, settings)
 
 
@@ -593,10 +596,13 @@ def _plural(count: int, one: str, many: str) -> str:
 
 
 def _show_plan(
-    ctx: Context, session: SendSession, plan: Plan, settings: SmtpSettings | SmtpSettingsError
+    ctx: Context,
+    source: CampaignFile,
+    session: SendSession,
+    plan: Plan,
+    settings: SmtpSettings | SmtpSettingsError,
 ) -> None:
     """What the run would do, every warning `check` gives, before any question."""
-    source = session.prepared.source
     campaign = source.campaign
     skipped = ", ".join(f"{len(ids)} {status}" for status, ids in sorted(plan.skipped.items()))
     not_chosen = len(source.recipients) - len(plan.messages) - sum(map(len, plan.skipped.values()))
@@ -634,7 +640,7 @@ def _show_plan(
 def _send_planned(
     ctx: Context, session: SendSession, plan: Plan, settings: SmtpSettings
 ) -> ExitStatus:
-    campaign = session.prepared.source.campaign
+    campaign = session.prepared.campaign
     options = session.options
     earlier_done = all(status == Status.SENT for status in plan.skipped)
     if not plan.messages:

@@ -61,8 +61,8 @@ def write_drafts(prepared: Prepared, outbox: Path) -> DraftsReport:
     current = {draft.filename for draft in prepared.drafts}
     removed: list[str] = []
     left_alone: list[str] = []
-    campaign = prepared.source.campaign
-    whole_campaign = len(prepared.drafts) == len(prepared.source.recipients)
+    campaign = prepared.campaign
+    whole_campaign = len(prepared.drafts) == prepared.file_recipients
     for path in sorted(outbox.glob("*.eml")):
         if path.name in current or path.is_symlink() or not path.is_file():
             continue
@@ -285,14 +285,14 @@ def read_outbox(
             data = _checked_draft(
                 path, recipient, references[recipient.id], source.campaign.max_letter_bytes
             )
-            draft = _draft(source.campaign, recipient, path, data)
+            draft = _draft(source.campaign, recipient, path, data, total)
         except CampaignError as err:
             errors.append(err)
             continue
         drafts.append(replace(draft, offset=store.put(data)))
     if errors:
         raise ValidationErrors(errors)
-    return Prepared(source, drafts, store)
+    return Prepared(source.campaign, drafts, store, total)
 
 
 def _checked_draft(path: Path, recipient: Recipient, reference: bytes, limit: int) -> bytes:
@@ -317,7 +317,7 @@ def _checked_draft(path: Path, recipient: Recipient, reference: bytes, limit: in
     return data
 
 
-def _draft(campaign: Campaign, recipient: Recipient, path: Path, data: bytes) -> Draft:
+def _draft(campaign: Campaign, recipient: Recipient, path: Path, data: bytes, total: int) -> Draft:
     """The draft's identity; its content hash from its decoded parts, as a build's is."""
     message = BytesParser(policy=policy.default).parsebytes(data)
     assert isinstance(message, EmailMessage)
@@ -347,7 +347,7 @@ def _draft(campaign: Campaign, recipient: Recipient, path: Path, data: bytes) ->
     return Draft(
         recipient_id=recipient.id,
         index=recipient.index,
-        filename=path.name,
+        file_recipients=total,
         sender=campaign.envelope_sender,
         addresses=recipient.addresses,
         message_id=message_id_for(campaign, recipient.id),

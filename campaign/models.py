@@ -189,7 +189,7 @@ class Draft:
 
     recipient_id: str
     index: int
-    filename: str
+    file_recipients: int  # how many the campaign file has: the width of `index` in the name
     sender: str
     addresses: tuple[str, ...]
     message_id: str
@@ -198,3 +198,14 @@ class Draft:
     size: int
     offset: int
     segment: int = 0
+
+    @property
+    def filename(self) -> str:
+        # Made when asked, not kept: one string less per recipient of a large campaign.
+        return draft_filename(self.index, self.recipient_id, self.file_recipients)
+
+
+def draft_filename(index: int, recipient_id: str, file_recipients: int) -> str:
+    """`03-ministry-of-justice.eml`: the file order first, so a listing reads like the file."""
+    width = max(2, len(str(file_recipients)))
+    return f"{index:0{width}d}-{recipient_id}.eml"

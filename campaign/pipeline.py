@@ -137,6 +137,8 @@ def _refuse_addresses_sent_under_other_ids(
 ) -> None:
     """An address that got this campaign's letter under another id (a recipient renamed, or
     an address moved to someone else) does not get it again unless that is meant."""
+    if not history.recipients:
+        return  # a first run: no address got anything yet
     # Compared without case, as the loader compares addresses for duplicates.
     planned = {a.casefold(): m.draft.recipient_id for m in messages for a in m.addresses}
     reached = (Outcome.ACCEPTED, Outcome.UNKNOWN, Outcome.BOUNCED)
@@ -726,7 +728,7 @@ class SendSession:
         self.history = Replay()
 
     def __enter__(self) -> SendSession:
-        campaign = self.prepared.source.campaign
+        campaign = self.prepared.campaign
         if self._lock is not None:
             self._lock.acquire(f"campaign send of {campaign.id}")
         try:
@@ -758,7 +760,7 @@ class SendSession:
         if self._lock is None:
             raise UsageError("a run needs the log locked")
         prepared, options, history = self.prepared, self.options, self.history
-        log = SendLog(self.log_path, prepared.source.campaign.id, clock=self.clock)
+        log = SendLog(self.log_path, prepared.campaign.id, clock=self.clock)
         run_id = uuid.uuid4().hex[:12]
         try:
             log.write(
