@@ -36,7 +36,7 @@ class Prepared:
     """The drafts of one run, in file order, with their bytes in `store`.
 
     It keeps the campaign's settings but not the recipients' data: nothing after the
-    build needs that, and at 100,000 recipients it is a fifth of a run's memory.
+    build needs that, and at 100,000 recipients it is 30 MB of a run's 260.
     """
 
     campaign: Campaign
