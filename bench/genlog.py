@@ -119,7 +119,7 @@ def load_letters(yaml_path: Path) -> tuple[str, list[Letter]]:
     """The campaign id and every recipient's letter identity, via the product's loader."""
     from campaign.loading import Options, load_campaign
     from campaign.message import message_id_for
-    from campaign.prepare import draft_filename
+    from campaign.models import draft_filename
 
     source = load_campaign(Options(Path(yaml_path)))
     campaign = source.campaign
@@ -133,7 +133,7 @@ def load_letters(yaml_path: Path) -> tuple[str, list[Letter]]:
                 rid=r.id,
                 addresses=tuple(r.addresses),
                 message_id=message_id_for(campaign, r.id),
-                filename=draft_filename(r, total),
+                filename=draft_filename(r.index, r.id, total),
                 content_hash=hashlib.sha256(b"content\0" + seed).hexdigest(),
                 sha256=hashlib.sha256(b"bytes\0" + seed).hexdigest(),
                 size=rng.randint(11_200, 12_400),

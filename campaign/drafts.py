@@ -16,8 +16,8 @@ from campaign.display import visible
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.headersafety import HeaderBlockError, check_header_block, unsafe_reason
 from campaign.message import content_hash, message_id_for
-from campaign.models import Campaign, CampaignFile, Draft, Recipient, Rendered
-from campaign.prepare import Clock, Prepared, draft_filename, prepare, utc_now
+from campaign.models import Campaign, CampaignFile, Draft, Recipient, Rendered, draft_filename
+from campaign.prepare import Clock, Prepared, prepare, utc_now
 from campaign.safefiles import read_file
 from campaign.store import MessageStore
 from campaign.transports.base import Transport
@@ -280,7 +280,7 @@ def read_outbox(
     errors: list[CampaignError] = []
     drafts: list[Draft] = []
     for recipient in recipients:
-        path = outbox / draft_filename(recipient, total)
+        path = outbox / draft_filename(recipient.index, recipient.id, total)
         try:
             data = _checked_draft(
                 path, recipient, references[recipient.id], source.campaign.max_letter_bytes

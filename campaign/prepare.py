@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from campaign import models
 from campaign.attachments import AttachmentFiles
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.message import MessageBuilder
@@ -24,11 +23,6 @@ MAX_REPORTED_ERRORS = 50
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def draft_filename(recipient: Recipient, total: int) -> str:
-    """`03-ministry-of-justice.eml`: the file order first, so a listing reads like the file."""
-    return models.draft_filename(recipient.index, recipient.id, total)
 
 
 @dataclass(frozen=True)
