@@ -46,8 +46,8 @@ def sent_letters(history: Replay) -> SentLetters:
         if state.message_id is None:
             continue
         taken = tuple(
-            address
-            for address, known in state.addresses.items()
+            known.address
+            for known in state.addresses
             if known.outcome in (Outcome.ACCEPTED, Outcome.BOUNCED, Outcome.UNKNOWN)
         )
         letters.append(SentLetter(recipient, state.message_id, taken))

@@ -118,12 +118,14 @@ def make_plan(
             messages.append(PlannedMessage(draft, draft.addresses))
             continue
         to_send = set(state.to_send(retry_unknown=options.retry_unknown))
-        addresses = tuple(a for a in draft.addresses if a in to_send or a not in state.addresses)
+        addresses = tuple(
+            a for a in draft.addresses if a in to_send or state.address_state(a) is None
+        )
         if not addresses:
             skipped.setdefault(state.status(draft.addresses), []).append(draft.recipient_id)
             continue
         reuse = None
-        if state.sha256 and any(s.outcome == Outcome.ACCEPTED for s in state.addresses.values()):
+        if state.sha256 and any(s.outcome == Outcome.ACCEPTED for s in state.addresses):
             reuse = state.sha256
         messages.append(PlannedMessage(draft, addresses, reuse))
     if not options.allow_changes:
@@ -143,10 +145,11 @@ def _refuse_addresses_sent_under_other_ids(
     planned = {a.casefold(): m.draft.recipient_id for m in messages for a in m.addresses}
     reached = (Outcome.ACCEPTED, Outcome.UNKNOWN, Outcome.BOUNCED)
     again = [
-        f"{address} (now '{planned[address.casefold()]}', sent as '{state.recipient}')"
+        f"{address_state.address} (now '{planned[address_state.address.casefold()]}',"
+        f" sent as '{state.recipient}')"
         for state in history.recipients.values()
-        for address, address_state in state.addresses.items()
-        if planned.get(address.casefold(), state.recipient) != state.recipient
+        for address_state in state.addresses
+        if planned.get(address_state.address.casefold(), state.recipient) != state.recipient
         and (address_state.outcome in reached or state.open_attempt is not None)
     ]
     if again:
@@ -646,8 +649,8 @@ class SendRun:
         """The status this result gives the recipient, for the result record itself."""
         if self.options.test:
             return self._status(draft, replies)
-        known = self.history.state(draft.recipient_id).addresses
-        outcomes = {a: known[a].outcome if a in known else Outcome.PENDING for a in draft.addresses}
+        known = {s.address: s.outcome for s in self.history.state(draft.recipient_id).addresses}
+        outcomes = {a: known.get(a, Outcome.PENDING) for a in draft.addresses}
         outcomes.update((a, r.outcome) for a, r in replies.items() if a in outcomes)
         return status_of(list(outcomes.values()))
 

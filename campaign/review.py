@@ -262,7 +262,7 @@ def _most_common_bounce(review: Review) -> str:
         if state is None or review.status_of(entry) != Status.BOUNCED:
             continue
         for address in entry.addresses:
-            address_state = state.addresses.get(address)
+            address_state = state.address_state(address)
             if address_state is not None and address_state.outcome == Outcome.BOUNCED:
                 reason = address_state.reply.removeprefix("bounced").strip().removeprefix(":")
                 reason = reason.strip()
@@ -286,7 +286,7 @@ def _row(
     if state is None:
         state = RecipientState(recipient.id)
     addresses = []
-    known = dict(state.addresses)
+    known = {address_state.address: address_state for address_state in state.addresses}
     for address in (*recipient.addresses, *(a for a in known if a not in recipient.addresses)):
         address_state = known.get(address)
         if address_state is None:
@@ -436,7 +436,7 @@ def send_summary(
         replies = []
         if state is not None and not test:
             for address in message.addresses:
-                address_state = state.addresses.get(address)
+                address_state = state.address_state(address)
                 if address_state is not None:
                     code = f"{address_state.code} " if address_state.code is not None else ""
                     replies.append(f"{address}: {code}{address_state.reply}")
@@ -455,7 +455,7 @@ class DryRunRow:
 
 
 def _why_skipped(state: RecipientState | None, address: str) -> str:
-    known = state.addresses.get(address) if state is not None else None
+    known = state.address_state(address) if state is not None else None
     if known is None:
         return "not chosen"
     if known.outcome == Outcome.ACCEPTED:

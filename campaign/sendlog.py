@@ -98,6 +98,7 @@ def now_iso(moment: datetime | None = None) -> str:
 
 @dataclass(slots=True)
 class AddressState:
+    address: str
     outcome: Outcome = Outcome.PENDING
     code: int | None = None
     reply: str = ""
@@ -122,11 +123,22 @@ def status_of(outcomes: Collection[Outcome]) -> Status:
 
 
 @dataclass(slots=True)
+class Answers:
+    """A recipient's answers found in the mailbox, counted, and when the latest was dated."""
+
+    replies: int = 0  # a person's
+    auto_replies: int = 0
+    latest: str | None = None
+
+
+@dataclass(slots=True)
 class RecipientState:
     """Everything the log says about one recipient, folded in order."""
 
     recipient: str
-    addresses: dict[str, AddressState] = field(default_factory=dict)
+    # A tuple, not a dict keyed by address: a recipient has a few addresses at most, and
+    # at 100,000 recipients the dicts took 7.6 MB of a send's peak memory.
+    addresses: tuple[AddressState, ...] = ()
     attempts: int = 0
     open_attempt: str | None = None  # the run id of an attempt with no result yet
     message_id: str | None = None
@@ -137,12 +149,21 @@ class RecipientState:
     last_reply: str = ""
     time: str = ""
     resolved: str | None = None
-    events: int = 0
     attempt_sha256: str | None = None  # the bytes of the last attempt, sent or not
     tests: int = 0  # test sends (--test-to): shown apart, never counted as sent
-    replies: int = 0  # a person's answers
-    auto_replies: int = 0
-    last_answer: str | None = None  # when the latest reply or auto-reply was dated
+    answers: Answers | None = None  # None until one came back: most recipients never answer
+
+    @property
+    def replies(self) -> int:
+        return self.answers.replies if self.answers else 0
+
+    @property
+    def auto_replies(self) -> int:
+        return self.answers.auto_replies if self.answers else 0
+
+    @property
+    def last_answer(self) -> str | None:
+        return self.answers.latest if self.answers else None
 
     def status(
         self, current: Sequence[str] | None = None, live_runs: frozenset[str] = frozenset()
@@ -155,20 +176,31 @@ class RecipientState:
         if self.open_attempt is not None:
             return Status.SENDING if self.open_attempt in live_runs else Status.UNKNOWN
         if current is None:
-            return status_of([state.outcome for state in self.addresses.values()])
-        known = self.addresses
-        return status_of([known[a].outcome if a in known else Outcome.PENDING for a in current])
+            return status_of([state.outcome for state in self.addresses])
+        known = {state.address: state.outcome for state in self.addresses}
+        return status_of([known.get(a, Outcome.PENDING) for a in current])
+
+    def address_state(self, address: str) -> AddressState | None:
+        return next((state for state in self.addresses if state.address == address), None)
+
+    def add_address(self, address: str) -> AddressState:
+        """The address's state, a pending one added if the log had not named it yet."""
+        found = self.address_state(address)
+        if found is None:
+            found = AddressState(address)
+            self.addresses = (*self.addresses, found)
+        return found
 
     def to_send(self, *, retry_unknown: bool) -> list[str]:
         """The addresses a new run should offer the message to (none while it is unknown)."""
         unknown = self.open_attempt is not None or any(
-            state.outcome == Outcome.UNKNOWN for state in self.addresses.values()
+            state.outcome == Outcome.UNKNOWN for state in self.addresses
         )
         if unknown and not retry_unknown:
             return []
         return [
-            address
-            for address, state in self.addresses.items()
+            state.address
+            for state in self.addresses
             if state.outcome not in (Outcome.ACCEPTED, Outcome.REFUSED, Outcome.BOUNCED)
         ]
 
@@ -177,7 +209,7 @@ class RecipientState:
         """True when some server may hold this letter: accepted or unknown."""
         return self.open_attempt is not None or any(
             state.outcome in (Outcome.ACCEPTED, Outcome.UNKNOWN, Outcome.BOUNCED)
-            for state in self.addresses.values()
+            for state in self.addresses
         )
 
 
@@ -227,9 +259,7 @@ class Replay:
                 self.state(recipient).tests += 1
             return
         state = self.state(recipient)
-        state.events += 1
         state.time = time
-        addresses = state.addresses
         if event in INBOUND_EVENTS:
             self._apply_inbound(state, record, time)
             return
@@ -243,15 +273,14 @@ class Replay:
                 state.attempt_sha256 = record.get("sha256")
             state.content_hash = record.get("content_hash", state.content_hash)
             for address in record.get("all_addresses") or record.get("addresses", ()):
-                if address not in addresses:
-                    addresses[address] = AddressState()
+                state.add_address(address)
         elif event == Event.RESULT:
             self._apply_result(state, record, time)
         elif event == Event.RESOLVE:
             self._apply_resolve(state, record)
         elif event == Event.POSTPONED:
             for address in record.get("addresses", ()):
-                address_state = addresses.setdefault(address, AddressState())
+                address_state = state.add_address(address)
                 if address_state.outcome == Outcome.PENDING:
                     address_state.outcome = Outcome.DEFERRED
                     address_state.reply = record.get("reason", "")
@@ -265,7 +294,7 @@ class Replay:
         event = record.get("event")
         if event == Event.BOUNCE:
             address = record.get("address")
-            known = state.addresses.get(address) if isinstance(address, str) else None
+            known = state.address_state(address) if isinstance(address, str) else None
             if known is not None and known.outcome in (Outcome.ACCEPTED, Outcome.UNKNOWN):
                 known.outcome = Outcome.BOUNCED
                 known.code = None
@@ -274,15 +303,16 @@ class Replay:
                 state.last_reply, state.last_code = known.reply, None
         elif event in (Event.REPLY, Event.AUTO_REPLY):
             dated = record.get("inbound_date") or time
+            answers = state.answers = state.answers or Answers()
             if event == Event.REPLY:
                 # A person's latest reply; an automatic one only while no person has answered.
-                if state.replies == 0 or _is_later(dated, state.last_answer):
-                    state.last_answer = dated
-                state.replies += 1
+                if answers.replies == 0 or _is_later(dated, answers.latest):
+                    answers.latest = dated
+                answers.replies += 1
             else:
-                state.auto_replies += 1
-                if state.replies == 0 and _is_later(dated, state.last_answer):
-                    state.last_answer = dated
+                answers.auto_replies += 1
+                if answers.replies == 0 and _is_later(dated, answers.latest):
+                    answers.latest = dated
 
     @staticmethod
     def _apply_resolve(state: RecipientState, record: dict[str, Any]) -> None:
@@ -298,7 +328,7 @@ class Replay:
                 state.archive = record.get("archive")
         else:
             unsettled = (Outcome.UNKNOWN, Outcome.DEFERRED, Outcome.REFUSED, Outcome.BOUNCED)
-        for address_state in state.addresses.values():
+        for address_state in state.addresses:
             if address_state.outcome in unsettled:
                 address_state.outcome = (
                     Outcome.ACCEPTED if settled_as == Status.SENT else Outcome.PENDING
@@ -313,9 +343,7 @@ class Replay:
         state.open_attempt = None
         shown: AddressState | None = None
         for address, reply in (record.get("replies") or {}).items():
-            address_state = state.addresses.get(address)
-            if address_state is None:
-                address_state = state.addresses[address] = AddressState()
+            address_state = state.add_address(address)
             address_state.outcome = Outcome(reply.get("outcome", address_state.outcome))
             address_state.code = reply.get("code")
             address_state.reply = reply.get("reply", "")

@@ -115,9 +115,7 @@ def test_after_max_wait_the_rest_is_deferred_with_the_reason(
     assert all("not tried: nothing accepted for" in r["reason"] for r in postponed)
     state = replay(log_path(file), "crash-test").recipients
     for n in range(1, 9):
-        replies = (
-            [a.reply for a in state[f"r{n:03d}"].addresses.values()] if f"r{n:03d}" in state else []
-        )
+        replies = [a.reply for a in state[f"r{n:03d}"].addresses] if f"r{n:03d}" in state else []
         assert replies and (
             all(r == "OK" for r in replies)
             or any("Rate limited" in r or "not tried" in r for r in replies)
