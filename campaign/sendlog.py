@@ -12,7 +12,7 @@ import asyncio
 import fcntl
 import json
 import os
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -183,12 +183,21 @@ class RecipientState:
     def address_state(self, address: str) -> AddressState | None:
         return next((state for state in self.addresses if state.address == address), None)
 
-    def add_address(self, address: str) -> AddressState:
-        """The address's state, a pending one added if the log had not named it yet."""
-        found = self.address_state(address)
-        if found is None:
-            found = AddressState(address)
-            self.addresses = (*self.addresses, found)
+    def add_addresses(self, addresses: Iterable[str]) -> list[AddressState]:
+        """The states of `addresses`, pending ones added for those the log had not named.
+
+        One pass over the known states per record, not one per address it names: a log
+        that names a thousand addresses a record is still read in reasonable time.
+        """
+        known = {state.address: state for state in self.addresses}
+        before = len(known)
+        found = []
+        for address in addresses:
+            if address not in known:
+                known[address] = AddressState(address)
+            found.append(known[address])
+        if len(known) > before:
+            self.addresses = tuple(known.values())
         return found
 
     def to_send(self, *, retry_unknown: bool) -> list[str]:
@@ -272,15 +281,13 @@ class Replay:
                 state.message_id = record.get("message_id", state.message_id)
                 state.attempt_sha256 = record.get("sha256")
             state.content_hash = record.get("content_hash", state.content_hash)
-            for address in record.get("all_addresses") or record.get("addresses", ()):
-                state.add_address(address)
+            state.add_addresses(record.get("all_addresses") or record.get("addresses", ()))
         elif event == Event.RESULT:
             self._apply_result(state, record, time)
         elif event == Event.RESOLVE:
             self._apply_resolve(state, record)
         elif event == Event.POSTPONED:
-            for address in record.get("addresses", ()):
-                address_state = state.add_address(address)
+            for address_state in state.add_addresses(record.get("addresses", ())):
                 if address_state.outcome == Outcome.PENDING:
                     address_state.outcome = Outcome.DEFERRED
                     address_state.reply = record.get("reason", "")
@@ -342,8 +349,9 @@ class Replay:
     def _apply_result(state: RecipientState, record: dict[str, Any], time: str) -> None:
         state.open_attempt = None
         shown: AddressState | None = None
-        for address, reply in (record.get("replies") or {}).items():
-            address_state = state.add_address(address)
+        replies: dict[str, dict[str, Any]] = record.get("replies") or {}
+        states = state.add_addresses(replies)
+        for address_state, reply in zip(states, replies.values(), strict=True):
             address_state.outcome = Outcome(reply.get("outcome", address_state.outcome))
             address_state.code = reply.get("code")
             address_state.reply = reply.get("reply", "")

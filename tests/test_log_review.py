@@ -48,6 +48,7 @@ from campaign.sendlog import (
     SendLog,
     Status,
     attempt_record,
+    replay,
     result_record,
     run_end_record,
     run_start_record,
@@ -925,3 +926,61 @@ def test_a_recipient_taken_out_of_the_file_stays_in_sight(
     unknown = campaign(file, "log", "--history", "nobody")
     assert unknown.status == 2
     assert "no recipient with id 'nobody'" in " ".join(unknown.stderr.split())
+
+
+def test_a_recipient_named_with_a_thousand_addresses_a_record_keeps_each_ones_outcome(
+    tmp_path: Path,
+) -> None:
+    """The most addresses a record may name, over three attempts of one recipient: each
+    address keeps its own outcome, in the order the log first named it."""
+    path = tmp_path / "send-log.jsonl"
+    log = SendLog(path, CAMPAIGN_ID)
+    run, transport, message_id, digest = (
+        "many00000001",
+        "smtp://127.0.0.1:2525",
+        "<m@x.org>",
+        "0" * 64,
+    )
+    log.write(run_start_record(run=run, pid=1, transport=transport, planned=1, test=False))
+    batches = [[f"a{b}-{n}@example.org" for n in range(1000)] for b in range(3)]
+    taken, refused = (
+        AddressReply(Outcome.ACCEPTED, 250, "ok"),
+        AddressReply(Outcome.REFUSED, 550, "no"),
+    )
+    for attempt, batch in enumerate(batches, 1):
+        log.write(
+            attempt_record(
+                run=run,
+                recipient="r1",
+                addresses=batch,
+                all_addresses=batch,
+                message_id=message_id,
+                attempt=attempt,
+                content_hash=digest,
+                sha256=digest,
+                size=1,
+                transport=transport,
+            )
+        )
+        replies = {a: taken if n % 2 == 0 else refused for n, a in enumerate(batch)}
+        log.write(
+            result_record(
+                run=run,
+                recipient="r1",
+                attempt=attempt,
+                message_id=message_id,
+                replies=replies,
+                status=Status.PARTIAL,
+                transport=transport,
+            )
+        )
+    log.close()
+
+    state = replay(path, CAMPAIGN_ID).recipients["r1"]
+
+    assert [(s.address, s.outcome) for s in state.addresses] == [
+        (a, Outcome.ACCEPTED if n % 2 == 0 else Outcome.REFUSED)
+        for batch in batches
+        for n, a in enumerate(batch)
+    ]
+    assert state.status() == Status.PARTIAL
