@@ -789,7 +789,7 @@ def _confirm(ctx: Context, plan: Plan, settings: SmtpSettings, sender: str) -> b
 
 
 # The commands below import their modules when run: `campaign send` of 100,000 letters
-# then does not carry the inbox, import and report code (about 3 MB of its peak memory).
+# then does not carry the inbox, import and report code (about 2.5 MB of its peak memory).
 
 
 def run_init(ctx: Context) -> ExitStatus:

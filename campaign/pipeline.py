@@ -649,8 +649,8 @@ class SendRun:
         """The status this result gives the recipient, for the result record itself."""
         if self.options.test:
             return self._status(draft, replies)
-        known = {s.address: s.outcome for s in self.history.state(draft.recipient_id).addresses}
-        outcomes = {a: known.get(a, Outcome.PENDING) for a in draft.addresses}
+        known = self.history.state(draft.recipient_id).by_address()
+        outcomes = {a: known[a].outcome if a in known else Outcome.PENDING for a in draft.addresses}
         outcomes.update((a, r.outcome) for a, r in replies.items() if a in outcomes)
         return status_of(list(outcomes.values()))
 

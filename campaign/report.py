@@ -534,7 +534,7 @@ def report_data(
         resolved = _resolved(state)
         status = str(row.status)
         collapsed[status] -= 1
-        times = {s.address: s.time for s in state.addresses} if state is not None else {}
+        times = {a: s.time for a, s in state.by_address().items()} if state is not None else {}
         addresses = tuple(
             AddressOutcome(
                 a.address,

@@ -286,7 +286,7 @@ def _row(
     if state is None:
         state = RecipientState(recipient.id)
     addresses = []
-    known = {address_state.address: address_state for address_state in state.addresses}
+    known = state.by_address()
     for address in (*recipient.addresses, *(a for a in known if a not in recipient.addresses)):
         address_state = known.get(address)
         if address_state is None:

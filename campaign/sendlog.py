@@ -177,8 +177,11 @@ class RecipientState:
             return Status.SENDING if self.open_attempt in live_runs else Status.UNKNOWN
         if current is None:
             return status_of([state.outcome for state in self.addresses])
-        known = {state.address: state.outcome for state in self.addresses}
-        return status_of([known.get(a, Outcome.PENDING) for a in current])
+        known = self.by_address()
+        return status_of([known[a].outcome if a in known else Outcome.PENDING for a in current])
+
+    def by_address(self) -> dict[str, AddressState]:
+        return {state.address: state for state in self.addresses}
 
     def address_state(self, address: str) -> AddressState | None:
         return next((state for state in self.addresses if state.address == address), None)
@@ -189,7 +192,7 @@ class RecipientState:
         One pass over the known states per record, not one per address it names: a log
         that names a thousand addresses a record is still read in reasonable time.
         """
-        known = {state.address: state for state in self.addresses}
+        known = self.by_address()
         before = len(known)
         found = []
         for address in addresses:
