@@ -403,6 +403,7 @@ class Config:
     log_events: int = 1_000_000
     log_runs: int = 3
     rss_ns: list[int] = field(default_factory=lambda: [1000, 10_000, 100_000])
+    rss_runs: int = 3  # the 100,000 figure sits near its limit: one run's noise would decide
     extra_slow_s: float = 60.0  # a measurement whose first run takes longer is run once
     # Before the first run: wait (up to fs_settle_max_s) until creating a 10 KB file in the
     # run directories takes under fs_settle_ms, in case a large deletion just happened.
@@ -1261,7 +1262,7 @@ class Limit:
 
 @dataclass(frozen=True)
 class ExtraTarget:
-    """A target of issue 6 outside the throughput comparison: each limit must be undercut."""
+    """A target outside the throughput comparison (issues 6, 10): each limit must be undercut."""
 
     name: str  # CHECK, LOG_TABLE, LOG_JSON, SEND_RSS
     scale: int  # recipients (check, send) or log events (log), as the target states it
@@ -1292,8 +1293,9 @@ EXTRA_TARGETS = [
     ExtraTarget(
         SEND_RSS,
         100_000,
-        (Limit("peak_rss_mib", 150.0, "MiB", "RSS"),),
-        "`campaign send` peak RSS under 150 MiB at N = 100,000",
+        # The limit issue 10 sets (issue 6 had asked for 150 MiB).
+        (Limit("peak_rss_mib", 200.0, "MiB", "RSS"),),
+        "`campaign send` peak RSS under 200 MiB at N = 100,000",
     ),
 ]
 
@@ -1503,21 +1505,22 @@ def run_extras(cfg: Config, results: Results, cache: dict[int, Generated]) -> No
     sender = SENDERS["campaign"]
     for n in sorted(set(cfg.rss_ns)):
         data = _dataset(cfg, cache, n)
-        rec = run_once(cfg, sender, data, "extra", 0.0, 1, None)
-        rec.update(
-            kind="extra",
-            name=SEND_RSS,
-            events=None,
-            verified=rec["status"] == "ok",
-            detail=rec["verify"].get("summary", "") or rec["verify"].get("error", ""),
-        )
-        results.extras.append(rec)
-        _log(
-            cfg,
-            f"extra    {SEND_RSS:10} n={n:<7} run 1: {rec['status']:6} "
-            f"wall {rec['wall_s']:7.2f} s  cpu {rec['cpu_s']:6.2f} s  "
-            f"rss {rec['peak_rss_mib']:7.1f} MiB  {rec['detail']}",
-        )
+        for rep in range(1, cfg.rss_runs + 1):
+            rec = run_once(cfg, sender, data, "extra", 0.0, rep, None)
+            rec.update(
+                kind="extra",
+                name=SEND_RSS,
+                events=None,
+                verified=rec["status"] == "ok",
+                detail=rec["verify"].get("summary", "") or rec["verify"].get("error", ""),
+            )
+            results.extras.append(rec)
+            _log(
+                cfg,
+                f"extra    {SEND_RSS:10} n={n:<7} run {rep}: {rec['status']:6} "
+                f"wall {rec['wall_s']:7.2f} s  cpu {rec['cpu_s']:6.2f} s  "
+                f"rss {rec['peak_rss_mib']:7.1f} MiB  {rec['detail']}",
+            )
 
 
 def summarise_extras(extras: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -2037,7 +2040,7 @@ def render_extras(results: Results) -> list[str]:
             + ", ".join(f"{r['n']:,} → {_fmt(r['peak_rss_mib'], 1)} MiB" for r in sends)
             + f"; from {lo['n']:,} to {hi['n']:,} recipients it grows by "
             f"{_fmt(hi['peak_rss_mib'] - lo['peak_rss_mib'], 1)} MiB{data_mib}. "
-            "Throughput of these single runs: "
+            "Throughput of these runs (median): "
             + ", ".join(f"{r['n']:,}: {_fmt(r.get('msgs_per_s'))} msgs/s" for r in sends)
             + ".",
             "",
@@ -2269,7 +2272,7 @@ def parse_args(argv: Sequence[str]) -> Config:
     p.add_argument("--log-n", type=int, help="recipients of the long log's campaign (100000)")
     p.add_argument("--log-events", type=int, help="lines of the long log (1000000)")
     p.add_argument("--rss-n", type=_ints, help="N for send peak RSS (1000,10000,100000)")
-    p.add_argument("--extra-runs", type=int, help="runs of check and log (default 3)")
+    p.add_argument("--extra-runs", type=int, help="runs of check, log and send RSS (default 3)")
     p.add_argument("--no-provider", action="store_true", help="skip provider mode")
     p.add_argument(
         "--provider-only", action="store_true", help="only provider mode (issue 13), no other"
@@ -2313,6 +2316,7 @@ def parse_args(argv: Sequence[str]) -> Config:
             log_events=10_000,
             log_runs=1,
             rss_ns=[200, 1000],
+            rss_runs=1,
             fs_settle_max_s=0.0,
         )
     cfg.ns = a.n or cfg.ns
@@ -2339,7 +2343,7 @@ def parse_args(argv: Sequence[str]) -> Config:
     cfg.log_events = a.log_events if a.log_events is not None else cfg.log_events
     cfg.rss_ns = a.rss_n if a.rss_n is not None else cfg.rss_ns
     if a.extra_runs:
-        cfg.check_runs = cfg.log_runs = a.extra_runs
+        cfg.check_runs = cfg.log_runs = cfg.rss_runs = a.extra_runs
     if a.provider_only and (a.no_provider or a.only_extras):
         p.error("--provider-only excludes --no-provider and --only-extras")
     cfg.provider = not a.no_provider

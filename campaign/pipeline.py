@@ -143,18 +143,13 @@ def _refuse_addresses_sent_under_other_ids(
         return  # a first run: no address got anything yet
     # Compared without case, as the loader compares addresses for duplicates.
     planned = {a.casefold(): m.draft.recipient_id for m in messages for a in m.addresses}
-    reached = (Outcome.ACCEPTED, Outcome.UNKNOWN, Outcome.BOUNCED)
     again = [
-        f"{address_state.address} (now '{planned[address_state.address.casefold()]}',"
-        f" sent as '{state.recipient}')"
-        for state in history.recipients.values()
-        for address_state in state.addresses
-        if planned.get(address_state.address.casefold(), state.recipient) != state.recipient
-        and (address_state.outcome in reached or state.open_attempt is not None)
+        f"{address} (now '{now}', sent as '{before}')"
+        for address, now, before in history.reached_under_other_ids(planned)
     ]
     if again:
         raise RunRefused(
-            f"{len(again)} address(es) already got this campaign's letter under another"
+            f"{len(again)} address(es) were already sent this campaign's letter under another"
             f" recipient id: {listed(again)}; nothing was sent",
             hint="give the recipient its earlier id back (`campaign log --history ID` shows"
             " what went), take the address out, or pass --allow-changes if a second letter"

@@ -206,6 +206,16 @@ class Review:
             ):
                 yield row
 
+    def _pending_held_back(self) -> set[str]:
+        """Pending recipients `campaign send` would refuse: see reached_under_other_ids."""
+        planned = {
+            address.casefold(): entry.id
+            for entry in self.entries
+            if self.status_of(entry) == Status.PENDING
+            for address in entry.addresses
+        }
+        return {now for _, now, _ in self.history.reached_under_other_ids(planned)}
+
     def _bounce_reason(self) -> str:
         reason = _most_common_bounce(self)
         return f" ({reason[:120]})" if reason else ""
@@ -229,7 +239,18 @@ class Review:
                 f"{counts[Status.DEFERRED]} deferred: run `campaign send` again to retry them"
             )
         if counts[Status.PENDING]:
-            steps.append(f"{counts[Status.PENDING]} pending: `campaign send` will send them")
+            held = self._pending_held_back()
+            if counts[Status.PENDING] > len(held):
+                steps.append(
+                    f"{counts[Status.PENDING] - len(held)} pending: `campaign send` will send them"
+                )
+            if held:
+                steps.append(
+                    f"{len(held)} pending with an address that was already sent this campaign's"
+                    f" letter under another recipient id (renamed?): {listed(sorted(held))};"
+                    " `campaign send` refuses to send them until the earlier id is given back"
+                    " or the address taken out (or --allow-changes, if a second letter is meant)"
+                )
         if counts[Status.BOUNCED]:
             steps.append(
                 f"{counts[Status.BOUNCED]} bounced{self._bounce_reason()}: correct the address"

@@ -239,6 +239,20 @@ class Replay:
     first_attempt: str | None = None  # when the campaign's first letter was tried
     inbound: set[str] = field(default_factory=set)  # what `campaign inbox` recorded already
 
+    def reached_under_other_ids(self, planned: Mapping[str, str]) -> list[tuple[str, str, str]]:
+        """(address, id now, id it went under) for each address of `planned` (address folded
+        to lower case -> the recipient id it is planned under) that this campaign's letter
+        reached, or may have reached, under another recipient id: a recipient renamed, or an
+        address moved to someone else."""
+        reached = (Outcome.ACCEPTED, Outcome.UNKNOWN, Outcome.BOUNCED)
+        return [
+            (address_state.address, planned[address_state.address.casefold()], state.recipient)
+            for state in self.recipients.values()
+            for address_state in state.addresses
+            if planned.get(address_state.address.casefold(), state.recipient) != state.recipient
+            and (address_state.outcome in reached or state.open_attempt is not None)
+        ]
+
     def fold(self, record: dict[str, Any]) -> None:
         """Apply a record read from a log: the first one names the log's campaign."""
         found = record.get("campaign")

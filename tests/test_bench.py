@@ -512,7 +512,6 @@ def test_runner_quick_produces_a_results_table(
     monkeypatch.setitem(bench_run.SENDERS, "broken", broken)
     md = tmp_path / "RESULTS.md"
     raw = tmp_path / "raw.jsonl"
-    start = time.perf_counter()
     code = bench_run.main(
         [
             "--quick",
@@ -530,9 +529,7 @@ def test_runner_quick_produces_a_results_table(
             "--quiet",
         ]
     )
-    elapsed = time.perf_counter() - start
     assert code == 0
-    assert elapsed < 60
     table = md.read_text("utf-8")
     assert "| N | sender | msgs/s (median) |" in table
     assert re.search(r"\| 200 \| smtplib-loop \| [\d,]+ \|.*\| 1/1 \|", table)

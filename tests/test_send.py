@@ -648,12 +648,37 @@ def test_a_renamed_recipient_is_not_sent_the_letter_again(
         run = send(file, smtp_server, *argv)
         assert run.status == 2, run.err
         assert "Traceback" not in run.err
-        assert "1 address(es) already got this campaign's letter under another recipient id" in (
-            run.err
+        assert (
+            "1 address(es) were already sent this campaign's letter under another recipient id"
+            in run.err
         )
         assert "r002@example.net (now 'r002-minister', sent as 'r002')" in run.err
     assert deliveries(smtp_server) == {f"r00{n}@example.net": 1 for n in (1, 2, 3)}
     assert log_path(file).read_bytes() == log_before
+
+
+def test_the_log_review_says_a_renamed_recipient_is_held_back_not_that_send_will_send_it(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    file = write_small_campaign(tmp_path / "c", 3)
+    assert send(file, smtp_server).status == 0
+    _rename(file, "r002", "r002-minister")
+    file.write_text(
+        file.read_text(encoding="utf-8").replace("r003@example.net", "r003-new@example.net"),
+        encoding="utf-8",
+    )
+    _rename(file, "r003", "r003-new")  # a new recipient with a new address: sent as usual
+    review = run_cli(file, "log")
+    assert review.status == 0, review.err
+    assert "1 pending: `campaign send` will send them" in review.out
+    held = (
+        "1 pending with an address that was already sent this campaign's letter under another"
+        " recipient id (renamed?): r002-minister;"
+    )
+    assert held in " ".join(review.out.split())
+    refused = send(file, smtp_server)
+    assert refused.status == 2
+    assert "(now 'r002-minister', sent as 'r002')" in refused.err
 
 
 def test_a_renamed_recipient_with_the_address_in_another_case_is_not_sent_it_again(
