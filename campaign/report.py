@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,7 +25,15 @@ from typing import Any
 from campaign.loading import Options, load_campaign
 from campaign.models import Campaign
 from campaign.parallel import side_by_side
-from campaign.review import Review, RosterEntry, build_review, check_log, roster
+from campaign.review import (
+    RecipientRow,
+    Review,
+    RosterEntry,
+    build_review,
+    check_log,
+    gone_from_the_file,
+    roster,
+)
 from campaign.sendlog import (
     LogReader,
     Outcome,
@@ -184,6 +192,8 @@ class ReportData:
     log_events: int
     made_at: str
     live: str | None = None
+    gone: tuple[RecipientRecord, ...] = ()  # ids the log sent to, no longer in the file
+    gone_total: int = 0
 
 
 # ---------------------------------------------------------------------------- pure helpers
@@ -527,61 +537,23 @@ def report_data(
     picked.sort()
     chosen = [entries[position] for position in picked]
     collapsed = dict(counts)  # less each recipient listed, below
-    listed: list[RecipientRecord] = []
     folder = log_path.parent
-    for row in dataclasses.replace(review, entries=chosen).rows():
-        state = states.get(row.recipient)
-        resolved = _resolved(state)
-        status = str(row.status)
-        collapsed[status] -= 1
-        times = {a: s.time for a, s in state.by_address().items()} if state is not None else {}
-        addresses = tuple(
-            AddressOutcome(
-                a.address,
-                str(a.outcome),
-                a.code,
-                a.reply,
-                times.get(a.address, ""),
-                # A queue id only from a server: a person's reason may quote one, unproven.
-                queue_id(a.reply)
-                if a.outcome == Outcome.ACCEPTED and not settled_by_hand(a.code, a.reply)
-                else None,
-            )
-            for a in row.addresses
-        )
-        accepted = [
-            a.time
-            for a in addresses
-            if a.outcome == Outcome.ACCEPTED and a.time and not settled_by_hand(a.code, a.reply)
+
+    def records(entries: Sequence[RosterEntry]) -> list[RecipientRecord]:
+        rows = dataclasses.replace(review, entries=entries).rows()
+        return [
+            _record(row, states.get(row.recipient), folder, scan, verify_archive) for row in rows
         ]
-        check, actual = _check_archive(folder, row.archive, row.sha256, verify_archive)
-        listed.append(
-            RecipientRecord(
-                id=row.recipient,
-                name=row.name,
-                organisation=row.organisation,
-                status=status,
-                attempts=row.attempts,
-                addresses=addresses,
-                last_code=row.last_code,
-                last_reply=row.last_reply,
-                queue_id=None
-                if settled_by_hand(row.last_code, row.last_reply)
-                else queue_id(row.last_reply),
-                last_event=row.time,
-                accepted_at=max(accepted) if accepted else None,
-                message_id=row.message_id,
-                sha256=row.sha256,
-                archive=row.archive,
-                archive_check=check,
-                archive_sha256=actual,
-                resolved=resolved,
-                sent_sha256=None if row.sha256 else scan.unanswered.get(row.recipient),
-                replies=row.replies,
-                auto_replies=row.auto_replies,
-                last_answer=row.last_answer,
-            )
-        )
+
+    listed = records(chosen)
+    for record in listed:
+        collapsed[record.status] -= 1
+    # Ids the log sent to that the file no longer holds: the page must not lose them.
+    gone = gone_from_the_file(entries, review.history)
+    gone_entries = [
+        RosterEntry(rid, "", "", tuple(s.address for s in states[rid].addresses))
+        for rid in gone[:list_limit]
+    ]
     order = [*_STATUS_ORDER, *sorted(set(counts) - set(_STATUS_ORDER))]
     period = (
         (scan.first_time, scan.last_time)
@@ -600,6 +572,8 @@ def report_data(
         next_steps=tuple(review.next_steps()),
         notes=tuple([*review.notes, *scan.notes]),
         recipients=tuple(listed),
+        gone=tuple(records(gone_entries)),
+        gone_total=len(gone),
         collapsed=tuple((s, collapsed[s]) for s in order if collapsed.get(s)),
         test_sends=tuple(scan.test_sends),
         test_send_total=scan.test_send_total,
@@ -611,6 +585,64 @@ def report_data(
         log_events=scan.events,
         made_at=now_iso(clock()),
         live=review.live,
+    )
+
+
+def _record(
+    row: RecipientRow,
+    state: RecipientState | None,
+    folder: Path,
+    scan: LogScan,
+    verify_archive: bool,
+) -> RecipientRecord:
+    """One recipient as the page shows it, with its archived letter checked."""
+    resolved = _resolved(state)
+    status = str(row.status)
+    times = {a: s.time for a, s in state.by_address().items()} if state is not None else {}
+    addresses = tuple(
+        AddressOutcome(
+            a.address,
+            str(a.outcome),
+            a.code,
+            a.reply,
+            times.get(a.address, ""),
+            # A queue id only from a server: a person's reason may quote one, unproven.
+            queue_id(a.reply)
+            if a.outcome == Outcome.ACCEPTED and not settled_by_hand(a.code, a.reply)
+            else None,
+        )
+        for a in row.addresses
+    )
+    accepted = [
+        a.time
+        for a in addresses
+        if a.outcome == Outcome.ACCEPTED and a.time and not settled_by_hand(a.code, a.reply)
+    ]
+    check, actual = _check_archive(folder, row.archive, row.sha256, verify_archive)
+    return RecipientRecord(
+        id=row.recipient,
+        name=row.name,
+        organisation=row.organisation,
+        status=status,
+        attempts=row.attempts,
+        addresses=addresses,
+        last_code=row.last_code,
+        last_reply=row.last_reply,
+        queue_id=None
+        if settled_by_hand(row.last_code, row.last_reply)
+        else queue_id(row.last_reply),
+        last_event=row.time,
+        accepted_at=max(accepted) if accepted else None,
+        message_id=row.message_id,
+        sha256=row.sha256,
+        archive=row.archive,
+        archive_check=check,
+        archive_sha256=actual,
+        resolved=resolved,
+        sent_sha256=None if row.sha256 else scan.unanswered.get(row.recipient),
+        replies=row.replies,
+        auto_replies=row.auto_replies,
+        last_answer=row.last_answer,
     )
 
 

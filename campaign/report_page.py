@@ -140,7 +140,7 @@ html{font-size:10.5pt}body{max-width:none;padding:0}
 #controls,#table,.screen-only{display:none!important}
 .print-only{display:block}
 h2{break-after:avoid}
-#recipients h2{break-before:page}
+#recipients h2,#gone h2{break-before:page}
 article.recipient:first-of-type{break-before:auto}
 article.recipient{break-before:page;margin:0;border-width:1px 1px 1px 6px}
 #after{break-before:page}
@@ -300,6 +300,7 @@ def render_report(data: ReportData) -> Iterator[str]:
     yield _glance(data)
     yield _chart_section(data.timeline)
     yield from _recipients(data)
+    yield _gone(data)
     yield '<div id="after">\n'
     yield _collapsed(data)
     yield _test_sends(data)
@@ -556,6 +557,24 @@ def _recipients(data: ReportData) -> Iterator[str]:
     for record in data.recipients:
         yield _block(record)
     yield "</section>\n"
+
+
+def _gone(data: ReportData) -> str:
+    if not data.gone_total:
+        return ""
+    parts = [
+        '<section id="gone">\n<h2>No longer in the campaign file</h2>\n'
+        f"<p>The log holds letters to {data.gone_total} recipient id(s) the campaign file no"
+        " longer has (renamed, or taken out); they are not counted above.</p>\n"
+    ]
+    if len(data.gone) < data.gone_total:
+        parts.append(
+            f"<p>The first {len(data.gone)} are shown; <code>campaign log --history ID</code>"
+            " shows any of them.</p>\n"
+        )
+    parts += [_block(record) for record in data.gone]
+    parts.append("</section>\n")
+    return "".join(parts)
 
 
 def _status_rank(status: str) -> int:

@@ -369,6 +369,35 @@ def test_an_archived_file_changed_or_removed_is_flagged(page: Page, tmp_path: Pa
     assert "DIFFERS from the archived file" in text and "archived file not found" in text
 
 
+def test_a_recipient_taken_out_of_the_file_keeps_its_proof_on_the_page(
+    page: Page, tmp_path: Path
+) -> None:
+    folder = tmp_path / "copy"
+    shutil.copytree(page.mixed.folder, folder)
+    file = folder / "recipients.yaml"
+    text = file.read_text(encoding="utf-8")
+    start = text.index('  - id: "sent-one"')
+    end = text.index("  - id: ", start + 1)
+    file.write_text(text[:start] + text[end:], encoding="utf-8")
+    out = tmp_path / "r.html"
+    data = report_of(file, out, MADE_AT)
+    assert data.total == len(RECIPIENTS) - 1
+    assert "sent-one" not in {r.id for r in data.recipients}
+    [gone] = data.gone
+    assert data.gone_total == 1
+    before = dd_after(page.block("sent-one"), "SHA-256 of the bytes accepted").find("code")
+    assert (gone.id, gone.status, gone.archive_check) == ("sent-one", "sent", ArchiveCheck.MATCHES)
+    assert gone.sha256 == before.text()
+    doc = parse_html(out.read_text(encoding="utf-8"))
+    section = doc.find("section", id="gone")
+    block = section.find("article", id="r-sent-one")
+    assert (
+        dd_after(block, "Message-ID").text()
+        == dd_after(page.block("sent-one"), "Message-ID").text()
+    )
+    assert "campaign file no longer has" in section.text()
+
+
 # ---------------------------------------------------------------------------- bad input
 
 
