@@ -598,26 +598,35 @@ def _record(
     """One recipient as the page shows it, with its archived letter checked."""
     resolved = _resolved(state)
     status = str(row.status)
-    times = {a: s.time for a, s in state.by_address().items()} if state is not None else {}
-    addresses = tuple(
-        AddressOutcome(
-            a.address,
-            str(a.outcome),
-            a.code,
-            a.reply,
-            times.get(a.address, ""),
-            # A queue id only from a server: a person's reason may quote one, unproven.
-            queue_id(a.reply)
-            if a.outcome == Outcome.ACCEPTED and not settled_by_hand(a.code, a.reply)
-            else None,
+    known = state.by_address() if state is not None else {}
+    addresses = []
+    accepted = []  # when the relay took each address, a bounced one's acceptance included
+    for a in row.addresses:
+        held = known.get(a.address)
+        taken = held if a.outcome == Outcome.ACCEPTED else None
+        if a.outcome == Outcome.BOUNCED and state is not None:
+            taken = state.acceptance(a.address)
+        # Only a server's reply proves acceptance: a person's reason may quote a queue id.
+        if taken is not None and settled_by_hand(taken.code, taken.reply):
+            taken = None
+        if taken is not None and taken.time:
+            accepted.append(taken.time)
+        addresses.append(
+            AddressOutcome(
+                a.address,
+                str(a.outcome),
+                a.code,
+                a.reply,
+                held.time if held is not None else "",
+                queue_id(taken.reply) if taken is not None else None,
+            )
         )
-        for a in row.addresses
-    )
-    accepted = [
-        a.time
-        for a in addresses
-        if a.outcome == Outcome.ACCEPTED and a.time and not settled_by_hand(a.code, a.reply)
-    ]
+    if row.status == Status.BOUNCED:  # the last reply is the bounce; the relay's came before
+        last_queue_id = next((a.queue_id for a in addresses if a.queue_id), None)
+    elif settled_by_hand(row.last_code, row.last_reply):
+        last_queue_id = None
+    else:
+        last_queue_id = queue_id(row.last_reply)
     check, actual = _check_archive(folder, row.archive, row.sha256, verify_archive)
     return RecipientRecord(
         id=row.recipient,
@@ -625,12 +634,10 @@ def _record(
         organisation=row.organisation,
         status=status,
         attempts=row.attempts,
-        addresses=addresses,
+        addresses=tuple(addresses),
         last_code=row.last_code,
         last_reply=row.last_reply,
-        queue_id=None
-        if settled_by_hand(row.last_code, row.last_reply)
-        else queue_id(row.last_reply),
+        queue_id=last_queue_id,
         last_event=row.time,
         accepted_at=max(accepted) if accepted else None,
         message_id=row.message_id,

@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -129,6 +129,9 @@ class Answers:
     replies: int = 0  # a person's
     auto_replies: int = 0
     latest: str | None = None
+    # A bounced address's acceptance, as it was before the bounce replaced it: the relay's
+    # 250 (with its queue id) and when, still the proof that the letter went out.
+    acceptances: dict[str, AddressState] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -164,6 +167,10 @@ class RecipientState:
     @property
     def last_answer(self) -> str | None:
         return self.answers.latest if self.answers else None
+
+    def acceptance(self, address: str) -> AddressState | None:
+        """How the relay took `address` before it bounced (None if it did not, or no bounce)."""
+        return self.answers.acceptances.get(address) if self.answers else None
 
     def status(
         self, current: Sequence[str] | None = None, live_runs: frozenset[str] = frozenset()
@@ -320,6 +327,9 @@ class Replay:
             address = record.get("address")
             known = state.address_state(address) if isinstance(address, str) else None
             if known is not None and known.outcome in (Outcome.ACCEPTED, Outcome.UNKNOWN):
+                if known.outcome == Outcome.ACCEPTED:
+                    answers = state.answers = state.answers or Answers()
+                    answers.acceptances[known.address] = replace(known)
                 known.outcome = Outcome.BOUNCED
                 known.code = None
                 known.reply = bounce_text(record)

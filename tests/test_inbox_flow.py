@@ -9,7 +9,7 @@ nothing, and a corrected address is sent to alone.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -28,7 +28,10 @@ from send_helpers import (
     send,
     status_of,
 )
-from smtp_server import SmtpServer, TlsFiles, make_tls
+from smtp_server import FaultScript, SmtpServer, TlsFiles, make_tls
+
+from campaign.loading import Options
+from campaign.report import build_report
 
 DOMAIN = SENDER.split("@")[1]
 
@@ -171,6 +174,29 @@ def test_bounces_and_replies_reach_the_log_and_the_review(
     for record in events(sent, "bounce") + events(sent, "reply"):
         kept = sent.parent / "outbox" / record["archive"]
         assert __import__("hashlib").sha256(kept.read_bytes()).hexdigest() == record["sha256"]
+
+
+def test_the_report_of_a_bounced_letter_keeps_the_relays_acceptance(
+    tmp_path: Path,
+    make_smtp_server: Callable[..., SmtpServer],
+    mailbox: ImapServer,
+    tls: TlsFiles,
+) -> None:
+    server = make_smtp_server(faults=FaultScript(data=(250, "2.0.0 Ok: queued as 4XyZ1")))
+    file = copy_bundled(tmp_path / "campaign")
+    assert send(file, server).status == 0
+    [result] = events(file, "result", "national-security-committee")
+    run = run_cli(file, "inbox", "--since", "2017-10-01", environ=imap_environ(mailbox, tls))
+    assert run.status == 0, run.stderr
+    data = build_report(
+        Options(file), log_path(file), clock=lambda: datetime(2030, 1, 1, tzinfo=UTC)
+    )
+    [record] = [r for r in data.recipients if r.id == "national-security-committee"]
+    assert record.status == "bounced"
+    assert (record.accepted_at, record.queue_id) == (result["time"], "4XyZ1")
+    [press] = record.addresses
+    assert (press.address, press.outcome, press.queue_id) == ("press@knb.kz", "bounced", "4XyZ1")
+    assert "5.1.1" in press.reply  # the bounce's reason, as before
 
 
 def test_a_second_reading_records_nothing_new(
