@@ -124,7 +124,8 @@ def status_of(outcomes: Collection[Outcome]) -> Status:
 
 @dataclass(slots=True)
 class Answers:
-    """A recipient's answers found in the mailbox, counted, and when the latest was dated."""
+    """What came back for a recipient: answers counted, the latest one's date, and the
+    acceptance each bounce replaced."""
 
     replies: int = 0  # a person's
     auto_replies: int = 0
