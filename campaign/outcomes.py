@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-from campaign.sendlog import Outcome
+from campaign.sendlog import AddressReply, Outcome
 from campaign.transports.base import ConnectFailure, ConnectStep, Reply, Stage
 
 
@@ -62,6 +62,11 @@ def address_outcome(reply: Reply, sender: str = "") -> Outcome:
             return Outcome.PENDING
         return Outcome.REFUSED
     return Outcome.DEFERRED
+
+
+def address_reply(reply: Reply, sender: str = "") -> AddressReply:
+    """The address's outcome with the server's answer, as a result record keeps them."""
+    return AddressReply(address_outcome(reply, sender), reply.code, reply.text)
 
 
 def run_effect(reply: Reply, sender: str = "") -> RunEffect:

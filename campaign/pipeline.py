@@ -29,7 +29,7 @@ from campaign.display import listed
 from campaign.drafts import letter_problem
 from campaign.errors import CampaignError, RunRefused, UsageError
 from campaign.models import Draft
-from campaign.outcomes import RunEffect, address_outcome, connect_effect, run_effect
+from campaign.outcomes import RunEffect, address_reply, connect_effect, run_effect
 from campaign.pacing import RECHECK, PaceChange, Pacer, Signal, Slot, rule_for
 from campaign.prepare import Prepared
 from campaign.safefiles import refuse_symlink, remove_temporaries
@@ -478,24 +478,23 @@ class SendRun:
                 test=self.options.test,
             )
         )
-        data_sent = False
+        refused: Mapping[str, Reply] | None = None  # set as the data is about to leave
 
-        async def before_data() -> None:
-            nonlocal data_sent
+        async def before_data(refused_so_far: Mapping[str, Reply]) -> None:
+            nonlocal refused
             await self.log.durable()
-            data_sent = True
+            refused = refused_so_far
 
         try:
             delivery = await transport.send(draft, data, job.addresses, before_data)
         except (asyncio.CancelledError, KeyboardInterrupt):
             # Interrupted (Ctrl-C cancels; SIGTERM can raise right here) while on its way.
-            if data_sent:
-                self._record_interrupted(job, attempt, data, digest, transport.name)
+            if refused is not None:
+                self._record_interrupted(job, attempt, data, digest, transport.name, refused)
             raise
         sender = draft.sender
         replies = {
-            address: AddressReply(address_outcome(reply, sender), reply.code, reply.text)
-            for address, reply in delivery.replies.items()
+            address: address_reply(reply, sender) for address, reply in delivery.replies.items()
         }
         stop = next(
             (r for r in delivery.replies.values() if run_effect(r, sender) == RunEffect.STOP),
@@ -523,19 +522,29 @@ class SendRun:
             self._finish(result, None)
 
     def _record_interrupted(
-        self, job: _Job, attempt: int, data: bytes, digest: str, transport: str
+        self,
+        job: _Job,
+        attempt: int,
+        data: bytes,
+        digest: str,
+        transport: str,
+        refused: Mapping[str, Reply],
     ) -> None:
         """A run stopped while a letter's data was on its way: the server may have it.
 
         Its bytes are kept now, and its result recorded unknown, so that what may have gone
         can be shown (an attempt left without a result reads unknown too, but without them).
+        An address the server had already refused keeps that refusal.
         """
-        reply = AddressReply(
+        unknown = AddressReply(
             Outcome.UNKNOWN, None, "the run was interrupted while the letter was on its way"
         )
-        result = _Result(
-            job, attempt, dict.fromkeys(job.addresses, reply), digest, transport, Signal.NONE
-        )
+        sender = job.message.draft.sender
+        replies = {
+            address: address_reply(refused[address], sender) if address in refused else unknown
+            for address in job.addresses
+        }
+        result = _Result(job, attempt, replies, digest, transport, Signal.NONE)
         self._record_result(result, self._keep_now(job.message.draft, digest, data))
 
     def _tell_pacer(self, job: _Job, slot: Slot, delivery: Delivery) -> Signal:

@@ -134,6 +134,41 @@ def test_a_letter_on_its_way_when_the_run_is_interrupted_is_kept_and_recorded_un
     assert replay(log_path(file), "crash-test").state(recipient).status() == "unknown"
 
 
+def test_an_interrupted_letter_keeps_the_refusal_an_address_got_before_its_data(
+    tmp_path: Path, make_smtp_server: MakeServer
+) -> None:
+    file = write_small_campaign(tmp_path / "campaign", 2)
+    text = file.read_text("utf-8")
+    file.write_text(
+        text.replace('["r002@example.net"]', '["r002@example.net", "gone@example.net"]'), "utf-8"
+    )
+    server = make_smtp_server(
+        faults=FaultScript(
+            rcpt={"gone@example.net": (550, "5.1.1 <gone@example.net>: no such user")},
+            data=nth(2, STALL),
+        )
+    )
+    sender = start_sender(file, server, "--concurrency", "1", "--timeout", "60")
+    try:
+        server.wait_for(2, timeout=30)  # r002's data is in; its reply never comes
+    finally:
+        os.kill(sender.pid, signal.SIGTERM)
+        sender.wait(timeout=30)
+    assert sender.returncode != 0
+    assert server.messages[1].rcpt_tos == ["r002@example.net"]
+    [result] = [r for r in read_log(file) if r["event"] == "result" and r["recipient"] == "r002"]
+    refused = result["replies"]["gone@example.net"]
+    assert (refused["outcome"], refused["code"]) == ("refused", 550)
+    assert "no such user" in refused["reply"]
+    on_its_way = result["replies"]["r002@example.net"]
+    assert on_its_way["outcome"] == "unknown" and "interrupted" in on_its_way["reply"]
+    state = replay(log_path(file), "crash-test").state("r002")
+    assert {s.address: s.outcome for s in state.addresses} == {
+        "r002@example.net": "unknown",
+        "gone@example.net": "refused",
+    }
+
+
 def test_after_a_sigkill_the_log_replays_and_the_lock_is_free(
     tmp_path: Path, make_smtp_server: MakeServer
 ) -> None:

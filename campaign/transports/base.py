@@ -80,7 +80,9 @@ class ConnectFailure(Exception):
         return f"{self.step}: {self.reason}" + (f" ({self.hint})" if self.hint else "")
 
 
-BeforeData = Callable[[], Awaitable[None]]
+# Awaited just before the data leaves, with the refusals some addresses already got (RCPT):
+# a run stopped while the data is on its way still records what the server said of them.
+BeforeData = Callable[[Mapping[str, Reply]], Awaitable[None]]
 
 
 class Transport(Protocol):

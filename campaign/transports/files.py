@@ -33,7 +33,7 @@ class FileTransport:
         before_data: BeforeData | None = None,
     ) -> Delivery:
         if before_data is not None:
-            await before_data()
+            await before_data({})
         path = self.folder / draft.filename
         if path.exists():
             self.replaced.append(draft.filename)

@@ -30,7 +30,7 @@ class MemoryTransport:
         before_data: BeforeData | None = None,
     ) -> Delivery:
         if before_data is not None:
-            await before_data()
+            await before_data({})
         self.outbox.append((draft, data, tuple(addresses)))
         if self.show is not None:
             self.show(draft, data)

@@ -305,7 +305,7 @@ class SmtpTransport:
             await self._reset()
             return Delivery(replies)
         if before_data is not None:
-            await before_data()
+            await before_data(replies)
         # From here on the message data may be on its way: without an answer, the server
         # may or may not have taken it.
         try:
