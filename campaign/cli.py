@@ -53,7 +53,7 @@ from campaign.review import (
     write_csv,
 )
 from campaign.safefiles import write_file
-from campaign.sendlog import Status, replay
+from campaign.sendlog import Event, Status, replay
 from campaign.settings import PASSWORD_VARIABLE, SmtpSettings, resolve_settings
 from campaign.store import MessageStore
 from campaign.transports.base import ConnectFailure
@@ -826,6 +826,14 @@ def run_import(ctx: Context) -> ExitStatus:
     return ExitStatus.OK
 
 
+_INBOUND_NAMES: dict[str, tuple[str, str]] = {
+    Event.BOUNCE: ("bounce", "bounces"),
+    Event.DELAYED: ("delay notice", "delay notices"),
+    Event.AUTO_REPLY: ("auto-reply", "auto-replies"),
+    Event.REPLY: ("reply", "replies"),
+}
+
+
 def run_inbox(ctx: Context) -> ExitStatus:
     from campaign.inbox import read_inbox
     from campaign.mailsource import (
@@ -876,7 +884,13 @@ def run_inbox(ctx: Context) -> ExitStatus:
         messages = imap_messages(settings, since=since, timeout=args.timeout)
         where = settings.describe()
     report = read_inbox(ctx.log_path, campaign.id, messages, clock=ctx.env.clock)
-    found = ", ".join(f"{n} {kind}" for kind, n in sorted(report.matched.items())) or "nothing new"
+    found = (
+        ", ".join(
+            _plural(n, *_INBOUND_NAMES.get(kind, (kind, kind)))
+            for kind, n in sorted(report.matched.items())
+        )
+        or "nothing new"
+    )
     ctx.ui.note(
         f"Read {_plural(report.read, 'message', 'messages')} from {where}"
         + (f" since {since}" if since else "")

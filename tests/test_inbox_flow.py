@@ -151,7 +151,7 @@ def test_bounces_and_replies_reach_the_log_and_the_review(
     before = mailbox.stored()
     run = run_cli(sent, "inbox", "--since", "2017-10-01", environ=imap_environ(mailbox, tls))
     assert run.status == 0, run.stderr
-    assert "recorded 1 auto-reply, 2 bounce, 1 reply" in run.out
+    assert "recorded 1 auto-reply, 2 bounces, 1 reply" in run.out
     assert "1 not about this campaign" in run.out
     assert mailbox.stored() == before  # read-only: no flag set, nothing moved
     assert status_of(sent, "national-security-committee") == "bounced"
