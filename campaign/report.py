@@ -621,12 +621,9 @@ def _record(
                 queue_id(taken.reply) if taken is not None else None,
             )
         )
-    if row.status == Status.BOUNCED:  # the last reply is the bounce; the relay's came before
-        last_queue_id = next((a.queue_id for a in addresses if a.queue_id), None)
-    elif settled_by_hand(row.last_code, row.last_reply):
-        last_queue_id = None
-    else:
-        last_queue_id = queue_id(row.last_reply)
+    # From a relay's acceptance only: the last reply may be a refusal, a person's reason or
+    # a bounce, whose text anyone who can mail the campaign's mailbox writes.
+    last_queue_id = next((a.queue_id for a in addresses if a.queue_id), None)
     check, actual = _check_archive(folder, row.archive, row.sha256, verify_archive)
     return RecipientRecord(
         id=row.recipient,

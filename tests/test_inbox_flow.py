@@ -199,6 +199,31 @@ def test_the_report_of_a_bounced_letter_keeps_the_relays_acceptance(
     assert "5.1.1" in press.reply  # the bounce's reason, as before
 
 
+def test_a_bounce_never_gives_the_report_its_queue_id(
+    tmp_path: Path, make_smtp_server: Callable[..., SmtpServer]
+) -> None:
+    server = make_smtp_server(faults=FaultScript(data=(250, "2.0.0 Ok: queued as RELAY1")))
+    file = copy_bundled(tmp_path / "campaign")
+    assert send(file, server).status == 0
+    diagnostic = "550 5.1.1 <mbudsman@ombudsman.kz>: Recipient address rejected (id=REMOTE9)"
+    maildir = write_maildir(
+        tmp_path / "Maildir",
+        [delivery_report("ombudsman", "mbudsman@ombudsman.kz", "5.1.1", diagnostic)],
+    )
+    assert run_cli(file, "inbox", "--maildir", maildir, "--since", "2017-10-01").status == 0
+    data = build_report(
+        Options(file), log_path(file), clock=lambda: datetime(2030, 1, 1, tzinfo=UTC)
+    )
+    [record] = [r for r in data.recipients if r.id == "ombudsman"]
+    assert record.status == "partial"
+    assert "REMOTE9" in record.last_reply  # the bounce is the last word ...
+    assert record.queue_id == "RELAY1"  # ... but only the relay's 250 names a queue id
+    assert {a.address: a.queue_id for a in record.addresses} == {
+        "info@ombudsman.kz": "RELAY1",
+        "mbudsman@ombudsman.kz": "RELAY1",
+    }
+
+
 def test_a_second_reading_records_nothing_new(
     sent: Path, mailbox: ImapServer, tls: TlsFiles
 ) -> None:
