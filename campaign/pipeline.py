@@ -109,7 +109,6 @@ def make_plan(
     if options.test:
         tests = [PlannedMessage(d, d.addresses) for d in wanted]
         return Plan(tests, {}, (), sum(len(d.addresses) for d in wanted))
-    _refuse_changed_letters(drafts, history, options)
     messages: list[PlannedMessage] = []
     skipped: dict[Status, list[str]] = {}
     for draft in wanted:
@@ -117,10 +116,7 @@ def make_plan(
         if state is None or not state.addresses:
             messages.append(PlannedMessage(draft, draft.addresses))
             continue
-        to_send = set(state.to_send(retry_unknown=options.retry_unknown))
-        addresses = tuple(
-            a for a in draft.addresses if a in to_send or state.address_state(a) is None
-        )
+        addresses = state.to_offer(draft.addresses, retry_unknown=options.retry_unknown)
         if not addresses:
             skipped.setdefault(state.status(draft.addresses), []).append(draft.recipient_id)
             continue
@@ -129,7 +125,10 @@ def make_plan(
             reuse = state.sha256
         messages.append(PlannedMessage(draft, addresses, reuse))
     if not options.allow_changes:
+        # First: a second letter to someone is worse than a changed one, and --allow-changes,
+        # the way past the next refusal, would also send it.
         _refuse_addresses_sent_under_other_ids(messages, history)
+    _refuse_changed_letters(drafts, history, options)
     changed = tuple(_changed(drafts, history))
     return Plan(messages, skipped, changed, sum(len(m.addresses) for m in messages))
 

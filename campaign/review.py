@@ -206,15 +206,21 @@ class Review:
             ):
                 yield row
 
-    def _pending_held_back(self) -> set[str]:
-        """Pending recipients `campaign send` would refuse: see reached_under_other_ids."""
+    def _held_back(self) -> set[str]:
+        """Recipients for whom `campaign send` refuses to run: an address it would offer
+        them got this campaign's letter under another id (see reached_under_other_ids)."""
         planned = {
             address.casefold(): entry.id
             for entry in self.entries
-            if self.status_of(entry) == Status.PENDING
-            for address in entry.addresses
+            for address in self._to_offer(entry)
         }
         return {now for _, now, _ in self.history.reached_under_other_ids(planned)}
+
+    def _to_offer(self, entry: RosterEntry) -> Sequence[str]:
+        state = self.history.recipients.get(entry.id)
+        if state is None:
+            return entry.addresses
+        return state.to_offer(entry.addresses, retry_unknown=False)
 
     def _bounce_reason(self) -> str:
         reason = _most_common_bounce(self)
@@ -226,49 +232,50 @@ class Review:
         return sum(state.tests for entry in self.entries if (state := recipients.get(entry.id)))
 
     def next_steps(self) -> list[str]:
-        counts = self.counts()
+        statuses = {entry.id: self.status_of(entry) for entry in self.entries}
+        counts = Counter(statuses.values())
+        held = self._held_back() if self.history.recipients else set()
         steps = []
+        # While anyone is held back, `campaign send` refuses to run at all, and
+        # --allow-changes would send them a second letter: the others go with --only.
+        meanwhile = " (those held back aside, with --only)" if held else ""
+        allow_changes = "`campaign send --allow-changes" + (" --only ID`" if held else "`")
+        if held:
+            steps.append(
+                f"{len(held)} held back: an address of theirs was already sent this campaign's"
+                f" letter under another recipient id (renamed?): {listed(sorted(held))};"
+                " `campaign send` refuses to run until the earlier id is given back or the"
+                " address taken out (--allow-changes only if a second letter is meant)"
+            )
         if counts[Status.UNKNOWN]:
             steps.append(
                 f"{counts[Status.UNKNOWN]} unknown: check with the server's operator, then"
                 " `campaign resolve ID --as sent|pending --reason ...`, or resend with"
-                " `campaign send --retry-unknown`"
+                f" `campaign send --retry-unknown`{meanwhile}"
             )
-        if counts[Status.DEFERRED]:
-            steps.append(
-                f"{counts[Status.DEFERRED]} deferred: run `campaign send` again to retry them"
-            )
-        if counts[Status.PENDING]:
-            held = self._pending_held_back()
-            if counts[Status.PENDING] > len(held):
-                steps.append(
-                    f"{counts[Status.PENDING] - len(held)} pending: `campaign send` will send them"
-                )
-            if held:
-                steps.append(
-                    f"{len(held)} pending with an address that was already sent this campaign's"
-                    f" letter under another recipient id (renamed?): {listed(sorted(held))};"
-                    " `campaign send` refuses to send them until the earlier id is given back"
-                    " or the address taken out (or --allow-changes, if a second letter is meant)"
-                )
+        deferred = sum(1 for rid, s in statuses.items() if s == Status.DEFERRED and rid not in held)
+        if deferred:
+            steps.append(f"{deferred} deferred: run `campaign send` again to retry them{meanwhile}")
+        pending = sum(1 for rid, s in statuses.items() if s == Status.PENDING and rid not in held)
+        if pending:
+            steps.append(f"{pending} pending: `campaign send` will send them{meanwhile}")
         if counts[Status.BOUNCED]:
             steps.append(
                 f"{counts[Status.BOUNCED]} bounced{self._bounce_reason()}: correct the address"
-                " in the file and `campaign send --allow-changes` (the To line changes; only the"
+                f" in the file and {allow_changes} (the To line changes; only the"
                 " new address gets the letter)"
             )
         if counts[Status.FAILED]:
             steps.append(
                 f"{counts[Status.FAILED]} failed: the server refused their addresses for good;"
-                " correct them in the file and `campaign send --allow-changes`, or see"
+                f" correct them in the file and {allow_changes}, or see"
                 " `campaign log --history ID`"
             )
         if counts[Status.PARTIAL]:
             steps.append(
                 f"{counts[Status.PARTIAL]} partial: some of their addresses were refused for"
-                " good or bounced; correct those in the file and `campaign send"
-                " --allow-changes` (only the new addresses get the letter), or see"
-                " `campaign log --history ID`"
+                f" good or bounced; correct those in the file and {allow_changes}"
+                " (only the new addresses get the letter), or see `campaign log --history ID`"
             )
         return steps
 

@@ -173,6 +173,11 @@ class RecipientState:
         """How the relay took `address` before it bounced (None if it did not, or no bounce)."""
         return self.answers.acceptances.get(address) if self.answers else None
 
+    def forget_acceptance(self, address: str) -> None:
+        """A new answer for `address`: an earlier letter's acceptance proves nothing of it."""
+        if self.answers:
+            self.answers.acceptances.pop(address, None)
+
     def status(
         self, current: Sequence[str] | None = None, live_runs: frozenset[str] = frozenset()
     ) -> Status:
@@ -211,18 +216,21 @@ class RecipientState:
             self.addresses = tuple(known.values())
         return found
 
-    def to_send(self, *, retry_unknown: bool) -> list[str]:
-        """The addresses a new run should offer the message to (none while it is unknown)."""
+    def to_offer(self, current: Sequence[str], *, retry_unknown: bool) -> tuple[str, ...]:
+        """Of the addresses the file gives now (`current`), those a new run offers the letter
+        to: every one the log has not named, and of the others those not settled (none of
+        them while the letter is unknown, unless `retry_unknown`)."""
         unknown = self.open_attempt is not None or any(
             state.outcome == Outcome.UNKNOWN for state in self.addresses
         )
-        if unknown and not retry_unknown:
-            return []
-        return [
-            state.address
-            for state in self.addresses
-            if state.outcome not in (Outcome.ACCEPTED, Outcome.REFUSED, Outcome.BOUNCED)
-        ]
+        settled = (Outcome.ACCEPTED, Outcome.REFUSED, Outcome.BOUNCED)
+        known = self.by_address()
+        return tuple(
+            address
+            for address in current
+            if address not in known
+            or (known[address].outcome not in settled and (retry_unknown or not unknown))
+        )
 
     @property
     def delivered_somewhere(self) -> bool:
@@ -258,7 +266,12 @@ class Replay:
             for state in self.recipients.values()
             for address_state in state.addresses
             if planned.get(address_state.address.casefold(), state.recipient) != state.recipient
-            and (address_state.outcome in reached or state.open_attempt is not None)
+            and (
+                address_state.outcome in reached
+                # An attempt left open may have reached any address it offered: not one
+                # refused before it.
+                or (state.open_attempt is not None and address_state.outcome != Outcome.REFUSED)
+            )
         ]
 
     def fold(self, record: dict[str, Any]) -> None:
@@ -331,6 +344,8 @@ class Replay:
                 if known.outcome == Outcome.ACCEPTED:
                     answers = state.answers = state.answers or Answers()
                     answers.acceptances[known.address] = replace(known)
+                else:
+                    state.forget_acceptance(known.address)
                 known.outcome = Outcome.BOUNCED
                 known.code = None
                 known.reply = bounce_text(record)
@@ -365,6 +380,7 @@ class Replay:
             unsettled = (Outcome.UNKNOWN, Outcome.DEFERRED, Outcome.REFUSED, Outcome.BOUNCED)
         for address_state in state.addresses:
             if address_state.outcome in unsettled:
+                state.forget_acceptance(address_state.address)
                 address_state.outcome = (
                     Outcome.ACCEPTED if settled_as == Status.SENT else Outcome.PENDING
                 )
@@ -380,6 +396,7 @@ class Replay:
         replies: dict[str, dict[str, Any]] = record.get("replies") or {}
         states = state.add_addresses(replies)
         for address_state, reply in zip(states, replies.values(), strict=True):
+            state.forget_acceptance(address_state.address)
             address_state.outcome = Outcome(reply.get("outcome", address_state.outcome))
             address_state.code = reply.get("code")
             address_state.reply = reply.get("reply", "")

@@ -670,15 +670,45 @@ def test_the_log_review_says_a_renamed_recipient_is_held_back_not_that_send_will
     _rename(file, "r003", "r003-new")  # a new recipient with a new address: sent as usual
     review = run_cli(file, "log")
     assert review.status == 0, review.err
-    assert "1 pending: `campaign send` will send them" in review.out
-    held = (
-        "1 pending with an address that was already sent this campaign's letter under another"
-        " recipient id (renamed?): r002-minister;"
-    )
-    assert held in " ".join(review.out.split())
+    steps = " ".join(review.out.split())
+    assert (
+        "1 held back: an address of theirs was already sent this campaign's letter under"
+        " another recipient id (renamed?): r002-minister; `campaign send` refuses to run"
+    ) in steps
+    assert "1 pending: `campaign send` will send them (those held back aside, with --only)" in steps
     refused = send(file, smtp_server)
     assert refused.status == 2
     assert "(now 'r002-minister', sent as 'r002')" in refused.err
+    meanwhile = send(file, smtp_server, "--only", "r003-new")
+    assert meanwhile.status == 0, meanwhile.err
+    assert deliveries(smtp_server)["r003-new@example.net"] == 1
+
+
+def test_an_address_moved_to_a_recipient_with_a_history_is_held_back_in_the_log_too(
+    tmp_path: Path, make_smtp_server: MakeServer
+) -> None:
+    server = make_smtp_server(faults=FaultScript(rcpt={"r002b@example.net": (451, "4.7.1 Later")}))
+    file = write_small_campaign(tmp_path / "c", 2)
+    text = file.read_text(encoding="utf-8")
+    file.write_text(
+        text.replace('["r002@example.net"]', '["r002@example.net", "r002b@example.net"]')
+    )
+    assert send(file, server, "--retries", "0").status == 1  # r002b deferred
+    # r001's address moves to r002, whose own letter is part sent, part deferred.
+    text = file.read_text(encoding="utf-8")
+    text = text.replace('"r002b@example.net"]', '"r002b@example.net", "r001@example.net"]')
+    file.write_text(
+        text.replace('id: "r001"', 'id: "r001-gone"').replace(
+            '["r001@example.net"]', '["r001-gone@example.net"]'
+        )
+    )
+    review = run_cli(file, "log")
+    steps = " ".join(review.out.split())
+    assert "1 held back:" in steps and "(renamed?): r002;" in steps
+    assert "deferred: run `campaign send` again" not in steps
+    refused = send(file, server)
+    assert refused.status == 2
+    assert "r001@example.net (now 'r002', sent as 'r001')" in refused.err
 
 
 def test_a_renamed_recipient_with_the_address_in_another_case_is_not_sent_it_again(
