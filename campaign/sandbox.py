@@ -533,6 +533,13 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     @staticmethod
     def _finalize(value: Any) -> Any:
         if not isinstance(value, str):
+            if value is None:
+                # A letter reading "Dear None" is half rendered: `.get()` of a missing key and
+                # `none` get past the undefined check, but not into a letter.
+                raise jinja2.TemplateRuntimeError(
+                    "a {{ ... }} printed None, a missing value: give it a value, or write"
+                    " {{ ... | default('', true) }} where nothing is meant"
+                )
             check_text(value, "this {{ ... }}")
         return value
 

@@ -75,6 +75,24 @@ def test_misspelt_top_level_name_gets_did_you_mean(tmp_path: Path) -> None:
     assert error.hint == "did you mean 'recipient'?"
 
 
+@pytest.mark.parametrize("expression", ["recipient.get('salutaton')", "none", "{}.get('b')"])
+def test_a_value_that_prints_none_stops_the_letter_at_its_line(
+    tmp_path: Path, expression: str
+) -> None:
+    error = first_error(tmp_path, f"Dear {{{{ recipient.name }}}},\n{{{{ {expression} }}}}\n")
+    assert error.line == 2
+    assert "printed None" in error.message
+    assert "default('', true)" in error.message
+
+
+def test_check_refuses_a_letter_that_would_read_none(tmp_path: Path) -> None:
+    path = write_campaign(tmp_path, GOOD_YAML, "Dear {{ recipient.get('salutation') }},\n")
+    run = run_cli("--file", path, "check")
+    assert run.status == 2
+    assert "printed None" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
 def test_key_some_recipients_lack_says_so(tmp_path: Path) -> None:
     yaml_text = GOOD_YAML.replace(BOB_NAME, BOB_NAME + '\n    title: "Dr"')
     error = first_error(tmp_path, "{{ recipient.title }} {{ recipient.name }}\n", yaml_text)
