@@ -128,7 +128,8 @@ def make_plan(
         # First: a second letter to someone is worse than a changed one, and --allow-changes,
         # the way past the next refusal, would also send it.
         _refuse_addresses_sent_under_other_ids(messages, history)
-    _refuse_changed_letters(drafts, history, options)
+    if messages:  # nothing to send, nothing sent different from the rest
+        _refuse_changed_letters(drafts, history, options)
     changed = tuple(_changed(drafts, history))
     return Plan(messages, skipped, changed, sum(len(m.addresses) for m in messages))
 
@@ -652,8 +653,11 @@ class SendRun:
         """The status this result gives the recipient, for the result record itself."""
         if self.options.test:
             return self._status(draft, replies)
-        known = self.history.state(draft.recipient_id).by_address()
-        outcomes = {a: known[a].outcome if a in known else Outcome.PENDING for a in draft.addresses}
+        state = self.history.state(draft.recipient_id)
+        outcomes = {
+            a: known.outcome if (known := state.address_state(a)) is not None else Outcome.PENDING
+            for a in draft.addresses
+        }
         outcomes.update((a, r.outcome) for a, r in replies.items() if a in outcomes)
         return status_of(list(outcomes.values()))
 
@@ -714,6 +718,24 @@ def read_history(path: Path, campaign_id: str) -> Replay:
     return history
 
 
+def _refuse_a_lost_log(log_path: Path) -> None:
+    """Letters in the archive and none in the log: the log was moved, renamed or lost, and
+    a send now would send them all again."""
+    sent = log_path.parent / "sent"
+    try:
+        kept = sum(1 for entry in os.scandir(sent) if entry.name.endswith(".eml"))
+    except OSError:
+        return  # no archive: nothing was sent from here
+    if kept:
+        raise RunRefused(
+            f"{sent} holds {kept} letter(s) already sent, but the send log {log_path} records"
+            " none: a send now would send them again; nothing was sent",
+            path=log_path,
+            hint="put the send log back, or point --log at it; to start over on purpose,"
+            " move the sent folder away too",
+        )
+
+
 class SendSession:
     """One `campaign send`: the log locked (unless only looked at), replayed, planned, run."""
 
@@ -744,6 +766,8 @@ class SendSession:
                 refuse_symlink(folder / "sent")  # before the log says a run started
                 remove_temporaries(folder, folder / "sent", folder / "inbox")
             self.history = read_history(self.log_path, campaign.id)
+            if not self.options.test and not self.history.recipients:
+                _refuse_a_lost_log(self.log_path)
         except BaseException:
             self.__exit__(None, None, None)
             raise

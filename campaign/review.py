@@ -315,8 +315,10 @@ def _row(
         state = RecipientState(recipient.id)
     addresses = []
     known = state.by_address()
-    for address in (*recipient.addresses, *(a for a in known if a not in recipient.addresses)):
-        address_state = known.get(address)
+    current = {a.casefold() for a in recipient.addresses}
+    retired = (s.address for s in state.addresses if s.address.casefold() not in current)
+    for address in (*recipient.addresses, *retired):
+        address_state = known.get(address.casefold())
         if address_state is None:
             addresses.append(AddressRow(address, Outcome.PENDING, None, ""))
         else:

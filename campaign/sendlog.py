@@ -130,8 +130,9 @@ class Answers:
     replies: int = 0  # a person's
     auto_replies: int = 0
     latest: str | None = None
-    # A bounced address's acceptance, as it was before the bounce replaced it: the relay's
-    # 250 (with its queue id) and when, still the proof that the letter went out.
+    # A bounced address's acceptance (by the address folded to lower case), as it was
+    # before the bounce replaced it: the relay's 250 (with its queue id) and when, still
+    # the proof that the letter went out.
     acceptances: dict[str, AddressState] = field(default_factory=dict)
 
 
@@ -171,12 +172,12 @@ class RecipientState:
 
     def acceptance(self, address: str) -> AddressState | None:
         """How the relay took `address` before it bounced (None if it did not, or no bounce)."""
-        return self.answers.acceptances.get(address) if self.answers else None
+        return self.answers.acceptances.get(address.casefold()) if self.answers else None
 
     def forget_acceptance(self, address: str) -> None:
         """A new answer for `address`: an earlier letter's acceptance proves nothing of it."""
         if self.answers:
-            self.answers.acceptances.pop(address, None)
+            self.answers.acceptances.pop(address.casefold(), None)
 
     def status(
         self, current: Sequence[str] | None = None, live_runs: frozenset[str] = frozenset()
@@ -191,13 +192,20 @@ class RecipientState:
         if current is None:
             return status_of([state.outcome for state in self.addresses])
         known = self.by_address()
-        return status_of([known[a].outcome if a in known else Outcome.PENDING for a in current])
+        return status_of(
+            [
+                known[folded].outcome if (folded := a.casefold()) in known else Outcome.PENDING
+                for a in current
+            ]
+        )
 
     def by_address(self) -> dict[str, AddressState]:
-        return {state.address: state for state in self.addresses}
+        """The states by address folded to lower case, as the loader compares addresses:
+        `Aprk@akorda.kz` in the file now is the `aprk@akorda.kz` the letter went to."""
+        return {state.address.casefold(): state for state in self.addresses}
 
     def address_state(self, address: str) -> AddressState | None:
-        return next((state for state in self.addresses if state.address == address), None)
+        return self.by_address().get(address.casefold())
 
     def add_addresses(self, addresses: Iterable[str]) -> list[AddressState]:
         """The states of `addresses`, pending ones added for those the log had not named.
@@ -206,14 +214,16 @@ class RecipientState:
         that names a thousand addresses a record is still read in reasonable time.
         """
         known = self.by_address()
-        before = len(known)
         found = []
+        added = []
         for address in addresses:
-            if address not in known:
-                known[address] = AddressState(address)
-            found.append(known[address])
-        if len(known) > before:
-            self.addresses = tuple(known.values())
+            state = known.get(folded := address.casefold())
+            if state is None:
+                state = known[folded] = AddressState(address)
+                added.append(state)
+            found.append(state)
+        if added:
+            self.addresses = (*self.addresses, *added)
         return found
 
     def to_offer(self, current: Sequence[str], *, retry_unknown: bool) -> tuple[str, ...]:
@@ -228,8 +238,8 @@ class RecipientState:
         return tuple(
             address
             for address in current
-            if address not in known
-            or (known[address].outcome not in settled and (retry_unknown or not unknown))
+            if (state := known.get(address.casefold())) is None
+            or (state.outcome not in settled and (retry_unknown or not unknown))
         )
 
     @property
@@ -343,7 +353,7 @@ class Replay:
             if known is not None and known.outcome in (Outcome.ACCEPTED, Outcome.UNKNOWN):
                 if known.outcome == Outcome.ACCEPTED:
                     answers = state.answers = state.answers or Answers()
-                    answers.acceptances[known.address] = replace(known)
+                    answers.acceptances[known.address.casefold()] = replace(known)
                 else:
                     state.forget_acceptance(known.address)
                 known.outcome = Outcome.BOUNCED

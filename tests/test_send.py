@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import threading
 import time
@@ -631,10 +632,67 @@ def test_an_archive_that_fails_part_way_stops_the_run_without_hanging(
     assert {r["archive"] for r in results if r.get("archive")} == {f"sent/{n}" for n in kept}
 
 
+def parse_json_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def _rename(file: Path, old: str, new: str) -> None:
     text = file.read_text(encoding="utf-8")
     assert f'id: "{old}"' in text
     file.write_text(text.replace(f'id: "{old}"', f'id: "{new}"'), encoding="utf-8")
+
+
+def test_a_send_log_moved_away_does_not_send_the_archived_letters_again(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    file = write_small_campaign(tmp_path / "c", 3)
+    assert send(file, smtp_server).status == 0
+    log_path(file).rename(tmp_path / "moved-log.jsonl")
+    for argv in (("--dry-run",), ()):
+        run = send(file, smtp_server, *argv)
+        assert run.status == 2, run.err
+        assert "Traceback" not in run.err
+        said = " ".join(run.err.split())
+        assert "holds 3 letter(s) already sent, but the send log" in said
+        assert "put the send log back" in said
+    (tmp_path / "moved-log.jsonl").rename(log_path(file))
+    again = send(file, smtp_server)
+    assert again.status == 0, again.err
+    assert "Nothing to send" in again.out
+    assert len(smtp_server.messages) == 3
+
+
+def test_after_an_edited_draft_went_out_a_send_with_nothing_left_says_so(
+    bundled: Path, smtp_server: SmtpServer
+) -> None:
+    draft = write_drafts(bundled) / "01-president.eml"
+    head, sep, body = draft.read_bytes().partition(b"\r\n\r\n")
+    assert b"Brussels, " in body
+    draft.write_bytes(head + sep + body.replace(b"Brussels, ", b"Brussels (edited), ", 1))
+    assert send(bundled, smtp_server, "--from-outbox").status == 0
+    for argv in (("--dry-run",), ()):
+        run = send(bundled, smtp_server, *argv)
+        assert run.status == 0, run.err
+        assert "the letter changed" not in run.err
+    assert "Nothing to send" in run.out
+    assert len(smtp_server.messages) == len(BUNDLED_IDS)
+
+
+def test_an_address_written_in_another_case_after_the_send_is_not_sent_again(
+    bundled: Path, smtp_server: SmtpServer
+) -> None:
+    assert send(bundled, smtp_server).status == 0
+    text = bundled.read_text(encoding="utf-8")
+    bundled.write_text(text.replace('"aprk@akorda.kz"', '"Aprk@Akorda.kz"'), encoding="utf-8")
+    review = run_cli(bundled, "log", "--json")
+    assert review.status == 0, review.err
+    assert all(row["status"] == "sent" for row in parse_json_lines(review.stdout))
+    for argv in ((), ("--allow-changes",)):
+        run = send(bundled, smtp_server, *argv)
+        assert run.status == 0, run.err
+        assert "Nothing to send" in run.out
+    assert deliveries(smtp_server)["aprk@akorda.kz"] == 1
+    assert "Aprk@Akorda.kz" not in deliveries(smtp_server)
 
 
 def test_a_renamed_recipient_is_not_sent_the_letter_again(
