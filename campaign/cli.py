@@ -905,7 +905,7 @@ def run_inbox(ctx: Context) -> ExitStatus:
 
 
 def run_report(ctx: Context) -> ExitStatus:
-    from campaign.report import build_report
+    from campaign.report import build_report, unproven_step
     from campaign.report_page import write_report
 
     out: Path = ctx.args.out or ctx.outbox / "report.html"
@@ -916,6 +916,8 @@ def run_report(ctx: Context) -> ExitStatus:
         f"Wrote {out}: {_plural(data.total, 'recipient', 'recipients')} ({counts})."
         " Open it in a browser, or print it to PDF."
     )
+    if data.unproven:
+        ctx.ui.warning(unproven_step(ctx.log_path.parent / "sent", data.unproven))
     return ExitStatus.OK
 
 
@@ -989,6 +991,10 @@ def _who(ctx: Context) -> str:
 def run_log(ctx: Context) -> ExitStatus:
     args = ctx.args
     path = ctx.log_path
+    if args.history and args.csv:
+        raise UsageError("--history gives a table, or JSON with --json; not CSV")
+    if args.follow and (args.json or args.csv):
+        raise UsageError("--follow keeps a table live; --json and --csv are for a finished log")
     options = Options(ctx.file, args.templates)
     if args.follow:
         campaign_id, entries = load_roster(options)

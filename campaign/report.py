@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from campaign.display import listed as listed_ids
 from campaign.loading import Options, load_campaign
 from campaign.models import Campaign
 from campaign.parallel import side_by_side
@@ -179,6 +180,7 @@ class ReportData:
     counts: tuple[tuple[str, int], ...]  # every status, in reading order
     total: int
     next_steps: tuple[str, ...]
+    unproven: tuple[str, ...]  # recipients whose archived letter differs or is missing
     notes: tuple[str, ...]
     recipients: tuple[RecipientRecord, ...]  # those shown one by one, in file order
     collapsed: tuple[tuple[str, int], ...]  # status -> recipients not shown one by one
@@ -562,6 +564,15 @@ def report_data(
     )
     test_order = sorted(scan.test_counts, key=lambda s: (s not in _STATUS_ORDER, s))
     header = campaign if isinstance(campaign, CampaignHeader) else CampaignHeader.of(campaign)
+    kept_gone = records(gone_entries)
+    unproven = [
+        record.id
+        for record in (*listed, *kept_gone)
+        if record.archive_check in (ArchiveCheck.DIFFERS, ArchiveCheck.MISSING)
+    ]
+    next_steps = review.next_steps()
+    if unproven:
+        next_steps.insert(0, unproven_step(folder / "sent", unproven))
     return ReportData(
         campaign=header.id,
         subject=header.subject,
@@ -569,10 +580,11 @@ def report_data(
         period=period,
         counts=tuple((status, counts.get(status, 0)) for status in order),
         total=total,
-        next_steps=tuple(review.next_steps()),
+        next_steps=tuple(next_steps),
+        unproven=tuple(unproven),
         notes=tuple([*review.notes, *scan.notes]),
         recipients=tuple(listed),
-        gone=tuple(records(gone_entries)),
+        gone=tuple(kept_gone),
         gone_total=len(gone),
         collapsed=tuple((s, collapsed[s]) for s in order if collapsed.get(s)),
         test_sends=tuple(scan.test_sends),
@@ -585,6 +597,15 @@ def report_data(
         log_events=scan.events,
         made_at=now_iso(clock()),
         live=review.live,
+    )
+
+
+def unproven_step(archive: Path, recipients: Sequence[str]) -> str:
+    """What to do about archived letters that no longer prove what was sent."""
+    return (
+        f"{len(recipients)} letter(s) in {archive} do not match what the log recorded"
+        f" (changed or missing): {listed_ids(recipients)}; the page cannot show what went to"
+        " them: put the files back from a backup"
     )
 
 
@@ -602,7 +623,7 @@ def _record(
     addresses = []
     accepted = []  # when the relay took each address, a bounced one's acceptance included
     for a in row.addresses:
-        held = known.get(a.address)
+        held = known.get(a.address.casefold())
         taken = held if a.outcome == Outcome.ACCEPTED else None
         if a.outcome == Outcome.BOUNCED and state is not None:
             taken = state.acceptance(a.address)

@@ -460,6 +460,23 @@ def test_history_of_a_recipient_never_attempted(mixed: Sent) -> None:
     assert "national-security-committee has not been attempted yet" in run.out
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (("--history", "president", "--csv"), "--history gives a table, or JSON"),
+        (("--follow", "--json"), "--follow keeps a table live"),
+        (("--follow", "--csv"), "--follow keeps a table live"),
+    ],
+)
+def test_a_format_the_view_cannot_give_is_refused_not_ignored(
+    mixed: Sent, argv: tuple[str, ...], said: str
+) -> None:
+    run = campaign(mixed.file, "log", *argv)
+    assert run.status == 2
+    assert said in run.stderr
+    assert run.stdout == ""
+
+
 # ------------------------------------------------------------------------------ JSON and CSV
 
 

@@ -367,6 +367,27 @@ def test_an_archived_file_changed_or_removed_is_flagged(page: Page, tmp_path: Pa
     }
     text = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "DIFFERS from the archived file" in text and "archived file not found" in text
+    assert data.unproven == ("sent-one", "partial-one")
+    assert data.next_steps[0].startswith("2 letter(s) in ")
+    assert (
+        "do not match what the log recorded (changed or missing): sent-one, partial-one"
+        in (data.next_steps[0])
+    )
+    glance = parse_html(text).find("section", id="glance").text()
+    assert "do not match what the log recorded" in " ".join(glance.split())
+
+
+def test_report_warns_on_the_terminal_when_the_archive_no_longer_proves_a_letter(
+    page: Page, tmp_path: Path
+) -> None:
+    folder = tmp_path / "copy"
+    shutil.copytree(page.mixed.folder, folder)
+    [sent_one] = (folder / "outbox" / "sent").glob("01-sent-one.*.eml")
+    sent_one.unlink()
+    run = run_campaign(folder / "recipients.yaml", "report", "--out", tmp_path / "r.html")
+    assert run.status == 0
+    said = " ".join(run.stderr.split())
+    assert "warning: 1 letter(s) in" in said and "(changed or missing): sent-one;" in said
 
 
 def test_a_recipient_taken_out_of_the_file_keeps_its_proof_on_the_page(
