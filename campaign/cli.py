@@ -1083,9 +1083,9 @@ def _main(argv: Sequence[str] | None, env: Environment) -> int:
         return int(ExitStatus.BAD_INPUT)
     except KeyboardInterrupt:
         ui.err.print(
-            "[red]interrupted[/]: nothing recorded is lost; a letter on its way at that moment"
-            " is recorded as unknown. `campaign log` shows where each letter stands, and"
-            " `campaign send` goes on from there."
+            "[red]interrupted[/]: nothing recorded is lost; if a letter was on its way at that"
+            " moment, it is recorded as unknown. `campaign log` shows where each letter stands,"
+            " and `campaign send` goes on from there."
         )
         return int(ExitStatus.INTERRUPTED)
     except BrokenPipeError:
