@@ -651,10 +651,11 @@ def _send_planned(
     rows, left_out = send_summary(plan, session.history, result, test=options.test)
     show_summary(ctx.ui, rows, left_out)
     counts = result.counts()
-    ctx.ui.note(
-        ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-        + f" ({_plural(result.connections, 'connection', 'connections')})"
-    )
+    said = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+    said += f" ({_plural(result.connections, 'connection', 'connections')})"
+    if options.test:
+        said = f"Test send to {ctx.args.test_to}: {said}; no recipient counts as sent for it"
+    ctx.ui.note(said)
     if counts[Status.UNKNOWN]:
         ctx.ui.note(
             f"{counts[Status.UNKNOWN]} unknown: the connection was lost after the letter was"

@@ -281,6 +281,8 @@ def test_test_to_sends_every_letter_to_that_address_alone(
 ) -> None:
     run = send(bundled, smtp_server, "--test-to", "tester@example.net")
     assert run.status == 0, run.stderr
+    assert "Test send to tester@example.net: 6 sent" in run.out
+    assert "no recipient counts as sent for it" in " ".join(run.out.split())
     messages = smtp_server.messages
     assert len(messages) == 6
     assert all(message.rcpt_tos == ["tester@example.net"] for message in messages)
