@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from campaign.archive import Archive
+from campaign.archive import MAX_LETTER_BYTES, Archive
 from campaign.display import listed
 from campaign.drafts import letter_problem
 from campaign.errors import CampaignError, RunRefused, UsageError
@@ -32,7 +32,7 @@ from campaign.models import Draft
 from campaign.outcomes import RunEffect, address_reply, connect_effect, run_effect
 from campaign.pacing import RECHECK, PaceChange, Pacer, Signal, Slot, rule_for
 from campaign.prepare import Prepared
-from campaign.safefiles import refuse_symlink, remove_temporaries
+from campaign.safefiles import read_file, refuse_symlink, remove_temporaries
 from campaign.sendlog import (
     AddressReply,
     LogLock,
@@ -718,22 +718,38 @@ def read_history(path: Path, campaign_id: str) -> Replay:
     return history
 
 
-def _refuse_a_lost_log(log_path: Path) -> None:
-    """Letters in the archive and none in the log: the log was moved, renamed or lost, and
-    a send now would send them all again."""
+def _refuse_a_lost_log(log_path: Path, campaign_id: str) -> None:
+    """This campaign's letters in the archive and no attempt in the log: the log was moved,
+    renamed or lost, and a send now would send them all again."""
     sent = log_path.parent / "sent"
     try:
-        kept = sum(1 for entry in os.scandir(sent) if entry.name.endswith(".eml"))
+        names = sorted(entry.name for entry in os.scandir(sent) if entry.name.endswith(".eml"))
     except OSError:
         return  # no archive: nothing was sent from here
-    if kept:
-        raise RunRefused(
-            f"{sent} holds {kept} letter(s) already sent, but the send log {log_path} records"
-            " none: a send now would send them again; nothing was sent",
-            path=log_path,
-            hint="put the send log back, or point --log at it; to start over on purpose,"
-            " move the sent folder away too",
-        )
+    ours = f"<{campaign_id}.".encode()
+    for name in names:
+        if _message_id(sent / name).startswith(ours):
+            raise RunRefused(
+                f"{sent} holds letters this campaign already sent ({name} and maybe more),"
+                f" but the send log {log_path} records none: a send now would send them"
+                " again; nothing was sent",
+                path=log_path,
+                hint="put the send log back, or point --log at it; to start over on purpose,"
+                " move this campaign's letters out of the sent folder",
+            )
+
+
+def _message_id(path: Path) -> bytes:
+    """The Message-ID of an archived letter; empty if it has none or cannot be read."""
+    try:
+        head = read_file(path, MAX_LETTER_BYTES).partition(b"\r\n\r\n")[0]
+    except CampaignError:
+        return b""
+    for line in head.split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == b"message-id":
+            return value.strip()
+    return b""
 
 
 class SendSession:
@@ -766,8 +782,10 @@ class SendSession:
                 refuse_symlink(folder / "sent")  # before the log says a run started
                 remove_temporaries(folder, folder / "sent", folder / "inbox")
             self.history = read_history(self.log_path, campaign.id)
-            if not self.options.test and not self.history.recipients:
-                _refuse_a_lost_log(self.log_path)
+            if not self.options.test and not any(
+                state.attempts for state in self.history.recipients.values()
+            ):
+                _refuse_a_lost_log(self.log_path, campaign.id)
         except BaseException:
             self.__exit__(None, None, None)
             raise

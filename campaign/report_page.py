@@ -676,7 +676,9 @@ def _collapsed(data: ReportData) -> str:
         '<section id="collapsed">\n<h2>Not listed one by one</h2>\n'
         f"<p>A page of {data.total} recipient blocks would be too long to open or print; these"
         " are counted here, and <code>campaign log</code> lists each with its reply, Message-ID"
-        " and SHA-256:</p>\n<ul>\n"
+        " and SHA-256. Their letters in <code>sent/</code> are not checked against the log on"
+        " this page: <code>sha256sum</code> checks them against the SHA-256 the log"
+        " gives.</p>\n<ul>\n"
     ]
     for status, count in data.collapsed:
         parts.append(

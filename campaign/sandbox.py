@@ -131,6 +131,16 @@ def check_text(value: Any, what: str) -> None:
         )
 
 
+def refuse_none(value: Any, what: str) -> None:
+    """A letter reading "Dear None" is half rendered: `.get()` of a missing key and `none`
+    get past the undefined check, but not into a letter's text."""
+    if value is None:
+        raise jinja2.TemplateRuntimeError(
+            f"{what} would write None (a missing value) into the letter: give it a value, or"
+            " write {{ ... | default('', true) }} where nothing is meant"
+        )
+
+
 def _check_result(value: Any, what: str) -> Any:
     """The cheap checks of a result already made: a text's length, a list's items."""
     if isinstance(value, (str, bytes)):
@@ -168,6 +178,8 @@ def check_printf(fmt: str, args: Any) -> None:
     else:
         values = (args,)
     values = list(values)
+    for value in values:
+        refuse_none(value, "a % format")
     star_widths = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
     conversions = 0
     widest = 0
@@ -199,6 +211,7 @@ class _BoundedFormatting:
         self._made = 0
 
     def convert_field(self, value: Any, conversion: str | None) -> Any:
+        refuse_none(value, "a format field")
         if conversion is not None:
             check_text(value, "a format field")
         return super().convert_field(value, conversion)  # type: ignore[misc]
@@ -262,6 +275,8 @@ def _check_text_method(owner: str | bytes, name: str, args: tuple[Any, ...]) -> 
 
 def _check_join(separator: int, items: list[Any] | tuple[Any, ...], what: str) -> None:
     _check_result(items, what)
+    for item in items:
+        refuse_none(item, what)
     size = sum(text_size(item) for item in items) + separator * len(items)
     if size > MAX_TEXT:
         raise _over(what, size, MAX_TEXT, "characters")
@@ -413,10 +428,12 @@ _TEXT_FILTERS = (
 
 def _filter_checks() -> dict[str, Callable[..., Arguments]]:
     def center(value: Any, width: int = 80) -> None:
+        refuse_none(value, "the center filter")
         check_text(value, "the center filter")
         _width(width, "the center filter")
 
     def indent(value: Any, width: int | str = 4, first: bool = False, blank: bool = False) -> None:
+        refuse_none(value, "the indent filter")
         check_text(value, "the indent filter")
         text = str(value)
         size = len(text) + (text.count("\n") + 1) * _width(width, "the indent filter")
@@ -431,6 +448,7 @@ def _filter_checks() -> dict[str, Callable[..., Arguments]]:
         wrapstring: str | None = None,
         break_on_hyphens: bool = True,
     ) -> None:
+        refuse_none(value, "the wordwrap filter")
         check_text(value, "the wordwrap filter")
         text = str(value)
         lines = len(text) // max(1, width) + text.count("\n") + 1
@@ -441,6 +459,7 @@ def _filter_checks() -> dict[str, Callable[..., Arguments]]:
     def replace(
         eval_ctx: Any, value: Any, old: str = "", new: str = "", count: int | None = None
     ) -> None:
+        refuse_none(value, "the replace filter")
         check_text(value, "the replace filter")
         args = (str(old), str(new)) if count is None else (str(old), str(new), count)
         _check_text_method(str(value), "replace", args)
@@ -521,7 +540,9 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     @staticmethod
     def _text_check(func: Callable[..., Any]) -> Callable[..., Arguments]:
         def check(*args: Any, **kwargs: Any) -> Arguments:
-            check_text(_value_arg(func, args), "this filter")
+            value = _value_arg(func, args)
+            refuse_none(value, "this filter")
+            check_text(value, "this filter")
             return None
 
         return check
@@ -533,19 +554,15 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     @staticmethod
     def _finalize(value: Any) -> Any:
         if not isinstance(value, str):
-            if value is None:
-                # A letter reading "Dear None" is half rendered: `.get()` of a missing key and
-                # `none` get past the undefined check, but not into a letter.
-                raise jinja2.TemplateRuntimeError(
-                    "a {{ ... }} printed None, a missing value: give it a value, or write"
-                    " {{ ... | default('', true) }} where nothing is meant"
-                )
+            refuse_none(value, "this {{ ... }}")
             check_text(value, "this {{ ... }}")
         return value
 
     def bounded_parts(self, parts: tuple[Any, ...]) -> tuple[Any, ...]:
         """The operands of `~`, checked before they are joined."""
         self.clock.tick()
+        for part in parts:
+            refuse_none(part, "~")
         size = sum(text_size(part) for part in parts)
         if size > MAX_TEXT:
             raise _over("~", size, MAX_TEXT, "characters")

@@ -473,7 +473,7 @@ def test_a_format_the_view_cannot_give_is_refused_not_ignored(
 ) -> None:
     run = campaign(mixed.file, "log", *argv)
     assert run.status == 2
-    assert said in run.stderr
+    assert said in run.err
     assert run.stdout == ""
 
 

@@ -650,18 +650,36 @@ def test_a_send_log_moved_away_does_not_send_the_archived_letters_again(
     file = write_small_campaign(tmp_path / "c", 3)
     assert send(file, smtp_server).status == 0
     log_path(file).rename(tmp_path / "moved-log.jsonl")
+    # A test send records tests, not letters: it must not open the way either.
+    assert send(file, smtp_server, "--test-to", "tester@example.net", "--only", "r001").status == 0
     for argv in (("--dry-run",), ()):
         run = send(file, smtp_server, *argv)
         assert run.status == 2, run.err
         assert "Traceback" not in run.err
         said = " ".join(run.err.split())
-        assert "holds 3 letter(s) already sent, but the send log" in said
+        assert "holds letters this campaign already sent (01-r001." in said
+        assert "but the send log" in said and "records none" in said
         assert "put the send log back" in said
+    assert len(smtp_server.messages) == 4  # three letters and the test
+    log_path(file).unlink()  # the test send's log
     (tmp_path / "moved-log.jsonl").rename(log_path(file))
     again = send(file, smtp_server)
     assert again.status == 0, again.err
     assert "Nothing to send" in again.out
-    assert len(smtp_server.messages) == 3
+    assert len(smtp_server.messages) == 4
+
+
+def test_another_campaigns_letters_beside_a_new_log_do_not_stop_a_send(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    first = write_small_campaign(tmp_path / "c", 2)
+    assert send(first, smtp_server).status == 0
+    text = first.read_text(encoding="utf-8").replace('id: "crash-test"', 'id: "second-letter"')
+    first.write_text(text, encoding="utf-8")
+    second_log = log_path(first).parent / "second.jsonl"
+    run = send(first, smtp_server, "--log", second_log)
+    assert run.status == 0, run.err
+    assert len(smtp_server.messages) == 4
 
 
 def test_after_an_edited_draft_went_out_a_send_with_nothing_left_says_so(

@@ -75,22 +75,57 @@ def test_misspelt_top_level_name_gets_did_you_mean(tmp_path: Path) -> None:
     assert error.hint == "did you mean 'recipient'?"
 
 
-@pytest.mark.parametrize("expression", ["recipient.get('salutaton')", "none", "{}.get('b')"])
-def test_a_value_that_prints_none_stops_the_letter_at_its_line(
-    tmp_path: Path, expression: str
-) -> None:
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "recipient.get('salutaton')",
+        "none",
+        "{}.get('b')",
+        "recipient.get('salutaton') | upper",
+        "recipient.get('salutaton') | trim",
+        "recipient.get('salutaton') | string",
+        "recipient.get('salutaton') | e",
+        "recipient.get('salutaton') | safe",
+        "recipient.get('salutaton') | center(20)",
+        "'Mr ' ~ recipient.get('salutaton')",
+        "'%s' | format(recipient.get('salutaton'))",
+        "'%s' % recipient.get('salutaton')",
+        "'{}'.format(recipient.get('salutaton'))",
+        "[recipient.get('salutaton')] | join(' ')",
+        "' '.join([recipient.get('salutaton')])",
+    ],
+)
+def test_a_missing_value_never_reaches_the_letter_as_none(tmp_path: Path, expression: str) -> None:
     error = first_error(tmp_path, f"Dear {{{{ recipient.name }}}},\n{{{{ {expression} }}}}\n")
     assert error.line == 2
-    assert "printed None" in error.message
+    assert "would write None (a missing value) into the letter" in error.message
     assert "default('', true)" in error.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{% if recipient.get('salutaton') %}X{% endif %}",
+        "{{ recipient.get('salutaton') or '' }}",
+        "{{ recipient.get('salutaton') | default('', true) }}",
+        "{{ recipient.get('salutaton', 'Sir') | upper }}",
+        "{% if recipient.get('salutaton') is none %}none{% endif %}",
+        "{{ none | tojson }}",
+    ],
+)
+def test_a_missing_value_may_still_be_tested_and_replaced(tmp_path: Path, text: str) -> None:
+    path = write_campaign(tmp_path, GOOD_YAML, f"Dear {{{{ recipient.name }}}},\n{text}\n")
+    source = load_campaign(Options(path))
+    rendered = LetterRenderer(source.campaign, source.recipients).render(source.recipients[0])
+    assert "None" not in rendered.text
 
 
 def test_check_refuses_a_letter_that_would_read_none(tmp_path: Path) -> None:
     path = write_campaign(tmp_path, GOOD_YAML, "Dear {{ recipient.get('salutation') }},\n")
     run = run_cli("--file", path, "check")
     assert run.status == 2
-    assert "printed None" in run.stderr
-    assert "Traceback" not in run.stderr
+    assert "would write None" in run.err
+    assert "Traceback" not in run.err
 
 
 def test_key_some_recipients_lack_says_so(tmp_path: Path) -> None:
