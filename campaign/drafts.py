@@ -81,12 +81,17 @@ def _written_by(campaign: Campaign, path: Path) -> bool:
     name = _DRAFT_NAME.match(path.name)
     if name is None:
         return False
+    return message_id_of(path, campaign.max_letter_bytes) == message_id_for(campaign, name["id"])
+
+
+def message_id_of(path: Path, limit: int) -> str | None:
+    """The Message-ID a letter file gives; None when it gives none, or cannot be read."""
     try:
-        head = read_file(path, campaign.max_letter_bytes).partition(b"\r\n\r\n")[0]
+        head = read_file(path, limit).partition(b"\r\n\r\n")[0]
         message_id = BytesHeaderParser(policy=policy.compat32).parsebytes(head)["Message-ID"]
     except (CampaignError, ValueError):
-        return False
-    return str(message_id or "").strip() == message_id_for(campaign, name["id"])
+        return None
+    return None if message_id is None else str(message_id).strip()
 
 
 MAX_LINE_OCTETS = 998  # RFC 5322 2.1.1: a line of a message, CRLF not counted

@@ -26,13 +26,13 @@ from typing import Protocol
 
 from campaign.archive import MAX_LETTER_BYTES, Archive
 from campaign.display import listed
-from campaign.drafts import letter_problem
+from campaign.drafts import letter_problem, message_id_of
 from campaign.errors import CampaignError, RunRefused, UsageError
 from campaign.models import Draft
 from campaign.outcomes import RunEffect, address_reply, connect_effect, run_effect
 from campaign.pacing import RECHECK, PaceChange, Pacer, Signal, Slot, rule_for
 from campaign.prepare import Prepared
-from campaign.safefiles import read_file, refuse_symlink, remove_temporaries
+from campaign.safefiles import refuse_symlink, remove_temporaries
 from campaign.sendlog import (
     AddressReply,
     LogLock,
@@ -653,9 +653,9 @@ class SendRun:
         """The status this result gives the recipient, for the result record itself."""
         if self.options.test:
             return self._status(draft, replies)
-        state = self.history.state(draft.recipient_id)
+        known = self.history.state(draft.recipient_id).by_address()
         outcomes = {
-            a: known.outcome if (known := state.address_state(a)) is not None else Outcome.PENDING
+            a: known[folded].outcome if (folded := a.casefold()) in known else Outcome.PENDING
             for a in draft.addresses
         }
         outcomes.update((a, r.outcome) for a, r in replies.items() if a in outcomes)
@@ -726,9 +726,9 @@ def _refuse_a_lost_log(log_path: Path, campaign_id: str) -> None:
         names = sorted(entry.name for entry in os.scandir(sent) if entry.name.endswith(".eml"))
     except OSError:
         return  # no archive: nothing was sent from here
-    ours = f"<{campaign_id}.".encode()
+    ours = f"<{campaign_id}."
     for name in names:
-        if _message_id(sent / name).startswith(ours):
+        if (message_id_of(sent / name, MAX_LETTER_BYTES) or "").startswith(ours):
             raise RunRefused(
                 f"{sent} holds letters this campaign already sent ({name} and maybe more),"
                 f" but the send log {log_path} records none: a send now would send them"
@@ -737,19 +737,6 @@ def _refuse_a_lost_log(log_path: Path, campaign_id: str) -> None:
                 hint="put the send log back, or point --log at it; to start over on purpose,"
                 " move this campaign's letters out of the sent folder",
             )
-
-
-def _message_id(path: Path) -> bytes:
-    """The Message-ID of an archived letter; empty if it has none or cannot be read."""
-    try:
-        head = read_file(path, MAX_LETTER_BYTES).partition(b"\r\n\r\n")[0]
-    except CampaignError:
-        return b""
-    for line in head.split(b"\r\n"):
-        name, colon, value = line.partition(b":")
-        if colon and name.strip().lower() == b"message-id":
-            return value.strip()
-    return b""
 
 
 class SendSession:
