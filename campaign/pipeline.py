@@ -546,6 +546,10 @@ class SendRun:
         }
         result = _Result(job, attempt, replies, digest, transport, Signal.NONE)
         self._record_result(result, self._keep_now(job.message.draft, digest, data))
+        # Counted like any settled letter, so the run's last line does not leave it out.
+        status = self._status(job.message.draft, replies)
+        self.result.statuses[job.message.draft.recipient_id] = status
+        self.progress.update(job.message.draft.recipient_id, status)
 
     def _tell_pacer(self, job: _Job, slot: Slot, delivery: Delivery) -> Signal:
         """What the answer says about the pace: accepted, or refused for going too fast.

@@ -134,6 +134,23 @@ def test_a_letter_on_its_way_when_the_run_is_interrupted_is_kept_and_recorded_un
     assert replay(log_path(file), "crash-test").state(recipient).status() == "unknown"
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_last_line_of_an_interrupted_run_counts_the_letter_recorded_unknown(
+    tmp_path: Path, make_smtp_server: MakeServer, stop: signal.Signals
+) -> None:
+    file = write_small_campaign(tmp_path / "campaign", 5)
+    server = make_smtp_server(faults=FaultScript(data=nth(3, STALL)))
+    sender = start_sender(file, server, "--concurrency", "1", "--timeout", "60")
+    try:
+        server.wait_for(3, timeout=30)
+    finally:
+        os.kill(sender.pid, stop)
+        sender.wait(timeout=30)
+    output = (file.parent / "sender-output.txt").read_text("utf-8")
+    assert "3/5 letters done" in output, output
+    assert ": 2 sent, 1 unknown\n" in output, output
+
+
 def test_an_interrupted_letter_keeps_the_refusal_an_address_got_before_its_data(
     tmp_path: Path, make_smtp_server: MakeServer
 ) -> None:
