@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import re
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
@@ -18,14 +19,15 @@ from campaign.headersafety import HeaderBlockError, check_header_block, unsafe_r
 from campaign.message import content_hash, message_id_for
 from campaign.models import Campaign, CampaignFile, Draft, Recipient, Rendered, draft_filename
 from campaign.prepare import Clock, Prepared, prepare, utc_now
-from campaign.safefiles import read_file
+from campaign.safefiles import ensure_folder, fsync_folder, read_file, write_file
 from campaign.store import MessageStore
 from campaign.transports.base import Transport
-from campaign.transports.files import FileTransport
+from campaign.transports.files import FileTransport, dated
 
 _DRAFT_NAME = re.compile(r"(?P<index>\d{2,})-(?P<id>[a-z0-9][a-z0-9_.-]*)\.eml\Z")
 _ADDRESS_HEADERS = ("From", "To", "Reply-To")
 _EXACT_HEADERS = ("Subject", "Message-ID", "MIME-Version", "Content-Language")
+EDITED_FOLDER = "edited-drafts"  # in the outbox: drafts changed by hand, kept before a rewrite
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,7 @@ class DraftsReport:
     replaced: tuple[str, ...]
     removed: tuple[str, ...]
     left_alone: tuple[str, ...] = ()
+    kept_edited: tuple[str, ...] = ()  # edited drafts kept, as names under EDITED_FOLDER
 
 
 def deliver_all(prepared: Prepared, transport: Transport) -> None:
@@ -54,26 +57,74 @@ def write_drafts(prepared: Prepared, outbox: Path) -> DraftsReport:
     """Write one `.eml` per draft; remove earlier drafts of this campaign's no longer wanted.
 
     Only files campaign wrote go: named like a draft, with this campaign's Message-ID for
-    the recipient the name says. Anything else in the folder is left alone.
+    the recipient the name says. Anything else in the folder is left alone. A draft changed
+    by hand since campaign wrote it is first kept, as it was, in `EDITED_FOLDER`.
     """
-    transport = FileTransport(outbox)
-    deliver_all(prepared, transport)
+    limit = prepared.campaign.max_letter_bytes
     current = {draft.filename for draft in prepared.drafts}
-    removed: list[str] = []
-    left_alone: list[str] = []
     campaign = prepared.campaign
     whole_campaign = len(prepared.drafts) == prepared.file_recipients
+    unwanted: list[Path] = []
+    left_alone: list[str] = []
     for path in sorted(outbox.glob("*.eml")):
         if path.name in current or path.is_symlink() or not path.is_file():
             continue
         if whole_campaign and _written_by(campaign, path):
-            path.unlink()
-            removed.append(path.name)
+            unwanted.append(path)
         else:
             left_alone.append(path.name)
+    # Every edited draft is kept before any file is written or removed.
+    replaced = [p for d in prepared.drafts if _is_plain_file(p := outbox / d.filename)]
+    kept = [
+        _keep_edited(outbox, path, limit)
+        for path in (*replaced, *unwanted)
+        if edited_since_written(path, limit)
+    ]
+    if kept:
+        fsync_folder(outbox / EDITED_FOLDER)
+    transport = FileTransport(outbox)
+    deliver_all(prepared, transport)
+    for path in unwanted:
+        path.unlink()
     return DraftsReport(
-        tuple(transport.written), tuple(transport.replaced), tuple(removed), tuple(left_alone)
+        tuple(transport.written),
+        tuple(transport.replaced),
+        tuple(path.name for path in unwanted),
+        tuple(left_alone),
+        tuple(kept),
     )
+
+
+def _is_plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
+def edited_since_written(path: Path, limit: int) -> bool:
+    """A draft changed since campaign wrote it: its time is no longer its Date header.
+
+    Also a draft an older version wrote, or one that cannot be read: nothing shows that
+    it is as campaign wrote it, so it is kept rather than lost.
+    """
+    try:
+        modified = path.stat().st_mtime_ns
+        moment = dated(read_file(path, limit))
+    except (OSError, CampaignError):
+        return True
+    # To the nanosecond: a save, even in the same second, leaves a time with a fraction.
+    return moment is None or modified != int(moment) * 1_000_000_000
+
+
+def _keep_edited(outbox: Path, path: Path, limit: int) -> str:
+    """Copy an edited draft into EDITED_FOLDER, named for when it was edited; its name."""
+    folder = ensure_folder(outbox / EDITED_FOLDER)
+    edited = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    stem = f"{path.stem}.edited-{edited:%Y%m%dT%H%M%SZ}"
+    name, number = f"{stem}.eml", 1
+    while (folder / name).exists():
+        number += 1
+        name = f"{stem}-{number}.eml"
+    write_file(folder / name, read_file(path, limit), durable=True)
+    return name
 
 
 def _written_by(campaign: Campaign, path: Path) -> bool:

@@ -31,7 +31,7 @@ from rich.text import Text
 
 from campaign.addresses import DomainResult, placeholder_reason
 from campaign.display import visible
-from campaign.drafts import DraftsReport
+from campaign.drafts import EDITED_FOLDER, DraftsReport
 from campaign.errors import CampaignError, ValidationErrors
 from campaign.models import Attachment, CampaignFile, Draft
 from campaign.review import DryRunRow, LogFollower, RecipientRow, Review, SummaryRow
@@ -271,6 +271,14 @@ class Ui:
             self.out.print(
                 f"Replaced {len(report.replaced)} existing draft"
                 f"{'s' if len(report.replaced) != 1 else ''} of the same name."
+            )
+        if report.kept_edited:
+            self.out.print(
+                f"Kept {len(report.kept_edited)} draft(s) changed since campaign wrote them"
+                " (by hand, or by an older version of campaign), as they were, in "
+                + safe(str(outbox / EDITED_FOLDER))
+                + ": "
+                + safe(", ".join(report.kept_edited))
             )
         if report.removed:
             self.out.print(

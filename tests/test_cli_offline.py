@@ -190,6 +190,74 @@ def test_drafts_remove_the_draft_of_a_recipient_no_longer_in_the_file(tmp_path: 
     assert "Removed 1 draft(s) of recipients no longer in the file: 02-bob.eml" in result.out
 
 
+def edit_by_hand(path: Path) -> bytes:
+    """Change a draft as a person would in an editor, later than campaign wrote it."""
+    edited = path.read_bytes().replace(b"\r\n\r\n", b"\r\n\r\nP.S. A word of my own.\r\n", 1)
+    path.write_bytes(edited)
+    return edited
+
+
+def test_each_draft_carries_its_date_as_its_modification_time(tmp_path: Path) -> None:
+    outbox = draft_bundled(tmp_path)
+    for name in BUNDLED_FILES:
+        path = outbox / name
+        dated = parse_eml(path)["Date"].datetime
+        assert path.stat().st_mtime_ns == int(dated.timestamp()) * 1_000_000_000, name
+
+
+def test_drafts_again_keep_a_draft_edited_by_hand_as_it_was(tmp_path: Path) -> None:
+    outbox = draft_bundled(tmp_path)
+    edited = edit_by_hand(outbox / "01-president.eml")
+    result = run_cli("--file", tmp_path / "recipients.yaml", "drafts")
+    assert result.status == 0, result.err
+    [kept] = (outbox / "edited-drafts").iterdir()
+    assert kept.name.startswith("01-president.edited-") and kept.suffix == ".eml"
+    assert kept.read_bytes() == edited
+    assert (outbox / "01-president.eml").read_bytes() != edited
+    assert "Replaced 6 existing drafts of the same name." in result.out
+    assert (
+        "Kept 1 draft(s) changed since campaign wrote them (by hand, or by an older version of"
+        f" campaign), as they were, in {outbox / 'edited-drafts'}: {kept.name}"
+    ) in result.out
+
+
+def test_a_draft_written_again_unedited_is_not_kept_twice(tmp_path: Path) -> None:
+    outbox = draft_bundled(tmp_path)
+    edit_by_hand(outbox / "01-president.eml")
+    for _ in range(2):
+        assert run_cli("--file", tmp_path / "recipients.yaml", "drafts").status == 0
+    assert len(list((outbox / "edited-drafts").iterdir())) == 1
+
+
+def test_an_edited_draft_of_a_recipient_no_longer_in_the_file_is_kept_before_it_goes(
+    tmp_path: Path,
+) -> None:
+    path = write_campaign(tmp_path, GOOD_YAML)
+    assert run_cli("--file", path, "drafts").status == 0
+    edited = edit_by_hand(tmp_path / "outbox" / "02-bob.eml")
+    path.write_text(GOOD_YAML[: GOOD_YAML.index('  - id: "bob"')], encoding="utf-8")
+    result = run_cli("--file", path, "drafts")
+    assert result.status == 0, result.err
+    assert not (tmp_path / "outbox" / "02-bob.eml").exists()
+    [kept] = (tmp_path / "outbox" / "edited-drafts").iterdir()
+    assert kept.read_bytes() == edited
+    assert "Removed 1 draft(s) of recipients no longer in the file: 02-bob.eml" in result.out
+
+
+def test_an_edited_draft_that_cannot_be_kept_stops_the_run_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    outbox = draft_bundled(tmp_path)
+    edit_by_hand(outbox / BUNDLED_FILES[1])
+    (outbox / "edited-drafts").write_text("not a folder")
+    before = snapshot(outbox)
+    result = run_cli("--file", tmp_path / "recipients.yaml", "drafts")
+    assert result.status == 2
+    assert f"{outbox / 'edited-drafts'}: is not a folder" in result.err
+    assert "Traceback" not in result.stderr
+    assert snapshot(outbox) == before
+
+
 def test_drafts_leave_other_files_in_the_outbox_alone(tmp_path: Path) -> None:
     (tmp_path / "outbox").mkdir()
     (tmp_path / "outbox" / "notes.txt").write_text("mine")
