@@ -26,7 +26,7 @@ from campaign import __version__
 from campaign.addresses import AddressError, normalise, placeholder_reason
 from campaign.credentials import PasswordBackend, forget_password, lookup_password, store_password
 from campaign.display import listed, visible
-from campaign.drafts import deliver_all, read_outbox, write_drafts
+from campaign.drafts import deliver_all, read_outbox, stray_drafts, write_drafts
 from campaign.errors import (
     CampaignError,
     RunRefused,
@@ -100,6 +100,7 @@ class Environment:
         return bool(self.stdin.isatty() and self.stdout.isatty())
 
 
+STRAYS_SHOWN = 10  # stray .eml files named in the warning; the rest are counted
 EXAMPLES = {
     "send": "campaign send --test-to me@example.org\n  campaign send --dry-run\n"
     "  CAMPAIGN_SMTP_HOST=smtp.example.org campaign send",
@@ -524,6 +525,7 @@ def run_send(ctx: Context) -> ExitStatus:
     with MessageStore() as store:
         if args.from_outbox:
             prepared = read_outbox(source, recipients, ctx.outbox, store, clock=ctx.env.clock)
+            _warn_of_stray_drafts(ctx, source)
         else:
             # Every recipient, even with --only: nothing leaves before all of them render,
             # and a change to anyone's letter is noticed.
@@ -553,6 +555,17 @@ def run_send(ctx: Context) -> ExitStatus:
             # needs, and the history that grows as it runs takes that memory's place.
             del source, recipients
             return _send_planned(ctx, session, plan, settings)
+
+
+def _warn_of_stray_drafts(ctx: Context, source: CampaignFile) -> None:
+    stray = stray_drafts(source, ctx.outbox)
+    if stray:
+        shown = ", ".join(visible(name) for name in stray[:STRAYS_SHOWN])
+        more = f" and {len(stray) - STRAYS_SHOWN} more" if len(stray) > STRAYS_SHOWN else ""
+        ctx.ui.warning(
+            f"{_plural(len(stray), '.eml file', '.eml files')} in {ctx.outbox} that no"
+            f" recipient of the campaign file has will not be sent: {shown}{more}"
+        )
 
 
 def _refuse_placeholder_sender(source: CampaignFile) -> None:

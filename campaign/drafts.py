@@ -313,6 +313,13 @@ def _attachment_problem(theirs: list[FoundAttachment], ours: list[FoundAttachmen
     return None
 
 
+def stray_drafts(source: CampaignFile, outbox: Path) -> list[str]:
+    """The `.eml` files in the outbox that are no recipient's draft: nothing sends them."""
+    total = len(source.recipients)
+    names = {draft_filename(r.index, r.id, total) for r in source.recipients}
+    return sorted(path.name for path in outbox.glob("*.eml") if path.name not in names)
+
+
 def read_outbox(
     source: CampaignFile,
     recipients: tuple[Recipient, ...],

@@ -326,6 +326,30 @@ def test_from_outbox_sends_the_drafts_byte_for_byte(bundled: Path, smtp_server: 
     assert b"Tue, 02 Jan 2024 03:04:05" in received["president"][0].data
 
 
+def test_from_outbox_warns_of_an_eml_file_that_is_no_recipients_draft(
+    bundled: Path, smtp_server: SmtpServer
+) -> None:
+    outbox = write_drafts(bundled)
+    extra = (outbox / "01-president.eml").read_bytes()
+    (outbox / "07-extra-minister.eml").write_bytes(extra)
+    run = send(bundled, smtp_server, "--from-outbox")
+    assert run.status == 0, run.stderr
+    assert (
+        f"warning: 1 .eml file in {outbox} that no recipient of the campaign file has will not"
+        " be sent: 07-extra-minister.eml"
+    ) in run.err
+    assert len(smtp_server.messages) == 6
+
+
+def test_from_outbox_with_only_the_drafts_gives_no_warning(
+    bundled: Path, smtp_server: SmtpServer
+) -> None:
+    write_drafts(bundled)
+    run = send(bundled, smtp_server, "--from-outbox")
+    assert run.status == 0, run.stderr
+    assert "warning" not in run.err
+
+
 def test_a_draft_saved_without_its_last_line_end_is_sent_and_recorded_sent(
     bundled: Path, smtp_server: SmtpServer
 ) -> None:
