@@ -524,8 +524,8 @@ def run_send(ctx: Context) -> ExitStatus:
         settings = err  # a dry run shows its plan, then fails as the send would
     with MessageStore() as store:
         if args.from_outbox:
+            _warn_of_stray_drafts(ctx, source)  # first: it may explain a draft found missing
             prepared = read_outbox(source, recipients, ctx.outbox, store, clock=ctx.env.clock)
-            _warn_of_stray_drafts(ctx, source)
         else:
             # Every recipient, even with --only: nothing leaves before all of them render,
             # and a change to anyone's letter is noticed.

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import glob
 import hashlib
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import policy
@@ -22,7 +26,7 @@ from campaign.prepare import Clock, Prepared, prepare, utc_now
 from campaign.safefiles import ensure_folder, fsync_folder, read_file, write_file
 from campaign.store import MessageStore
 from campaign.transports.base import Transport
-from campaign.transports.files import FileTransport, dated
+from campaign.transports.files import FileTransport, stamp_of
 
 _DRAFT_NAME = re.compile(r"(?P<index>\d{2,})-(?P<id>[a-z0-9][a-z0-9_.-]*)\.eml\Z")
 _ADDRESS_HEADERS = ("From", "To", "Reply-To")
@@ -64,6 +68,7 @@ def write_drafts(prepared: Prepared, outbox: Path) -> DraftsReport:
     current = {draft.filename for draft in prepared.drafts}
     campaign = prepared.campaign
     whole_campaign = len(prepared.drafts) == prepared.file_recipients
+    ensure_folder(outbox)
     unwanted: list[Path] = []
     left_alone: list[str] = []
     for path in sorted(outbox.glob("*.eml")):
@@ -75,17 +80,15 @@ def write_drafts(prepared: Prepared, outbox: Path) -> DraftsReport:
             left_alone.append(path.name)
     # Every edited draft is kept before any file is written or removed.
     replaced = [p for d in prepared.drafts if _is_plain_file(p := outbox / d.filename)]
-    kept = [
-        _keep_edited(outbox, path, limit)
-        for path in (*replaced, *unwanted)
-        if edited_since_written(path, limit)
-    ]
-    if kept:
-        fsync_folder(outbox / EDITED_FOLDER)
+    edited = [path for path in (*replaced, *unwanted) if edited_since_written(path, limit)]
+    kept = [_keep_edited(outbox / EDITED_FOLDER, path, limit) for path in edited]
     transport = FileTransport(outbox)
-    deliver_all(prepared, transport)
-    for path in unwanted:
-        path.unlink()
+    with _file_errors_said():
+        if kept:
+            fsync_folder(outbox / EDITED_FOLDER)
+        deliver_all(prepared, transport)
+        for path in unwanted:
+            path.unlink()
     return DraftsReport(
         tuple(transport.written),
         tuple(transport.replaced),
@@ -95,35 +98,62 @@ def write_drafts(prepared: Prepared, outbox: Path) -> DraftsReport:
     )
 
 
+@contextmanager
+def _file_errors_said() -> Iterator[None]:
+    """A file system's refusal said as the user's problem, naming the file, not a traceback."""
+    try:
+        yield
+    except OSError as err:
+        raise CampaignError(f"cannot write here: {err.strerror}", path=err.filename) from None
+
+
 def _is_plain_file(path: Path) -> bool:
     return path.is_file() and not path.is_symlink()
 
 
 def edited_since_written(path: Path, limit: int) -> bool:
-    """A draft changed since campaign wrote it: its time is no longer its Date header.
+    """A draft changed since campaign wrote it: its time is not the stamp of its bytes.
 
     Also a draft an older version wrote, or one that cannot be read: nothing shows that
     it is as campaign wrote it, so it is kept rather than lost.
     """
     try:
-        modified = path.stat().st_mtime_ns
-        moment = dated(read_file(path, limit))
+        modified = os.stat(path, follow_symlinks=False).st_mtime_ns
+        stamp = stamp_of(read_file(path, limit))
     except (OSError, CampaignError):
         return True
-    # To the nanosecond: a save, even in the same second, leaves a time with a fraction.
-    return moment is None or modified != int(moment) * 1_000_000_000
+    return stamp is None or modified != stamp
 
 
-def _keep_edited(outbox: Path, path: Path, limit: int) -> str:
-    """Copy an edited draft into EDITED_FOLDER, named for when it was edited; its name."""
-    folder = ensure_folder(outbox / EDITED_FOLDER)
-    edited = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-    stem = f"{path.stem}.edited-{edited:%Y%m%dT%H%M%SZ}"
-    name, number = f"{stem}.eml", 1
-    while (folder / name).exists():
-        number += 1
-        name = f"{stem}-{number}.eml"
-    write_file(folder / name, read_file(path, limit), durable=True)
+def _keep_edited(folder: Path, path: Path, limit: int) -> str:
+    """Keep an edited draft in `folder`, named for when it was edited; return its name.
+
+    A hard link: it needs no read, whatever the size, and keeps the time; writing the
+    draft again then gives the name a new file and leaves this one as it was. Where the
+    file system has no hard links, a copy.
+    """
+    ensure_folder(folder)
+    try:
+        info = os.stat(path, follow_symlinks=False)
+        edited = datetime.fromtimestamp(info.st_mtime, UTC)
+        stem = f"{path.stem}.edited-{edited:%Y%m%dT%H%M%SZ}"
+        for earlier in folder.glob(f"{glob.escape(stem)}*.eml"):
+            if os.path.samefile(earlier, path):
+                return earlier.name  # kept by a run that then stopped
+        name, number = f"{stem}.eml", 1
+        while os.path.lexists(folder / name):
+            number += 1
+            name = f"{stem}-{number}.eml"
+        try:
+            os.link(path, folder / name, follow_symlinks=False)
+        except OSError:
+            write_file(folder / name, read_file(path, max(limit, info.st_size)), durable=True)
+    except OSError as err:
+        raise CampaignError(
+            f"cannot keep this edited draft before it is replaced: {err.strerror}",
+            path=path,
+            hint=f"move it out of the outbox, or make {folder} writable; nothing was written",
+        ) from None
     return name
 
 

@@ -288,7 +288,7 @@ class Ui:
         if report.left_alone:
             self.out.print(
                 f"Left alone {len(report.left_alone)} other .eml file(s) campaign did not write: "
-                + safe(", ".join(report.left_alone))
+                + safe(", ".join(visible(name) for name in report.left_alone))
             )
         self.out.print(
             "Open them in your mail program to review; `campaign send --from-outbox` sends"

@@ -202,7 +202,42 @@ def test_each_draft_carries_its_date_as_its_modification_time(tmp_path: Path) ->
     for name in BUNDLED_FILES:
         path = outbox / name
         dated = parse_eml(path)["Date"].datetime
-        assert path.stat().st_mtime_ns == int(dated.timestamp()) * 1_000_000_000, name
+        assert path.stat().st_mtime_ns // 1_000_000_000 == int(dated.timestamp()), name
+
+
+def test_an_edit_that_keeps_the_drafts_time_is_still_kept(tmp_path: Path) -> None:
+    outbox = draft_bundled(tmp_path)
+    path = outbox / "01-president.eml"
+    written = path.stat().st_mtime_ns
+    edited = edit_by_hand(path)
+    os.utime(path, ns=(written, written))  # as `touch -r` or a copy with `cp -p` leaves it
+    assert run_cli("--file", tmp_path / "recipients.yaml", "drafts").status == 0
+    [kept] = (outbox / "edited-drafts").iterdir()
+    assert kept.read_bytes() == edited
+
+
+def test_an_edited_draft_larger_than_a_letter_may_be_is_kept_too(tmp_path: Path) -> None:
+    outbox = draft_bundled(tmp_path)
+    path = outbox / "01-president.eml"
+    edited = path.read_bytes() + b"x" * (11 * 2**20)
+    path.write_bytes(edited)
+    result = run_cli("--file", tmp_path / "recipients.yaml", "drafts")
+    assert result.status == 0, result.err
+    [kept] = (outbox / "edited-drafts").iterdir()
+    assert kept.read_bytes() == edited
+    assert len(path.read_bytes()) < len(edited)
+
+
+def test_drafts_into_a_linked_outbox_are_refused_before_anything_is_kept(tmp_path: Path) -> None:
+    outbox = draft_bundled(tmp_path)
+    edit_by_hand(outbox / "01-president.eml")
+    (tmp_path / "link").symlink_to(outbox)
+    before = snapshot(outbox)
+    link = tmp_path / "link"
+    result = run_cli("--file", tmp_path / "recipients.yaml", "drafts", "--outbox", link)
+    assert result.status == 2
+    assert "is a symbolic link; campaign never writes through one" in result.err
+    assert snapshot(outbox) == before
 
 
 def test_drafts_again_keep_a_draft_edited_by_hand_as_it_was(tmp_path: Path) -> None:
