@@ -98,10 +98,10 @@ def test_sigkill_mid_run_then_a_second_run_sends_nobody_twice(
     assert len(received) > received_before  # the second run sent what had not gone
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_a_letter_on_its_way_when_the_run_is_interrupted_is_kept_and_recorded_unknown(
+def interrupt_the_third_of_five(
     tmp_path: Path, make_smtp_server: MakeServer, stop: signal.Signals
-) -> None:
+) -> tuple[Path, SmtpServer, subprocess.Popen[bytes]]:
+    """Five letters, one connection: `stop` the sender while the third one's data is in."""
     file = write_small_campaign(tmp_path / "campaign", 5)
     server = make_smtp_server(faults=FaultScript(data=nth(3, STALL)))
     sender = start_sender(file, server, "--concurrency", "1", "--timeout", "60")
@@ -110,6 +110,14 @@ def test_a_letter_on_its_way_when_the_run_is_interrupted_is_kept_and_recorded_un
     finally:
         os.kill(sender.pid, stop)
         sender.wait(timeout=30)
+    return file, server, sender
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_letter_on_its_way_when_the_run_is_interrupted_is_kept_and_recorded_unknown(
+    tmp_path: Path, make_smtp_server: MakeServer, stop: signal.Signals
+) -> None:
+    file, server, sender = interrupt_the_third_of_five(tmp_path, make_smtp_server, stop)
     assert sender.returncode != 0
     stalled = server.messages[2]
     [address] = stalled.rcpt_tos
@@ -138,14 +146,7 @@ def test_a_letter_on_its_way_when_the_run_is_interrupted_is_kept_and_recorded_un
 def test_the_last_line_of_an_interrupted_run_counts_the_letter_recorded_unknown(
     tmp_path: Path, make_smtp_server: MakeServer, stop: signal.Signals
 ) -> None:
-    file = write_small_campaign(tmp_path / "campaign", 5)
-    server = make_smtp_server(faults=FaultScript(data=nth(3, STALL)))
-    sender = start_sender(file, server, "--concurrency", "1", "--timeout", "60")
-    try:
-        server.wait_for(3, timeout=30)
-    finally:
-        os.kill(sender.pid, stop)
-        sender.wait(timeout=30)
+    file, _, _ = interrupt_the_third_of_five(tmp_path, make_smtp_server, stop)
     output = (file.parent / "sender-output.txt").read_text("utf-8")
     assert "3/5 letters done" in output, output
     assert ": 2 sent, 1 unknown\n" in output, output
