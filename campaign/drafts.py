@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import glob
 import hashlib
 import os
 import re
@@ -72,7 +71,7 @@ def write_drafts(prepared: Prepared, outbox: Path) -> DraftsReport:
     unwanted: list[Path] = []
     left_alone: list[str] = []
     for path in sorted(outbox.glob("*.eml")):
-        if path.name in current or path.is_symlink() or not path.is_file():
+        if path.name in current or not _is_plain_file(path):
             continue
         if whole_campaign and _written_by(campaign, path):
             unwanted.append(path)
@@ -81,7 +80,7 @@ def write_drafts(prepared: Prepared, outbox: Path) -> DraftsReport:
     # Every edited draft is kept before any file is written or removed.
     replaced = [p for d in prepared.drafts if _is_plain_file(p := outbox / d.filename)]
     edited = [path for path in (*replaced, *unwanted) if edited_since_written(path, limit)]
-    kept = [_keep_edited(outbox / EDITED_FOLDER, path, limit) for path in edited]
+    kept = _keep_edited(outbox / EDITED_FOLDER, edited, limit) if edited else []
     transport = FileTransport(outbox)
     with _file_errors_said():
         if kept:
@@ -125,36 +124,51 @@ def edited_since_written(path: Path, limit: int) -> bool:
     return stamp is None or modified != stamp
 
 
-def _keep_edited(folder: Path, path: Path, limit: int) -> str:
-    """Keep an edited draft in `folder`, named for when it was edited; return its name.
+def _keep_edited(folder: Path, paths: list[Path], limit: int) -> list[str]:
+    """Keep each edited draft in `folder`, named for when it was edited; return the names.
 
     A hard link: it needs no read, whatever the size, and keeps the time; writing the
     draft again then gives the name a new file and leaves this one as it was. Where the
     file system has no hard links, a copy.
     """
     ensure_folder(folder)
+    kept: list[str] = []
+    named = folder  # what an error names: the folder, then each draft in turn
     try:
-        info = os.stat(path, follow_symlinks=False)
-        edited = datetime.fromtimestamp(info.st_mtime, UTC)
-        stem = f"{path.stem}.edited-{edited:%Y%m%dT%H%M%SZ}"
-        for earlier in folder.glob(f"{glob.escape(stem)}*.eml"):
-            if os.path.samefile(earlier, path):
-                return earlier.name  # kept by a run that then stopped
-        name, number = f"{stem}.eml", 1
-        while os.path.lexists(folder / name):
-            number += 1
-            name = f"{stem}-{number}.eml"
-        try:
-            os.link(path, folder / name, follow_symlinks=False)
-        except OSError:
-            write_file(folder / name, read_file(path, max(limit, info.st_size)), durable=True)
+        # Listed once: a draft a stopped run already kept is not kept again.
+        earlier = {_identity(entry): entry.name for entry in os.scandir(folder)}
+        taken = set(earlier.values())
+        for path in paths:
+            named = path
+            info = os.stat(path, follow_symlinks=False)
+            if (known := earlier.get((info.st_dev, info.st_ino))) is not None:
+                kept.append(known)
+                continue
+            edited = datetime.fromtimestamp(info.st_mtime, UTC)
+            stem = f"{path.stem}.edited-{edited:%Y%m%dT%H%M%SZ}"
+            name, number = f"{stem}.eml", 1
+            while name in taken:
+                number += 1
+                name = f"{stem}-{number}.eml"
+            try:
+                os.link(path, folder / name, follow_symlinks=False)
+            except OSError:
+                data = read_file(path, max(limit, info.st_size))
+                write_file(folder / name, data, durable=True)
+            taken.add(name)
+            kept.append(name)
     except OSError as err:
         raise CampaignError(
             f"cannot keep this edited draft before it is replaced: {err.strerror}",
-            path=path,
+            path=named,
             hint=f"move it out of the outbox, or make {folder} writable; nothing was written",
         ) from None
-    return name
+    return kept
+
+
+def _identity(entry: os.DirEntry[str]) -> tuple[int, int]:
+    info = entry.stat(follow_symlinks=False)
+    return info.st_dev, info.st_ino
 
 
 def _written_by(campaign: Campaign, path: Path) -> bool:

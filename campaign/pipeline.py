@@ -546,10 +546,7 @@ class SendRun:
         }
         result = _Result(job, attempt, replies, digest, transport, Signal.NONE)
         self._record_result(result, self._keep_now(job.message.draft, digest, data))
-        # Counted like any settled letter, so the run's last line does not leave it out.
-        status = self._status(job.message.draft, replies)
-        self.result.statuses[job.message.draft.recipient_id] = status
-        self.progress.update(job.message.draft.recipient_id, status)
+        self._settle(job.message.draft, replies)  # so the run's last line counts it
 
     def _tell_pacer(self, job: _Job, slot: Slot, delivery: Delivery) -> Signal:
         """What the answer says about the pace: accepted, or refused for going too fast.
@@ -648,10 +645,13 @@ class SendRun:
                 job.addresses = retry
                 self._again(job, delay * self.rng.uniform(0.75, 1.25))
                 return
-        status = self._status(job.message.draft, replies)
-        self.result.statuses[recipient] = status
-        self.progress.update(recipient, status)
+        self._settle(job.message.draft, replies)
         self._finish_job()
+
+    def _settle(self, draft: Draft, replies: dict[str, AddressReply]) -> None:
+        status = self._status(draft, replies)
+        self.result.statuses[draft.recipient_id] = status
+        self.progress.update(draft.recipient_id, status)
 
     def _status_after(self, draft: Draft, replies: dict[str, AddressReply]) -> Status:
         """The status this result gives the recipient, for the result record itself."""
